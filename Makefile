@@ -1,0 +1,29 @@
+# Everything a fresh machine needs: `make run` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test validate bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m engine validate mappings
+	$(PY) -m engine map --destination calixa --setting api_key=demo-key --setting endpoint=https://calixa.example/segment docs/sample-events.ndjson
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+validate: $(STAMP)
+	$(PY) -m engine validate mappings
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_mapping.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

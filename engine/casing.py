@@ -1,0 +1,39 @@
+"""snake_case, defined once for trait keys, JMESPath and Jinja.
+
+The definition (docs/mapping-format.md has it with examples):
+
+1. Runs of characters that are neither letters nor digits separate words
+   (`total billed`, `NPS-rating`, `a.b`).
+2. Inside a run, a new word starts where a lowercase letter or a digit is followed by an
+   uppercase letter (`firstName` -> first, Name), and where an uppercase run is followed
+   by an uppercase letter and a lowercase letter (`HTTPServer` -> HTTP, Server).
+3. Letters and digits that touch stay one word (`last30days`, `30Days` -> `30_days` by
+   rule 2 only because of the case change).
+4. Words are lowercased and joined with `_`.
+
+snake_case is idempotent: a key that is already snake_case (`order_completed_last_30days`,
+as Engage sends audience keys) comes back unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+__all__ = ["snake_case"]
+
+_SEPARATORS = re.compile(r"[^0-9A-Za-z\u00C0-\uFFFF]+")
+_WORD_BOUNDARY = re.compile(
+    r"(?<=[a-z0-9\u00DF-\u00FF])(?=[A-Z\u00C0-\u00DE])"  # fooBar, 30Days
+    r"|(?<=[A-Z\u00C0-\u00DE])(?=[A-Z\u00C0-\u00DE][a-z\u00DF-\u00FF])"  # HTTPServer
+)
+
+
+@lru_cache(maxsize=4096)
+def snake_case(text: str) -> str:
+    """Return `text` in snake_case (see the module docstring for the exact rules)."""
+    words: list[str] = []
+    for chunk in _SEPARATORS.split(text):
+        if chunk:
+            words.extend(w for w in _WORD_BOUNDARY.split(chunk) if w)
+    return "_".join(w.lower() for w in words)

@@ -1,0 +1,212 @@
+"""The command line: `python -m engine validate|map|...` (docs in README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence, TextIO
+
+import orjson
+import yaml
+
+from .destination import Destination
+from .errors import EventError, MappingError, SettingsError
+from .jsonstream import BadJSON, iter_json
+from .loader import check, load
+from .outcomes import REDACTED, Request
+from .redact import redact
+from .sandbox import parse_datetime
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad arguments, mappings or settings: exit 2 with the message."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `... | head` is a normal way to stop reading
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine",
+                                     description="Route Segment-spec events to destinations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="check mapping files; print file:line:col problems")
+    validate.add_argument("paths", nargs="*", default=["mappings"], metavar="PATH")
+    validate.set_defaults(handler=_validate)
+
+    map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")
+    map_.add_argument("--destination", required=True, metavar="SLUG")
+    map_.add_argument("--mappings", default="mappings", metavar="DIR")
+    map_.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE")
+    map_.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings")
+    map_.add_argument("--now", metavar="ISO8601", help="the clock, for repeatable output")
+    map_.add_argument("--show-secrets", action="store_true", help="do not redact secret settings")
+    map_.add_argument("files", nargs="*", metavar="FILE", help="event files (default: stdin)")
+    map_.set_defaults(handler=_map)
+
+    for name, help_text in _EXTRA_COMMANDS:
+        extra = sub.add_parser(name, help=help_text)
+        extra.set_defaults(handler=_extra(name), argv=None)
+        extra.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+# Commands that live in their own modules (delivery, HTTP shim); registered here so that
+# `--help` lists them, imported only when used.
+_EXTRA_COMMANDS: list[tuple[str, str]] = []
+
+
+def _extra(name: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        raise UsageError(f"'{name}' is not available")
+    return run
+
+
+def _validate(args: argparse.Namespace) -> int:
+    destinations, problems = check(args.paths)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
+        return 1
+    print(f"ok: {len(destinations)} destination{'s' if len(destinations) != 1 else ''} valid",
+          file=sys.stderr)
+    return 0
+
+
+def load_destination(mappings: str, slug: str) -> Destination:
+    """Load `mappings` and return destination `slug`, or raise UsageError saying why not."""
+    try:
+        destinations = load(mappings)
+    except MappingError as exc:
+        raise UsageError(f"invalid mappings:\n{exc}") from None
+    if slug not in destinations:
+        known = ", ".join(sorted(destinations)) or "none"
+        raise UsageError(f"unknown destination '{slug}' (known: {known})")
+    return destinations[slug]
+
+
+def read_settings(destination: Destination, file: str | None, pairs: list[str]) -> dict[str, Any]:
+    """Settings from a YAML/JSON file and KEY=VALUE pairs (coerced by the schema)."""
+    settings: dict[str, Any] = {}
+    if file:
+        try:
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"cannot read settings file {file}: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UsageError(f"settings file {file} must hold a mapping of setting names to values")
+        settings.update(loaded or {})
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--setting takes KEY=VALUE, got {pair!r}")
+        try:
+            settings[key] = destination.settings_schema.coerce(key, value)
+        except SettingsError as exc:
+            raise UsageError(str(exc)) from None
+    return settings
+
+
+def _map(args: argparse.Namespace) -> int:
+    destination = load_destination(args.mappings, args.destination)
+    settings = read_settings(destination, args.settings, args.setting)
+    try:
+        bound = destination.bind(settings)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if args.now is not None and parse_datetime(args.now) is None:
+        raise UsageError(f"--now must be an ISO 8601 time, got {args.now!r}")
+    for name in args.files:
+        if name != "-" and not Path(name).is_file():
+            raise UsageError(f"no such events file: {name}")
+    secrets = [] if args.show_secrets else bound.secrets
+    out = sys.stdout.buffer
+    progress = _Progress(sys.stderr)
+    for number, event in enumerate(_events(args.files), start=1):
+        for line in _outcome_lines(number, destination.slug, bound, event, args.now, secrets,
+                                   args.show_secrets):
+            out.write(orjson.dumps(line) + b"\n")
+        progress.tick(number)
+    out.flush()
+    progress.done()
+    return 0
+
+
+def _outcome_lines(number: int, slug: str, bound: Any, event: Any, now: str | None,
+                   secrets: list[str], show_secrets: bool) -> Iterator[dict[str, Any]]:
+    if isinstance(event, BadJSON):
+        yield {"event": number, "error": event.message}
+        return
+    try:
+        outcomes = bound.map(event, now=now)
+    except EventError as exc:
+        yield {"event": number, "error": redact(str(exc), secrets)}
+        return
+    for outcome in outcomes:
+        line: dict[str, Any] = {"event": number, "destination": slug}
+        if isinstance(outcome, Request):
+            line["rule"] = outcome.rule
+            request = outcome.to_dict()
+            if not show_secrets:
+                for name in outcome.secret_headers:
+                    request["headers"][name] = REDACTED
+                request = redact(request, secrets)
+            line["request"] = request
+        else:
+            if outcome.rule:
+                line["rule"] = outcome.rule
+            line["skipped"] = redact(outcome.reason, secrets)
+        yield line
+
+
+def _events(files: list[str]) -> Iterator[Any]:
+    if not files:
+        yield from iter_json(sys.stdin)
+        return
+    for name in files:
+        if name == "-":
+            yield from iter_json(sys.stdin)
+            continue
+        with open(name, encoding="utf-8") as stream:
+            yield from iter_json(stream)
+
+
+class _Progress:
+    """A one-line counter on stderr, only on a terminal and only for runs that take a while."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+        self.last = self.started
+        self.shown = False
+
+    def tick(self, count: int) -> None:
+        if not self.enabled or count % 1000:
+            return
+        now = time.monotonic()
+        if now - self.last >= 1.0:
+            self.last = now
+            rate = count / (now - self.started)
+            self.stream.write(f"\r{count:,} events mapped ({rate:,.0f}/s)")
+            self.stream.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()

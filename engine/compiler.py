@@ -1,0 +1,281 @@
+"""Turn a checked mapping document into a Destination, finding every problem in one pass."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .destination import (Condition, Destination, Example, RequestSpec, Rule, SnakeCaseRule,
+                          normalize_name)
+from .errors import Location, Problem
+from .expressions import Expression, ExpressionProblem, compile_jmespath
+from .format import CALL_TYPES, check_document
+from .settings import SettingsSchema
+from .source import Path_
+from .templates import Compiled, TemplateProblem, compile_expression, compile_tree
+
+__all__ = ["compile_destination", "SourceView"]
+
+_RESERVED = {"message", "settings", "now", "matched_event"}
+
+
+class SourceView:
+    """Where each path of a (possibly merged) document was written: the first document in
+    `docs` that has the path wins, so a file's own values shadow its base's."""
+
+    def __init__(self, docs: list[Any]) -> None:
+        self.docs = docs
+
+    def _doc_for(self, path: Path_) -> tuple[Any, Path_]:
+        probe = path
+        while True:
+            for doc in self.docs:
+                if probe in doc.values:
+                    return doc, probe
+            if not probe:
+                return self.docs[0], ()
+            probe = probe[:-1]
+
+    def locate(self, path: Path_, *, key: bool = False) -> Location:
+        doc, found = self._doc_for(path)
+        if key and found in doc.keys:
+            return doc.keys[found]
+        return doc.locate(found)
+
+    def locate_inside(self, path: Path_, line: int = 1, offset: int = 0) -> Location:
+        """A position inside a scalar: `line` (1-based) and `offset` within the text."""
+        doc, found = self._doc_for(path)
+        base = doc.locate(found)
+        style = doc.styles.get(found)
+        if found != path:
+            return base
+        if style in ("|", ">"):
+            # Block scalars start on the line after their indicator.
+            number = base.line + line
+            lines = doc.text.splitlines()
+            text = lines[number - 1] if 0 < number <= len(lines) else ""
+            indent = len(text) - len(text.lstrip(" "))
+            return Location(base.file, number, indent + 1 + offset)
+        if line > 1:
+            return Location(base.file, base.line + line - 1, 1)
+        quote = 1 if style in ('"', "'") else 0
+        return Location(base.file, base.line, base.column + quote + offset)
+
+
+class _Compiler:
+    def __init__(self, data: dict[str, Any], view: SourceView) -> None:
+        self.data = data
+        self.view = view
+        self.problems: list[Problem] = []
+        self.settings_used: list[tuple[Path_, str]] = []
+
+    def problem(self, path: Path_, message: str, *, key: bool = False) -> None:
+        self.problems.append(Problem(self.view.locate(path, key=key), message))
+
+    def template_problem(self, path: Path_, problem: TemplateProblem) -> None:
+        self.problems.append(Problem(self.view.locate_inside(path, problem.line), problem.message))
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def tree(self, value: Any, path: Path_) -> Compiled:
+        compiled = compile_tree(value, path, self.template_problem)
+        self.settings_used += [(path, name) for name in compiled.settings_used]
+        return compiled
+
+    def expression(self, source: str, path: Path_) -> Compiled:
+        compiled = compile_expression(source)
+        if isinstance(compiled, Compiled):
+            self.settings_used += [(path, name) for name in compiled.settings_used]
+            return compiled
+        for problem in compiled if isinstance(compiled, list) else [compiled]:
+            self.template_problem(path, problem)
+        return Compiled(None, False)
+
+    def jmespath(self, source: str, path: Path_) -> Callable[[Any], Any]:
+        compiled = compile_jmespath(source)
+        if isinstance(compiled, ExpressionProblem):
+            self.problems.append(Problem(self.view.locate_inside(path, 1, compiled.offset),
+                                         compiled.message))
+            return lambda event: None
+        assert isinstance(compiled, Expression)
+        return compiled.search
+
+    def snake(self, spec: Any, path: Path_) -> SnakeCaseRule | None:
+        if not spec:
+            return None
+        if spec is True:
+            return SnakeCaseRule((("traits",),), frozenset())
+        paths = _as_list(spec.get("paths"))
+        for i, p in enumerate(paths):
+            if not all(part.strip() for part in p.split(".")):
+                self.problem(path + ("paths", i), f"'{p}' is not a dotted path like traits or context.traits")
+        return SnakeCaseRule(tuple(tuple(p.split(".")) for p in paths),
+                             frozenset(_as_list(spec.get("except"))))
+
+    def conditions(self, items: list[dict[str, Any]] | None, path: Path_) -> tuple[Condition, ...]:
+        out = []
+        for i, item in enumerate(items or []):
+            out.append(Condition(self.expression(item["if"], path + (i, "if")),
+                                 self.tree(item["reason"], path + (i, "reason"))))
+        return tuple(out)
+
+    def request(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_) -> RequestSpec:
+        def origin(key: str) -> Path_:
+            return rule_path + ("request", key) if key in own else ("request", key)
+
+        merged = {**defaults, **own}
+        merged["headers"] = {**defaults.get("headers", {}), **own.get("headers", {})}
+        merged["auth"] = {**defaults.get("auth", {}), **own.get("auth", {})}
+        if "url" not in merged:
+            self.problem(rule_path, "no url: set request.url here or in the file's request defaults")
+        headers = tuple((name, self.tree(value if isinstance(value, str) else str(value),
+                                         self._header_path(name, own, rule_path)))
+                        for name, value in merged["headers"].items())
+        auth = []
+        for name, value in merged["auth"].items():
+            path = rule_path + ("request", "auth", name) if name in own.get("auth", {}) \
+                else ("request", "auth", name)
+            compiled = self.tree(value, path)
+            stray = compiled.names_used - {"settings"}
+            if stray:
+                self.problem(path, "auth may use settings only (it is rendered again at send "
+                                   f"time, without the event); found: {', '.join(sorted(stray))}")
+            auth.append((name, compiled))
+        once = merged.get("once")
+        return RequestSpec(
+            method=merged.get("method", "POST"),
+            url=self.tree(merged.get("url", ""), origin("url")),
+            headers=headers,
+            auth=tuple(auth),
+            encoding=merged.get("encoding", "json"),
+            body=self.tree(merged["body"], origin("body")) if "body" in merged else None,
+            deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"))
+            if "deliver_after" in merged else None,
+            once_key=self.tree(once["key"], origin("once") + ("key",)) if once else None,
+            once_window=self.tree(once["window_seconds"], origin("once") + ("window_seconds",))
+            if once else None,
+            message_id=self.tree(merged.get("message_id", "{{ messageId }}"), origin("message_id")),
+        )
+
+    @staticmethod
+    def _header_path(name: str, own: dict[str, Any], rule_path: Path_) -> Path_:
+        if name in own.get("headers", {}):
+            return rule_path + ("request", "headers", name)
+        return ("request", "headers", name)
+
+    def rule(self, spec: dict[str, Any], index: int, defaults: dict[str, Any],
+             snake: SnakeCaseRule | None) -> Rule:
+        path: Path_ = ("rules", index)
+        when = spec.get("when", {})
+        types = _as_list(when.get("type")) if "type" in when else None
+        normalized = when.get("event_match", "exact") == "normalized"
+        events = None
+        if "event" in when:
+            names = _as_list(when["event"])
+            events = {(normalize_name(n) if normalized else n): n for n in names}
+        accepts = self.data.get("accepts")
+        if types and accepts:
+            for t in types:
+                if t not in accepts:
+                    self.problem(path + ("when", "type"),
+                                 f"rule '{spec['name']}' matches {t} calls, which 'accepts' leaves out")
+        extract = []
+        for name, source in (spec.get("extract") or {}).items():
+            if name in _RESERVED:
+                self.problem(path + ("extract", name),
+                             f"'{name}' is a reserved name in templates; pick another", key=True)
+            extract.append((name, self.jmespath(source, path + ("extract", name))))
+        require = []
+        for i, item in enumerate(spec.get("require") or []):
+            require.append((self.jmespath(item["field"], path + ("require", i, "field")),
+                            item["field"], item.get("reason") or f"'{item['field']}' is missing"))
+        has_request = "request" in spec or bool(defaults)
+        skip = self.tree(spec["skip"], path + ("skip",)) if "skip" in spec else None
+        request = None
+        if skip is None and has_request:
+            request = self.request(defaults, spec.get("request", {}), path)
+        rule_snake = snake
+        if "snake_case" in spec:
+            rule_snake = self.snake(spec["snake_case"], path + ("snake_case",))
+        return Rule(
+            name=spec["name"],
+            types=frozenset(types) if types is not None else None,
+            events=events,
+            normalized=normalized,
+            condition=self.jmespath(when["condition"], path + ("when", "condition"))
+            if "condition" in when else None,
+            require=tuple(require),
+            extract=tuple(extract),
+            reject_if=self.conditions(spec.get("reject_if"), path + ("reject_if",)),
+            skip_if=self.conditions(spec.get("skip_if"), path + ("skip_if",)),
+            skip=skip,
+            snake=rule_snake if rule_snake is not snake else None,
+            request=request,
+        )
+
+    def examples(self, file: str) -> tuple[Example, ...]:
+        out = []
+        seen: set[str] = set()
+        for i, spec in enumerate(self.data.get("examples") or []):
+            if spec["name"] in seen:
+                self.problem(("examples", i, "name"), f"duplicate example name '{spec['name']}'")
+            seen.add(spec["name"])
+            out.append(Example(spec["name"], spec["event"], spec.get("settings") or {},
+                               spec.get("now"), spec.get("source"),
+                               self.view.locate(("examples", i))))
+        return tuple(out)
+
+    def run(self) -> Destination:
+        data = self.data
+        settings = SettingsSchema(data.get("destination", "?"), data.get("settings") or {})
+        for name, spec in settings.spec.items():
+            if "default" in spec and spec.get("required"):
+                self.problem(("settings", name), f"setting '{name}' is required and has a default; "
+                                                 "keep one of the two")
+        snake = self.snake(data.get("snake_case"), ("snake_case",))
+        defaults = data.get("request") or {}
+        rules = []
+        names: set[str] = set()
+        for i, spec in enumerate(data.get("rules") or []):
+            if spec["name"] in names:
+                self.problem(("rules", i, "name"), f"duplicate rule name '{spec['name']}'")
+            names.add(spec["name"])
+            rules.append(self.rule(spec, i, defaults, snake))
+        if not rules:
+            self.problem(("rules",), "a destination needs at least one rule")
+        unmatched = self.tree(data["unmatched"], ("unmatched",)) if "unmatched" in data else None
+        for path, name in self.settings_used:
+            if name not in settings.spec:
+                declared = ", ".join(sorted(settings.spec)) or "none"
+                self.problem(path, f"setting '{name}' is used but not declared (declared: {declared})")
+        accepts = data.get("accepts")
+        return Destination(
+            name=data["destination"], slug=data["slug"], file=self.view.docs[0].path,
+            docs=data.get("docs"), input=data.get("input", "segment"),
+            accepts=frozenset(accepts) if accepts is not None else None,
+            settings_schema=settings, rules=tuple(rules), snake=snake, unmatched=unmatched,
+            examples=self.examples(self.view.docs[0].path),
+        )
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def compile_destination(data: dict[str, Any], view: SourceView) -> tuple[Destination | None, list[Problem]]:
+    """Check `data` against the format and compile it; return it with every problem found."""
+    problems = [Problem(view.locate(path, key=unknown), message)
+                for path, message, unknown in check_document(data)]
+    if problems:
+        return None, problems
+    if data.get("input", "segment") == "raw" and "accepts" in data:
+        problems.append(Problem(view.locate(("accepts",), key=True),
+                                "'accepts' is for Segment input; a raw-input mapping has no call types"))
+    compiler = _Compiler(data, view)
+    destination = compiler.run()
+    problems += compiler.problems
+    return (None if problems else destination), problems
+
+
+assert set(CALL_TYPES) == {"identify", "track", "page", "screen", "group", "alias"}

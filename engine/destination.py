@@ -1,0 +1,357 @@
+"""A compiled destination: rules ready to run, and the per-event mapping path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+from .errors import EventError, Location
+from .expressions import Getter
+from .normalize import normalize_event
+from .outcomes import Outcome, Request, Skip
+from .routing import is_enabled
+from .sandbox import MISSING, parse_datetime
+from .casing import snake_case
+from .settings import SettingsSchema
+from .templates import Compiled, RenderError
+
+__all__ = ["Destination", "BoundDestination", "Example"]
+
+Scope = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A documented event with the settings and clock it is mapped with."""
+
+    name: str
+    event: Any
+    settings: Mapping[str, Any]
+    now: str | None
+    source: str | None
+    location: Location
+
+
+@dataclass(frozen=True)
+class SnakeCaseRule:
+    """Rename the keys of the objects at `paths` to snake_case, except `keep`."""
+
+    paths: tuple[tuple[str, ...], ...]
+    keep: frozenset[str]
+
+    def apply(self, event: dict[str, Any]) -> dict[str, Any]:
+        for path in self.paths:
+            event = self._at(event, path)
+        return event
+
+    def _at(self, obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+        head, rest = path[0], path[1:]
+        inner = obj.get(head)
+        if not isinstance(inner, dict):
+            return obj
+        if rest:
+            renamed = self._at(inner, rest)
+        else:
+            keep = self.keep
+            renamed = {(k if k in keep or not isinstance(k, str) else snake_case(k)): v
+                       for k, v in inner.items()}
+        return obj if renamed is inner else {**obj, head: renamed}
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """The compiled request part of a rule (defaults merged in)."""
+
+    method: str
+    url: Compiled
+    headers: tuple[tuple[str, Compiled], ...]
+    auth: tuple[tuple[str, Compiled], ...]
+    encoding: str
+    body: Compiled | None
+    deliver_after: Compiled | None
+    once_key: Compiled | None
+    once_window: Compiled | None
+    message_id: Compiled
+
+
+@dataclass(frozen=True)
+class Condition:
+    test: Compiled
+    reason: Compiled
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    types: frozenset[str] | None
+    events: Mapping[str, str] | None  # as compared -> as written in the rule
+    normalized: bool
+    condition: Getter | None
+    require: tuple[tuple[Getter, str, str], ...]
+    extract: tuple[tuple[str, Getter], ...]
+    reject_if: tuple[Condition, ...]
+    skip_if: tuple[Condition, ...]
+    skip: Compiled | None
+    snake: SnakeCaseRule | None
+    request: RequestSpec | None
+
+    def matches(self, event: dict[str, Any], call: str | None) -> str | bool:
+        """False, or True; for an event-name matcher, the name as the rule spells it."""
+        matched: str | bool = True
+        if self.types is not None and call not in self.types:
+            return False
+        if self.events is not None:
+            name = event.get("event")
+            if not isinstance(name, str):
+                return False
+            matched = self.events.get(normalize_name(name) if self.normalized else name, False)
+            if not matched:
+                return False
+        if self.condition is not None and _is_false(self.condition(event)):
+            return False
+        return matched
+
+
+def normalize_name(name: str) -> str:
+    """Event names compared regardless of case and separators: 'Account Created',
+    'account_created', 'accountCreated' and 'ACCOUNT-CREATED' are one name."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _is_false(value: Any) -> bool:
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def _value(compiled: Compiled, scope: Scope) -> Any:
+    return compiled.constant if compiled.renderer is None else compiled.renderer(scope)
+
+
+def _text(compiled: Compiled, scope: Scope, fallback: str) -> str:
+    try:
+        value = _value(compiled, scope)
+    except RenderError:
+        return fallback
+    return fallback if value is MISSING else str(value)
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        from .sandbox import PROJECT_FILTERS
+        return PROJECT_FILTERS["tojson"](value)
+    return str(value)
+
+
+@dataclass(eq=False)
+class Destination:
+    """One destination, compiled from its mapping file. Thread-safe and reusable."""
+
+    name: str
+    slug: str
+    file: str
+    docs: str | None
+    input: str
+    accepts: frozenset[str] | None
+    settings_schema: SettingsSchema
+    rules: tuple[Rule, ...]
+    snake: SnakeCaseRule | None
+    unmatched: Compiled | None
+    examples: tuple[Example, ...] = ()
+    _last: tuple[Any, "BoundDestination"] | None = field(default=None, repr=False)
+
+    def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":
+        """Check `settings` against the schema (raises SettingsError) and return a mapper
+        with everything that depends only on settings already rendered."""
+        last = self._last
+        if last is not None and last[0] == settings:
+            return last[1]
+        checked = self.settings_schema.validate(settings)
+        bound = BoundDestination(self, checked)
+        self._last = (dict(settings or {}), bound)
+        return bound
+
+    def map(self, event: Any, *, settings: Mapping[str, Any] | None = None,
+            now: datetime | str | None = None) -> list[Outcome]:
+        """Map one event: a list of Request and Skip outcomes.
+
+        Raises EventError for an event that is not a valid message (or that a rule rejects),
+        and SettingsError for settings that fail the destination's schema."""
+        return self.bind(settings).map(event, now=now)
+
+    def secret_values(self, settings: Mapping[str, Any] | None) -> list[str]:
+        """The values of this destination's secret settings, for redaction."""
+        names = self.settings_schema.secret_names
+        return [str(v) for k, v in (settings or {}).items() if k in names and v not in (None, "")]
+
+
+class BoundDestination:
+    """A destination with checked settings: `map(event, now=...)` is the per-event path."""
+
+    def __init__(self, destination: Destination, settings: dict[str, Any]) -> None:
+        self.destination = destination
+        self.settings = settings
+        self.secrets = destination.secret_values(settings)
+        base: Scope = {"settings": settings}
+        self._auth: dict[int, dict[str, str]] = {}
+        self._resolved: dict[int, Compiled] = {}
+        for rule in destination.rules:
+            spec = rule.request
+            if spec is None:
+                continue
+            headers = {}
+            for name, compiled in spec.auth:
+                value = _value(compiled, base)
+                if value is not MISSING:
+                    headers[name] = str(value)
+            self._auth[id(rule)] = headers
+            for compiled in (spec.url, spec.body, *[c for _, c in spec.headers]):
+                if compiled is not None and compiled.renderer is not None and \
+                        compiled.names_used <= {"settings"}:
+                    # Depends on settings alone: render it once, here.
+                    self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
+
+    def auth_headers(self, rule_name: str) -> dict[str, str]:
+        """The secret headers of a rule, rendered from the current settings."""
+        for rule in self.destination.rules:
+            if rule.name == rule_name:
+                return dict(self._auth.get(id(rule), {}))
+        return {}
+
+    def _c(self, compiled: Compiled) -> Compiled:
+        return self._resolved.get(id(compiled), compiled)
+
+    def map(self, event: Any, *, now: datetime | str | None = None) -> list[Outcome]:
+        """Map one event; see Destination.map."""
+        dest = self.destination
+        when = _clock(now)
+        if dest.input == "segment":
+            event = normalize_event(event)
+            call = event["type"]
+            if not is_enabled(event.get("integrations"), dest.name):
+                return [Skip(dest.slug, f"the event's integrations object turns {dest.name} off")]
+            if dest.accepts is not None and call not in dest.accepts:
+                accepted = ", ".join(sorted(dest.accepts))
+                return [Skip(dest.slug, f"{dest.name} does not accept {call} calls "
+                                        f"(it accepts {accepted})")]
+        else:
+            if not isinstance(event, dict):
+                raise EventError("the input must be a JSON object")
+            call = None
+        if dest.snake is not None:
+            event = dest.snake.apply(event)
+        for rule in dest.rules:
+            matched = rule.matches(event, call)
+            if matched:
+                return [self._apply(rule, event, when, matched)]
+        scope = self._scope(event, when, ())
+        default = f"no rule of {dest.name} matches this {call or 'input'}" + (
+            f" event ('{event.get('event')}')" if call == "track" else " call" if call else "")
+        reason = _text(dest.unmatched, scope, default) if dest.unmatched else default
+        return [Skip(dest.slug, reason)]
+
+    def _scope(self, event: dict[str, Any], now: datetime,
+               extracted: Sequence[tuple[str, Any]]) -> Scope:
+        scope = dict(event)
+        scope["message"] = event
+        scope["settings"] = self.settings
+        scope["now"] = now
+        for name, value in extracted:
+            scope[name] = value
+        return scope
+
+    def _apply(self, rule: Rule, event: dict[str, Any], now: datetime,
+               matched: str | bool) -> Outcome:
+        dest = self.destination
+        if rule.snake is not None:
+            event = rule.snake.apply(event)
+        for getter, source, reason in rule.require:
+            value = getter(event)
+            if value is None or value == "" or value == [] or value == {}:
+                return Skip(dest.slug, reason, rule.name)
+        scope = self._scope(event, now, [(n, g(event)) for n, g in rule.extract])
+        if isinstance(matched, str):
+            scope["matched_event"] = matched
+        try:
+            for condition in rule.reject_if:
+                if _holds(condition.test, scope):
+                    raise EventError(_text(condition.reason, scope, f"rejected by rule {rule.name}"))
+            for condition in rule.skip_if:
+                if _holds(condition.test, scope):
+                    return Skip(dest.slug, _text(condition.reason, scope, "skipped"), rule.name)
+            if rule.skip is not None or rule.request is None:
+                reason = _text(rule.skip, scope, f"skipped by rule {rule.name}") if rule.skip \
+                    else f"skipped by rule {rule.name}"
+                return Skip(dest.slug, reason, rule.name)
+            return self._request(rule, rule.request, scope, now)
+        except RenderError as exc:
+            raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
+
+    def _request(self, rule: Rule, spec: RequestSpec, scope: Scope, now: datetime) -> Request:
+        dest = self.destination
+        url = _value(self._c(spec.url), scope)
+        if url is MISSING or not str(url):
+            raise EventError(f"{dest.slug}: rule {rule.name}: the url template rendered nothing")
+        headers: dict[str, str] = {}
+        for name, compiled in spec.headers:
+            value = _value(self._c(compiled), scope)
+            if value is not MISSING:
+                headers[name] = str(value)
+        auth = self._auth.get(id(rule), {})
+        headers.update(auth)
+        body = None
+        if spec.body is not None:
+            body = _value(self._c(spec.body), scope)
+            if body is MISSING:
+                body = None
+            elif spec.encoding == "form":
+                if not isinstance(body, dict):
+                    raise EventError(f"{dest.slug}: rule {rule.name}: a form body must be a mapping")
+                body = {str(k): _form_value(v) for k, v in body.items()}
+        deliver_after = None
+        if spec.deliver_after is not None:
+            raw = _value(spec.deliver_after, scope)
+            if raw is not MISSING:
+                due = parse_datetime(raw)
+                if due is None:
+                    raise EventError(f"{dest.slug}: rule {rule.name}: deliver_after rendered "
+                                     f"{raw!r}, not a date")
+                deliver_after = due if due > now else None
+        once_key = once_window = None
+        if spec.once_key is not None and spec.once_window is not None:
+            key = _value(spec.once_key, scope)
+            window = _value(spec.once_window, scope)
+            if key is not MISSING and window is not MISSING:
+                try:
+                    once_window = float(window)
+                except (TypeError, ValueError):
+                    raise EventError(f"{dest.slug}: rule {rule.name}: once.window_seconds "
+                                     f"rendered {window!r}, not a number") from None
+                once_key = str(key)
+        message_id = _value(spec.message_id, scope)
+        return Request(
+            destination=dest.slug, rule=rule.name, method=spec.method, url=str(url),
+            headers=headers, encoding=spec.encoding, body=body, deliver_after=deliver_after,
+            once_key=once_key, once_window=once_window,
+            message_id=None if message_id is MISSING else str(message_id),
+            secret_headers=frozenset(auth),
+        )
+
+
+def _holds(test: Compiled, scope: Scope) -> bool:
+    value = _value(test, scope)
+    return value is not MISSING and bool(value)
+
+
+def _clock(now: datetime | str | None) -> datetime:
+    if now is None:
+        return datetime.now(timezone.utc)
+    parsed = parse_datetime(now)
+    if parsed is None:
+        raise ValueError(f"now must be an ISO 8601 time, got {now!r}")
+    return parsed
+
+

@@ -1,0 +1,135 @@
+"""The schema of a mapping file, checked with Cerberus; docs/mapping-format.md explains it."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from cerberus import Validator
+
+__all__ = ["CALL_TYPES", "check_document", "SETTING_TYPES"]
+
+CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+SETTING_TYPES = ("string", "integer", "float", "number", "boolean", "dict", "list")
+
+_STRINGS = {"type": ["string", "list"], "schema": {"type": "string"}}
+_TEMPLATE = {"type": "string", "empty": False}
+_SCALAR_TEMPLATE = {"type": ["string", "integer", "float"]}
+
+_REQUEST = {
+    "method": {"type": "string", "allowed": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+    "url": _TEMPLATE,
+    "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _SCALAR_TEMPLATE},
+    "auth": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
+    "encoding": {"type": "string", "allowed": ["json", "form"]},
+    "body": {"nullable": True},
+    "deliver_after": _TEMPLATE,
+    "once": {"type": "dict", "schema": {
+        "key": {**_TEMPLATE, "required": True},
+        "window_seconds": {**_SCALAR_TEMPLATE, "required": True},
+    }},
+    "message_id": _TEMPLATE,
+}
+
+_SNAKE_CASE = {"type": ["dict", "boolean"], "schema": {
+    "paths": {**_STRINGS, "required": True},
+    "except": _STRINGS,
+}}
+
+_CONDITIONS = {"type": "list", "schema": {"type": "dict", "schema": {
+    "if": {**_TEMPLATE, "required": True},
+    "reason": {**_TEMPLATE, "required": True},
+}}}
+
+_SETTING = {"type": "dict", "schema": {
+    "type": {"type": "string", "allowed": list(SETTING_TYPES), "required": True},
+    "required": {"type": "boolean"},
+    "default": {"nullable": True},
+    "secret": {"type": "boolean"},
+    "description": {"type": "string"},
+    "allowed": {"type": "list"},
+    "min": {"type": "number"},
+    "max": {"type": "number"},
+    "regex": {"type": "string"},
+    "empty": {"type": "boolean"},
+}}
+
+_RULE = {"type": "dict", "schema": {
+    "name": {"type": "string", "required": True, "regex": r"[A-Za-z0-9_.-]+"},
+    "description": {"type": "string"},
+    "when": {"type": "dict", "schema": {
+        "type": {"type": ["string", "list"], "allowed": list(CALL_TYPES)},
+        "event": _STRINGS,
+        "event_match": {"type": "string", "allowed": ["exact", "normalized"]},
+        "condition": _TEMPLATE,
+    }},
+    "require": {"type": "list", "schema": {"type": "dict", "schema": {
+        "field": {**_TEMPLATE, "required": True},
+        "reason": _TEMPLATE,
+    }}},
+    "extract": {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
+                "valuesrules": _TEMPLATE},
+    "reject_if": _CONDITIONS,
+    "skip_if": _CONDITIONS,
+    "skip": _TEMPLATE,
+    "snake_case": _SNAKE_CASE,
+    "request": {"type": "dict", "schema": _REQUEST},
+}}
+
+_EXAMPLE = {"type": "dict", "schema": {
+    "name": {"type": "string", "required": True},
+    "source": {"type": "string"},
+    "settings": {"type": "dict"},
+    "now": {"type": "string"},
+    "event": {"type": ["dict", "list"], "required": True},
+}}
+
+SCHEMA: dict[str, Any] = {
+    "destination": {"type": "string", "required": True, "empty": False},
+    "slug": {"type": "string", "required": True, "regex": r"[a-z0-9][a-z0-9-]*"},
+    "docs": {"type": "string"},
+    "description": {"type": "string"},
+    "extends": {"type": "string"},
+    "abstract": {"type": "boolean"},
+    "input": {"type": "string", "allowed": ["segment", "raw"]},
+    "accepts": {"type": "list", "allowed": list(CALL_TYPES)},
+    "settings": {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
+                 "valuesrules": _SETTING},
+    "request": {"type": "dict", "schema": _REQUEST},
+    "snake_case": _SNAKE_CASE,
+    "rules": {"type": "list", "schema": _RULE},
+    "unmatched": _TEMPLATE,
+    "examples": {"type": "list", "schema": _EXAMPLE},
+}
+
+
+def check_document(data: Any, *, abstract: bool = False) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
+    """Yield (path, message, is_unknown_key) for every schema violation in a mapping file."""
+    if not isinstance(data, dict):
+        yield (), "a mapping file must be a YAML mapping at the top level", False
+        return
+    schema = SCHEMA
+    if abstract or data.get("abstract"):
+        # A base file need not name a destination; whoever extends it does.
+        schema = {**SCHEMA, "destination": {**SCHEMA["destination"], "required": False},
+                  "slug": {**SCHEMA["slug"], "required": False}}
+    validator = Validator(schema)
+    if validator.validate(data):
+        return
+    yield from _flatten(validator.errors, ())
+
+
+def _flatten(tree: dict[Any, Any], prefix: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
+    for key, messages in tree.items():
+        for message in messages:
+            if isinstance(message, dict):
+                yield from _flatten(message, prefix + (key,))
+            else:
+                yield prefix + (key,), _explain(key, message), message == "unknown field"
+
+
+def _explain(key: Any, message: str) -> str:
+    if message == "unknown field":
+        return f"unknown key '{key}'"
+    if message == "required field":
+        return f"'{key}' is required"
+    return f"'{key}': {message}"

@@ -1,0 +1,112 @@
+"""Find mapping files, resolve `extends`, compile them, and collect every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from .compiler import SourceView, compile_destination
+from .destination import Destination
+from .errors import Location, MappingError, Problem
+from .format import check_document
+from .source import SourceDocument, read_yaml
+
+__all__ = ["load", "check", "mapping_files"]
+
+# What a file takes from the file it extends: everything but its identity and examples.
+_NOT_INHERITED = {"destination", "slug", "docs", "description", "abstract", "examples", "extends"}
+
+
+def mapping_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The .yaml/.yml files named, and those inside the directories named, sorted."""
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        else:
+            found.append(path)
+    return found
+
+
+def _merge(base: Any, own: Any) -> Any:
+    if isinstance(base, dict) and isinstance(own, dict):
+        merged = dict(base)
+        for key, value in own.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return own
+
+
+def _resolve(doc: SourceDocument, problems: list[Problem], chain: tuple[str, ...] = ()) -> tuple[Any, list[SourceDocument]]:
+    """Return the document's data merged over what it extends, and the documents involved."""
+    data = doc.data
+    if not isinstance(data, dict) or "extends" not in data:
+        return data, [doc]
+    target = data["extends"]
+    where = doc.keys.get(("extends",), Location(doc.path, 1, 1))
+    if not isinstance(target, str):
+        problems.append(Problem(where, "'extends' must be a file name"))
+        return data, [doc]
+    base_path = (Path(doc.path).parent / target).resolve()
+    if str(base_path) in chain:
+        problems.append(Problem(where, f"'extends' makes a cycle: {' -> '.join(chain + (str(base_path),))}"))
+        return data, [doc]
+    base_doc, base_problems = read_yaml(base_path)
+    base_doc.path = str(Path(doc.path).parent / target)
+    for p in base_problems:
+        problems.append(Problem(Location(base_doc.path, p.location.line, p.location.column), p.message))
+    if base_doc.data is None:
+        if not base_problems:
+            problems.append(Problem(where, f"cannot extend '{target}': it is empty"))
+        return data, [doc]
+    for path, message, unknown in check_document(base_doc.data, abstract=True):
+        problems.append(Problem(base_doc.locate(path, key=unknown), message))
+    base_data, base_docs = _resolve(base_doc, problems, chain + (str(Path(doc.path).resolve()),))
+    inherited = {k: v for k, v in base_data.items() if k not in _NOT_INHERITED}
+    return _merge(inherited, data), [doc] + base_docs
+
+
+def _load_one(path: Path) -> tuple[Destination | None, list[Problem], bool]:
+    doc, problems = read_yaml(path)
+    if doc.data is None or problems:
+        return None, problems, False
+    data, docs = _resolve(doc, problems)
+    if problems:
+        return None, problems, False
+    if isinstance(data, dict) and data.get("abstract"):
+        base_problems = [Problem(doc.locate(p, key=u), m) for p, m, u in check_document(data, abstract=True)]
+        return None, base_problems, True
+    destination, compile_problems = compile_destination(data, SourceView(docs))
+    return destination, problems + compile_problems, False
+
+
+def check(paths: Iterable[str | Path]) -> tuple[dict[str, Destination], list[Problem]]:
+    """Load every mapping file under `paths`; return the destinations and all problems."""
+    destinations: dict[str, Destination] = {}
+    problems: list[Problem] = []
+    files = mapping_files(paths)
+    for path in files:
+        if not path.exists():
+            problems.append(Problem(Location(str(path), 1, 1), "no such file or directory"))
+            continue
+        destination, found, _abstract = _load_one(path)
+        problems += found
+        if destination is None:
+            continue
+        if destination.slug in destinations:
+            other = destinations[destination.slug].file
+            problems.append(Problem(Location(str(path), 1, 1),
+                                    f"slug '{destination.slug}' is already used by {other}"))
+            continue
+        destinations[destination.slug] = destination
+    return destinations, sorted(set(problems))
+
+
+def load(*paths: str | Path) -> dict[str, Destination]:
+    """Load mapping files or directories (default `mappings/`) and return the destinations
+    by slug. Raises MappingError listing every problem in every file."""
+    destinations, problems = check(paths or ("mappings",))
+    if problems:
+        raise MappingError(problems)
+    return destinations

@@ -1,0 +1,62 @@
+"""What mapping one event gives: requests to send, or a skip with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+from .sandbox import format_datetime
+
+__all__ = ["Request", "Skip", "Outcome", "REDACTED"]
+
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One outbound HTTP request, ready to preview or deliver.
+
+    `secret_headers` names the headers rendered from secret settings (authentication): they
+    are never stored, and delivery renders them again from the current settings.
+    `body` is JSON data when `encoding` is "json", and a str->str mapping when it is "form".
+    """
+
+    destination: str
+    rule: str
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    encoding: str = "json"
+    body: Any = None
+    deliver_after: datetime | None = None
+    once_key: str | None = None
+    once_window: float | None = None
+    message_id: str | None = None
+    secret_headers: frozenset[str] = field(default_factory=frozenset)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as the CLI and the preview endpoint print it (not redacted)."""
+        out: dict[str, Any] = {"method": self.method, "url": self.url, "headers": dict(self.headers)}
+        if self.body is not None:
+            out["form" if self.encoding == "form" else "json"] = self.body
+        if self.deliver_after is not None:
+            out["deliver_after"] = format_datetime(self.deliver_after)
+        if self.once_key is not None:
+            out["once"] = {"key": self.once_key, "window_seconds": self.once_window}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """The destination does not take this event; `reason` says why in a sentence."""
+
+    destination: str
+    reason: str
+    rule: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"skipped": self.reason}
+
+
+Outcome = Request | Skip

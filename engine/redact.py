@@ -1,0 +1,30 @@
+"""Keep secret setting values out of everything a person or a log can read."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .outcomes import REDACTED
+
+__all__ = ["redact"]
+
+
+def redact(value: Any, secrets: Iterable[str]) -> Any:
+    """Return `value` with every occurrence of a secret string replaced by "[redacted]"."""
+    found = sorted({s for s in secrets if isinstance(s, str) and s}, key=len, reverse=True)
+    if not found:
+        return value
+    return _walk(value, found)
+
+
+def _walk(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {_walk(k, secrets): _walk(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_walk(v, secrets) for v in value]
+    return value

@@ -1,0 +1,170 @@
+"""Read a YAML file into plain data plus a map from each value's path to its position.
+
+PyYAML is used to compose the node graph; values are built here so that every mapping key
+and value keeps its line and column, duplicate keys are caught (PyYAML keeps the last one
+silently), and the YAML 1.1 traps that turn a template field into something else are named.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Location, Problem
+
+__all__ = ["SourceDocument", "Path_", "read_yaml"]
+
+Path_ = tuple[Any, ...]
+"""A path into a YAML document: keys and list indexes, e.g. ("rules", 0, "body", "event")."""
+
+# Alias expansion can make a small file describe an enormous tree ("billion laughs").
+_MAX_NODES = 200_000
+
+_CANONICAL_BOOLS = {"true", "false", "True", "False", "TRUE", "FALSE"}
+_SUSPICIOUS_INT = re.compile(r"^[-+]?(0[0-9_]+|0[bx].*|.*[:_].*)$")
+
+
+@dataclass
+class SourceDocument:
+    """A parsed YAML file: its data and where each piece of it stands in the file."""
+
+    path: str
+    text: str
+    data: Any
+    values: dict[Path_, Location] = field(default_factory=dict)
+    keys: dict[Path_, Location] = field(default_factory=dict)
+    styles: dict[Path_, str | None] = field(default_factory=dict)
+
+    def locate(self, path: Path_, *, key: bool = False) -> Location:
+        """The position of `path` (its key when `key`), or of its nearest ancestor."""
+        table = self.keys if key else self.values
+        while True:
+            if path in table:
+                return table[path]
+            if path in self.values:
+                return self.values[path]
+            if not path:
+                return Location(self.path, 1, 1)
+            path = path[:-1]
+
+
+class _Builder:
+    def __init__(self, doc: SourceDocument) -> None:
+        self.doc = doc
+        self.problems: list[Problem] = []
+        self.count = 0
+        self._scalars = yaml.SafeLoader("")
+
+    def loc(self, mark: yaml.Mark) -> Location:
+        return Location(self.doc.path, mark.line + 1, mark.column + 1)
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.count += 1
+        if self.count > _MAX_NODES:
+            raise _TooLarge()
+        self.doc.values[path] = self.loc(node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
+        if node.flow_style and node.value and isinstance(node.value[0][0], yaml.MappingNode):
+            # `key: {{ x }}` parses as a mapping whose key is a mapping.
+            self.problems.append(Problem(self.loc(node.start_mark),
+                "unquoted template: YAML reads '{{' as a nested mapping; quote the value, "
+                "e.g. \"{{ traits.email }}\""))
+            return {}
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.problems.append(Problem(self.loc(key_node.start_mark),
+                    "merge keys ('<<') are not supported; use 'extends' to share a base file"))
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(Problem(self.loc(key_node.start_mark),
+                    "a mapping key must be a plain string"))
+                continue
+            key = self._scalar(key_node, path + ("<key>",))
+            if isinstance(key, (bool, int, float)) and key_node.style is None:
+                key = key_node.value  # keys are names: `200: x` means the string "200"
+            if key in result:
+                self.problems.append(Problem(self.loc(key_node.start_mark),
+                    f"duplicate key '{key}' (the first is at line "
+                    f"{self.doc.keys[path + (key,)].line})"))
+                continue
+            self.doc.keys[path + (key,)] = self.loc(key_node.start_mark)
+            result[key] = self.build(value_node, path + (key,))
+        return result
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        self.doc.styles[path] = node.style
+        tag = node.tag
+        if node.style is None:  # plain scalars are where YAML 1.1 guesses types
+            trap = self._trap(node)
+            if trap:
+                self.problems.append(Problem(self.loc(node.start_mark), trap))
+                return node.value
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem(self.loc(node.start_mark), f"cannot read value: {exc}"))
+            return node.value
+
+    @staticmethod
+    def _trap(node: yaml.ScalarNode) -> str | None:
+        text, tag = node.value, node.tag
+        if tag == "tag:yaml.org,2002:bool" and text not in _CANONICAL_BOOLS:
+            return (f"'{text}' is read by YAML 1.1 as the boolean "
+                    f"{str(text.lower() in {'yes', 'on', 'y'}).lower()}; "
+                    f"write true/false, or quote it if you mean the text '{text}'")
+        if tag == "tag:yaml.org,2002:int" and _SUSPICIOUS_INT.match(text):
+            return (f"'{text}' is read by YAML 1.1 as a number that is not what it looks like "
+                    f"(leading zero, base prefix or sexagesimal); quote it: \"{text}\"")
+        if tag == "tag:yaml.org,2002:timestamp":
+            return (f"'{text}' is read by YAML as a date, not text; quote it: \"{text}\"")
+        if tag == "tag:yaml.org,2002:float" and (":" in text or "_" in text):
+            return f"'{text}' is read by YAML 1.1 as a float; quote it: \"{text}\""
+        return None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def read_yaml(path: str | Path) -> tuple[SourceDocument, list[Problem]]:
+    """Parse one YAML file; return the document and every problem found while reading it."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return SourceDocument(name, "", None), [Problem(Location(name, 1, 1), f"cannot read file: {exc}")]
+    return parse_yaml(text, name)
+
+
+def parse_yaml(text: str, name: str) -> tuple[SourceDocument, list[Problem]]:
+    """Parse YAML text that came from `name` (used in locations)."""
+    doc = SourceDocument(name, text, None)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        return doc, [Problem(where, f"YAML syntax error: {what}")]
+    except yaml.YAMLError as exc:
+        return doc, [Problem(Location(name, 1, 1), f"YAML error: {exc}")]
+    if node is None:
+        return doc, [Problem(Location(name, 1, 1), "the file is empty")]
+    builder = _Builder(doc)
+    try:
+        doc.data = builder.build(node, ())
+    except _TooLarge:
+        return doc, [Problem(Location(name, 1, 1),
+                             f"the document expands to more than {_MAX_NODES} nodes (aliases?)")]
+    return doc, builder.problems

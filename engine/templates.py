@@ -1,0 +1,433 @@
+"""Compile YAML body trees whose string leaves are Jinja templates into render closures.
+
+Rendering rules (docs/mapping-format.md):
+- a leaf that is one expression, `"{{ traits.employees }}"`, keeps the value's type;
+- text mixed with expressions gives a string; a string that looks like a number stays one;
+- a value that is missing or null drops its key (never "None" or ""), and a mapping or list
+  emptied that way drops too;
+- keys may be templates as well.
+
+Speed: the common expression forms (names, dotted paths, filters, tests, comparisons, `and`
+/`or`/`not`, `~`, arithmetic, literals) are translated into Python closures when the mapping
+loads, so rendering makes no Jinja context at all. Anything else (blocks, loops, macros) is
+compiled by the sandboxed Jinja compiler once and rendered as text.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from jinja2 import TemplateSyntaxError, Undefined, nodes
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.utils import _PassArg
+
+from .sandbox import ENV, MAX_OUTPUT, MISSING, MissingValue, bounded_binop
+
+__all__ = ["Renderer", "TemplateProblem", "compile_tree", "compile_expression", "is_template",
+           "RenderError"]
+
+Scope = dict[str, Any]
+Renderer = Callable[[Scope], Any]
+"""A compiled value: called with the event's scope, returns the value or MISSING."""
+
+
+class RenderError(Exception):
+    """A template failed for a reason other than a missing value (a sandbox refusal, a bad
+    type for a filter, ...). The message names the template's place in the mapping."""
+
+
+@dataclass(frozen=True)
+class TemplateProblem:
+    """A template that cannot compile: `line` is 1-based inside the template text."""
+
+    message: str
+    line: int = 1
+
+
+@dataclass(frozen=True)
+class Compiled:
+    renderer: Renderer | None  # None: the value is a constant
+    constant: Any = None
+    settings_used: frozenset[str] = frozenset()
+    names_used: frozenset[str] = frozenset()
+
+
+_MARKERS = ("{{", "{%", "{#")
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and any(m in value for m in _MARKERS)
+
+
+# ---- expression translation ------------------------------------------------------------
+
+class _Untranslatable(Exception):
+    pass
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "lteq": operator.le,
+    "gt": operator.gt, "gteq": operator.ge,
+    "in": lambda a, b: a in b, "notin": lambda a, b: a not in b,
+}
+_ARITH = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*", nodes.Div: "/",
+          nodes.FloorDiv: "//", nodes.Mod: "%", nodes.Pow: "**"}
+
+
+def _attr(obj: Any, name: Any) -> Any:
+    if type(obj) is dict:
+        return obj.get(name, MISSING)
+    return ENV.getattr(obj, name)
+
+
+def _item(obj: Any, key: Any) -> Any:
+    if type(obj) is dict:
+        return obj.get(key, MISSING) if isinstance(key, (str, int, float)) else MISSING
+    return ENV.getitem(obj, key)
+
+
+def _path_renderer(root: str, attrs: tuple[Any, ...]) -> Renderer:
+    """`a.b.c` over dicts, the commonest leaf, with no per-step dispatch."""
+    if not attrs:
+        return lambda s: s.get(root, MISSING)
+    if len(attrs) == 1:
+        (a,) = attrs
+
+        def one(s: Scope) -> Any:
+            v = s.get(root, MISSING)
+            return v.get(a, MISSING) if type(v) is dict else _attr(v, a)
+        return one
+
+    def many(s: Scope) -> Any:
+        v = s.get(root, MISSING)
+        for a in attrs:
+            v = v.get(a, MISSING) if type(v) is dict else _attr(v, a)
+        return v
+    return many
+
+
+def _as_path(node: nodes.Node) -> tuple[str, tuple[Any, ...]] | None:
+    attrs: list[Any] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            attrs.append(node.attr)
+            node = node.node
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            attrs.append(node.arg.value)
+            node = node.node
+        elif isinstance(node, nodes.Name):
+            return node.name, tuple(reversed(attrs))
+        else:
+            return None
+
+
+def _callable_of(table: dict[str, Callable[..., Any]], name: str, kind: str) -> Callable[..., Any]:
+    func = table[name]
+    pass_arg = _PassArg.from_obj(func)
+    if pass_arg is _PassArg.environment:
+        return lambda *a, **k: func(ENV, *a, **k)
+    if pass_arg is _PassArg.eval_context:
+        from jinja2.nodes import EvalContext
+        ctx = EvalContext(ENV)
+        return lambda *a, **k: func(ctx, *a, **k)
+    if pass_arg is _PassArg.context:
+        raise _Untranslatable(f"{kind} {name} needs a template context")
+    return func
+
+
+def _translate(node: nodes.Node) -> Renderer:
+    path = _as_path(node)
+    if path is not None:
+        return _path_renderer(*path)
+    if isinstance(node, nodes.Const):
+        value = node.value
+        return lambda s: value
+    if isinstance(node, nodes.Getattr):
+        inner, attr = _translate(node.node), node.attr
+        return lambda s: _attr(inner(s), attr)
+    if isinstance(node, nodes.Getitem):
+        inner, key = _translate(node.node), _translate(node.arg)
+        return lambda s: _item(inner(s), key(s))
+    if isinstance(node, (nodes.List, nodes.Tuple)):
+        items = [_translate(i) for i in node.items]
+        return lambda s: [i(s) for i in items]
+    if isinstance(node, nodes.Dict):
+        pairs = [(_translate(p.key), _translate(p.value)) for p in node.items]
+        return lambda s: {k(s): v(s) for k, v in pairs}
+    if isinstance(node, (nodes.Filter, nodes.Test)):
+        return _translate_call(node)
+    if isinstance(node, nodes.And):
+        left, right = _translate(node.left), _translate(node.right)
+        return lambda s: left(s) and right(s)
+    if isinstance(node, nodes.Or):
+        left, right = _translate(node.left), _translate(node.right)
+        return lambda s: left(s) or right(s)
+    if isinstance(node, nodes.Not):
+        inner = _translate(node.node)
+        return lambda s: not inner(s)
+    if isinstance(node, nodes.Neg):
+        inner = _translate(node.node)
+        return lambda s: -inner(s)
+    if isinstance(node, nodes.CondExpr):
+        test, yes = _translate(node.test), _translate(node.expr1)
+        no = _translate(node.expr2) if node.expr2 is not None else (lambda s: MISSING)
+        return lambda s: yes(s) if test(s) else no(s)
+    if isinstance(node, nodes.Compare):
+        first = _translate(node.expr)
+        ops = [(_COMPARE[o.op], _translate(o.expr)) for o in node.ops]
+        if len(ops) == 1:
+            (op, right), = ops
+            return lambda s: op(first(s), right(s))
+
+        def chain(s: Scope) -> Any:
+            left = first(s)
+            for op, expr in ops:
+                right = expr(s)
+                if not op(left, right):
+                    return False
+                left = right
+            return True
+        return chain
+    if isinstance(node, nodes.Concat):
+        parts = [_translate(n) for n in node.nodes]
+
+        def concat(s: Scope) -> str:
+            out = "".join(_text(p(s)) for p in parts)
+            if len(out) > MAX_OUTPUT:
+                raise SecurityError(f"a template value grew past {MAX_OUTPUT} characters")
+            return out
+        return concat
+    for klass, symbol in _ARITH.items():
+        if type(node) is klass:
+            left, right = _translate(node.left), _translate(node.right)
+            return lambda s: bounded_binop(symbol, _operand(left(s)), _operand(right(s)))
+    raise _Untranslatable(type(node).__name__)
+
+
+def _operand(value: Any) -> Any:
+    if isinstance(value, Undefined):
+        raise MissingValue("arithmetic on a missing value")
+    return value
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        raise MissingValue("a value printed into text is null")
+    return str(value)  # Missing raises MissingValue here
+
+
+def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
+    if node.dyn_args is not None or node.dyn_kwargs is not None:
+        raise _Untranslatable("dynamic arguments")
+    table, kind = (ENV.filters, "filter") if isinstance(node, nodes.Filter) else (ENV.tests, "test")
+    if node.name not in table:
+        raise _Untranslatable(f"unknown {kind}")  # reported by Jinja's own compile
+    func = _callable_of(table, node.name, kind)
+    subject = _translate(node.node) if node.node is not None else (lambda s: MISSING)
+    args = [_translate(a) for a in node.args]
+    kwargs = [(k.key, _translate(k.value)) for k in node.kwargs]
+    if not args and not kwargs:
+        return lambda s: func(subject(s))
+    if not kwargs and len(args) == 1:
+        (arg,) = args
+        return lambda s: func(subject(s), arg(s))
+    return lambda s: func(subject(s), *[a(s) for a in args], **{k: v(s) for k, v in kwargs})
+
+
+# ---- checks on the parsed template -----------------------------------------------------
+
+_FORBIDDEN = {nodes.Extends: "extends", nodes.Include: "include", nodes.Import: "import",
+              nodes.FromImport: "from ... import"}
+
+
+def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[str]]:
+    problems: list[TemplateProblem] = []
+    settings: set[str] = set()
+    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    for klass, word in _FORBIDDEN.items():
+        for found in tree.find_all(klass):
+            problems.append(TemplateProblem(f"'{word}' is not allowed in mapping templates",
+                                            found.lineno))
+    for attr in tree.find_all(nodes.Getattr):
+        if attr.attr.startswith("_"):
+            problems.append(TemplateProblem(
+                f"attribute '{attr.attr}' is not allowed: names starting with '_' are private",
+                attr.lineno))
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "settings":
+            settings.add(attr.attr)
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            if item.arg.value.startswith("_"):
+                problems.append(TemplateProblem(
+                    f"key '{item.arg.value}' is not allowed: names starting with '_' are private",
+                    item.lineno))
+            if isinstance(item.node, nodes.Name) and item.node.name == "settings":
+                settings.add(item.arg.value)
+    return problems, settings, names
+
+
+# ---- compiling one template ------------------------------------------------------------
+
+def _leaf(result: Any) -> Any:
+    if result is None or isinstance(result, Undefined):
+        return MISSING
+    if isinstance(result, str) and len(result) > MAX_OUTPUT:
+        raise SecurityError(f"a template value grew past {MAX_OUTPUT} characters")
+    return result
+
+
+def _guard(fn: Renderer, source: str) -> Renderer:
+    def render(scope: Scope) -> Any:
+        try:
+            return _leaf(fn(scope))
+        except MissingValue:
+            return MISSING
+        except SecurityError as exc:
+            raise RenderError(f"template {source!r} was stopped by the sandbox: {exc}") from None
+        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise RenderError(f"template {source!r} failed: {exc}") from None
+    return render
+
+
+def compile_template(source: str) -> Compiled | TemplateProblem | list[TemplateProblem]:
+    """Compile one template string (a leaf, a key, a URL, ...)."""
+    try:
+        tree = ENV.parse(source)
+        ENV.compile(tree, raw=True)  # raises for unknown filters and tests, at load
+    except TemplateSyntaxError as exc:
+        return TemplateProblem(f"template error: {exc.message}", exc.lineno or 1)
+    except TemplateError as exc:
+        return TemplateProblem(f"template error: {exc}")
+    problems, settings, names = _check(tree)
+    if problems:
+        return problems
+    body = tree.body
+    fn: Renderer | None = None
+    if len(body) == 1 and isinstance(body[0], nodes.Output):
+        parts = body[0].nodes
+        try:
+            if len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData):
+                fn = _translate(parts[0])
+            else:
+                fn = _mixed([p.data if isinstance(p, nodes.TemplateData) else _translate(p)
+                             for p in parts])
+        except _Untranslatable:
+            fn = None
+        if fn is None and len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData):
+            expression = ENV.compile_expression(source.strip()[2:-2], undefined_to_none=False)
+            fn = lambda s: expression(**s)  # noqa: E731
+    if fn is None:
+        template = ENV.from_string(tree)
+        fn = _block(template)
+    return Compiled(_guard(fn, source), None, frozenset(settings), frozenset(names))
+
+
+def _mixed(parts: list[str | Renderer]) -> Renderer:
+    def render(scope: Scope) -> str:
+        return "".join(p if isinstance(p, str) else _text(p(scope)) for p in parts)
+    return render
+
+
+def _block(template: Any) -> Renderer:
+    def render(scope: Scope) -> Any:
+        size = 0
+        chunks = []
+        for chunk in template.generate(scope):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise SecurityError(f"template output grew past {MAX_OUTPUT} characters")
+            chunks.append(chunk)
+        text = "".join(chunks)
+        return text if text.strip() else MISSING
+    return render
+
+
+def compile_expression(source: str) -> Compiled | TemplateProblem | list[TemplateProblem]:
+    """Compile a bare Jinja expression (a condition): `traits.email is present`."""
+    return compile_template("{{ " + source + " }}")
+
+
+# ---- trees -------------------------------------------------------------------------------
+
+def compile_tree(value: Any, path: tuple[Any, ...],
+                 report: Callable[[tuple[Any, ...], TemplateProblem], None]) -> Compiled:
+    """Compile a YAML value whose string leaves (and keys) may be templates.
+
+    `report(path, problem)` is called for every template that does not compile; the result
+    is still a usable Compiled so that every problem in a file is found in one pass.
+    """
+    if isinstance(value, dict):
+        return _compile_dict(value, path, report)
+    if isinstance(value, list):
+        return _compile_list(value, path, report)
+    if is_template(value):
+        compiled = compile_template(value)
+        if isinstance(compiled, Compiled):
+            return compiled
+        for problem in compiled if isinstance(compiled, list) else [compiled]:
+            report(path, problem)
+        return Compiled(lambda s: MISSING)
+    return Compiled(None, value)
+
+
+def _merge_usage(parts: list[Compiled]) -> tuple[frozenset[str], frozenset[str]]:
+    settings: set[str] = set()
+    names: set[str] = set()
+    for p in parts:
+        settings |= p.settings_used
+        names |= p.names_used
+    return frozenset(settings), frozenset(names)
+
+
+def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any) -> Compiled:
+    entries: list[tuple[Any, Renderer | None, Any, Renderer | None]] = []
+    parts: list[Compiled] = []
+    for key, item in value.items():
+        key_c = compile_tree(key, path + (key,), report) if is_template(key) else Compiled(None, key)
+        item_c = compile_tree(item, path + (key,), report)
+        parts += [key_c, item_c]
+        entries.append((key_c.constant, key_c.renderer, item_c.constant, item_c.renderer))
+    settings, names = _merge_usage(parts)
+    if all(k is None and v is None for _, k, _, v in entries):
+        return Compiled(None, value, settings, names)
+    nonempty = bool(entries)
+
+    def render(scope: Scope) -> Any:
+        out = {}
+        for key, key_fn, const, fn in entries:
+            if key_fn is not None:
+                key = key_fn(scope)
+                if key is MISSING:
+                    continue
+                key = str(key)
+            if fn is None:
+                out[key] = const
+            else:
+                v = fn(scope)
+                if v is not MISSING:
+                    out[key] = v
+        return out if out or not nonempty else MISSING
+    return Compiled(render, None, settings, names)
+
+
+def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any) -> Compiled:
+    items = [compile_tree(item, path + (i,), report) for i, item in enumerate(value)]
+    settings, names = _merge_usage(items)
+    if all(c.renderer is None for c in items):
+        return Compiled(None, value, settings, names)
+    pairs = [(c.constant, c.renderer) for c in items]
+    nonempty = bool(pairs)
+
+    def render(scope: Scope) -> Any:
+        out = []
+        for const, fn in pairs:
+            if fn is None:
+                out.append(const)
+            else:
+                v = fn(scope)
+                if v is not MISSING:
+                    out.append(v)
+        return out if out or not nonempty else MISSING
+    return Compiled(render, None, settings, names)
