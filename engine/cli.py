@@ -12,11 +12,10 @@ import orjson
 import yaml
 
 from .destination import Destination
-from .errors import EventError, MappingError, SettingsError
+from .errors import MappingError, SettingsError
 from .jsonstream import BadJSON, iter_json
 from .loader import check, load
-from .outcomes import REDACTED, Request
-from .redact import redact
+from .preview import preview
 from .sandbox import parse_datetime
 
 __all__ = ["main"]
@@ -133,44 +132,19 @@ def _map(args: argparse.Namespace) -> int:
     for name in args.files:
         if name != "-" and not Path(name).is_file():
             raise UsageError(f"no such events file: {name}")
-    secrets = [] if args.show_secrets else bound.secrets
     out = sys.stdout.buffer
     progress = _Progress(sys.stderr)
     for number, event in enumerate(_events(args.files), start=1):
-        for line in _outcome_lines(number, destination.slug, bound, event, args.now, secrets,
-                                   args.show_secrets):
-            out.write(orjson.dumps(line) + b"\n")
+        if isinstance(event, BadJSON):
+            records = [{"error": event.message}]
+        else:
+            records = preview(bound, event, now=args.now, show_secrets=args.show_secrets)
+        for record in records:
+            out.write(orjson.dumps({"event": number, **record}) + b"\n")
         progress.tick(number)
     out.flush()
     progress.done()
     return 0
-
-
-def _outcome_lines(number: int, slug: str, bound: Any, event: Any, now: str | None,
-                   secrets: list[str], show_secrets: bool) -> Iterator[dict[str, Any]]:
-    if isinstance(event, BadJSON):
-        yield {"event": number, "error": event.message}
-        return
-    try:
-        outcomes = bound.map(event, now=now)
-    except EventError as exc:
-        yield {"event": number, "error": redact(str(exc), secrets)}
-        return
-    for outcome in outcomes:
-        line: dict[str, Any] = {"event": number, "destination": slug}
-        if isinstance(outcome, Request):
-            line["rule"] = outcome.rule
-            request = outcome.to_dict()
-            if not show_secrets:
-                for name in outcome.secret_headers:
-                    request["headers"][name] = REDACTED
-                request = redact(request, secrets)
-            line["request"] = request
-        else:
-            if outcome.rule:
-                line["rule"] = outcome.rule
-            line["skipped"] = redact(outcome.reason, secrets)
-        yield line
 
 
 def _events(files: list[str]) -> Iterator[Any]:
