@@ -11,7 +11,7 @@ from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .format import CALL_TYPES, check_document
 from .settings import SettingsSchema
 from .source import Path_
-from .templates import Compiled, TemplateProblem, compile_expression, compile_tree
+from .templates import Compiled, TemplateProblem, compile_expression, compile_tree, merge_mappings
 
 __all__ = ["compile_destination", "SourceView"]
 
@@ -147,7 +147,7 @@ class _Compiler:
             headers=headers,
             auth=tuple(auth),
             encoding=merged.get("encoding", "json"),
-            body=self.tree(merged["body"], origin("body")) if "body" in merged else None,
+            body=self.body(defaults, own, rule_path),
             deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"))
             if "deliver_after" in merged else None,
             once_key=self.tree(once["key"], origin("once") + ("key",)) if once else None,
@@ -155,6 +155,17 @@ class _Compiler:
             if once else None,
             message_id=self.tree(merged.get("message_id", "{{ messageId }}"), origin("message_id")),
         )
+
+    def body(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_) -> Compiled | None:
+        if "body" not in own:
+            return self.tree(defaults["body"], ("request", "body")) if "body" in defaults else None
+        base, mine = defaults.get("body"), own["body"]
+        mine_path = rule_path + ("request", "body")
+        if isinstance(base, dict) and isinstance(mine, dict):
+            # Merged key by key, each key compiled where it was written.
+            kept = {k: v for k, v in base.items() if k not in mine}
+            return merge_mappings(self.tree(kept, ("request", "body")), self.tree(mine, mine_path))
+        return self.tree(mine, mine_path)
 
     @staticmethod
     def _header_path(name: str, own: dict[str, Any], rule_path: Path_) -> Path_:

@@ -43,7 +43,10 @@ class Request:
         if self.deliver_after is not None:
             out["deliver_after"] = format_datetime(self.deliver_after)
         if self.once_key is not None:
-            out["once"] = {"key": self.once_key, "window_seconds": self.once_window}
+            window = self.once_window
+            if isinstance(window, float) and window.is_integer():
+                window = int(window)
+            out["once"] = {"key": self.once_key, "window_seconds": window}
         return out
 
 

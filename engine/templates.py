@@ -26,7 +26,7 @@ from jinja2.utils import _PassArg
 from .sandbox import ENV, MAX_OUTPUT, MISSING, MissingValue, bounded_binop
 
 __all__ = ["Renderer", "TemplateProblem", "compile_tree", "compile_expression", "is_template",
-           "RenderError"]
+           "RenderError", "merge_mappings"]
 
 Scope = dict[str, Any]
 Renderer = Callable[[Scope], Any]
@@ -430,4 +430,21 @@ def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any) -> Compi
                 if v is not MISSING:
                     out.append(v)
         return out if out or not nonempty else MISSING
+    return Compiled(render, None, settings, names)
+
+
+def merge_mappings(base: Compiled, own: Compiled) -> Compiled:
+    """A rule's body mapping over the default body mapping: the rule's keys win, and a key
+    the rule sets to null is removed. Both must compile from mappings."""
+    settings = base.settings_used | own.settings_used
+    names = base.names_used | own.names_used
+
+    def part(compiled: Compiled, scope: Scope) -> dict[Any, Any]:
+        value = compiled.constant if compiled.renderer is None else compiled.renderer(scope)
+        return value if isinstance(value, dict) else {}
+
+    def render(scope: Scope) -> Any:
+        merged = {**part(base, scope), **part(own, scope)}
+        merged = {k: v for k, v in merged.items() if v is not None}
+        return merged or MISSING
     return Compiled(render, None, settings, names)
