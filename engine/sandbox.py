@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import operator
+import re
 from datetime import datetime, timedelta, timezone
 from functools import wraps
 from typing import Any, Callable
@@ -76,8 +77,24 @@ def _size(value: Any) -> int:
     return len(value) if isinstance(value, (str, list, tuple, bytes)) else 1
 
 
+_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?|\{[^{}]*:[^{}]*?(\d+)")
+
+
+def _check_format(text: Any) -> None:
+    """Refuse printf/format widths that would build a huge string (`"%0999999999d"`)."""
+    if not isinstance(text, str):
+        return
+    for match in _WIDTH.finditer(text):
+        for group in match.groups():
+            if group == "*" or (group and int(group) > MAX_OUTPUT):
+                raise SecurityError("format width or precision too large")
+
+
 def bounded_binop(op: str, left: Any, right: Any) -> Any:
-    """`*`, `**` and `+` with their results bounded before they are computed."""
+    """`*`, `**`, `+` and `%` with their results bounded before they are computed."""
+    if op == "%":
+        _check_format(left)
+        return left % right
     if op == "**":
         if isinstance(right, (int, float)) and abs(right) > 1000:
             raise SecurityError("exponent too large")
@@ -228,9 +245,41 @@ PROJECT_TESTS: dict[str, Callable[..., bool]] = {
 }
 
 
-def _bounded(func: Callable[..., Any]) -> Callable[..., Any]:
+def _precheck_replace(value: Any, old: Any = "", new: Any = "", count: Any = None) -> None:
+    text, old, new = str(value), str(old), str(new)
+    hits = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    if len(text) + hits * max(len(new) - len(old), 0) > MAX_OUTPUT:
+        raise SecurityError(f"replace would exceed {MAX_OUTPUT} characters")
+
+
+def _precheck_width(value: Any, width: Any = 80, *args: Any, **kwargs: Any) -> None:
+    width = kwargs.get("width", width)
+    if isinstance(width, int) and width > MAX_OUTPUT:
+        raise SecurityError("width too large")
+    if isinstance(width, str) and len(width) * (str(value).count("\n") + 1) > MAX_OUTPUT:
+        raise SecurityError("indent too large")
+
+
+# Filters whose result can be far larger than their input are checked before they run;
+# every filter's result is checked after.
+_PRECHECKS: dict[str, Callable[..., None]] = {
+    "replace": _precheck_replace,
+    "center": _precheck_width,
+    "indent": _precheck_width,
+    "format": lambda value, *args, **kwargs: _check_format(value),
+}
+
+
+def _bounded(func: Callable[..., Any], precheck: Callable[..., None] | None = None) -> Callable[..., Any]:
+    pass_arg = getattr(func, "jinja_pass_arg", None)
+
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if precheck is not None:
+            # Filters that take the environment or a context get it first.
+            precheck(*(args[1:] if pass_arg is not None else args), **kwargs)
         return _check_size(func(*args, **kwargs))
 
     for attr in ("jinja_pass_arg",):
@@ -242,7 +291,7 @@ def _bounded(func: Callable[..., Any]) -> Callable[..., Any]:
 class MappingEnvironment(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox, narrowed for untrusted mapping files."""
 
-    intercepted_binops = frozenset({"*", "**", "+"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(self) -> None:
         super().__init__(undefined=Missing, autoescape=False, finalize=_finalize,
@@ -250,7 +299,7 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
         self.globals.clear()
         self.filters.update(PROJECT_FILTERS)
         self.tests.update(PROJECT_TESTS)
-        self.filters = {name: _bounded(f) for name, f in self.filters.items()}
+        self.filters = {name: _bounded(f, _PRECHECKS.get(name)) for name, f in self.filters.items()}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Mapping data first: `traits.items` is the trait called "items", not dict.items.

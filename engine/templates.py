@@ -88,6 +88,12 @@ def _item(obj: Any, key: Any) -> Any:
     return ENV.getitem(obj, key)
 
 
+def _step(obj: Any, key: Any) -> Any:
+    if type(obj) is dict:
+        return obj.get(key, MISSING)
+    return ENV.getattr(obj, key) if isinstance(key, str) else _item(obj, key)
+
+
 def _path_renderer(root: str, attrs: tuple[Any, ...]) -> Renderer:
     """`a.b.c` over dicts, the commonest leaf, with no per-step dispatch."""
     if not attrs:
@@ -97,13 +103,13 @@ def _path_renderer(root: str, attrs: tuple[Any, ...]) -> Renderer:
 
         def one(s: Scope) -> Any:
             v = s.get(root, MISSING)
-            return v.get(a, MISSING) if type(v) is dict else _attr(v, a)
+            return v.get(a, MISSING) if type(v) is dict else _step(v, a)
         return one
 
     def many(s: Scope) -> Any:
         v = s.get(root, MISSING)
         for a in attrs:
-            v = v.get(a, MISSING) if type(v) is dict else _attr(v, a)
+            v = v.get(a, MISSING) if type(v) is dict else _step(v, a)
         return v
     return many
 

@@ -1,0 +1,26 @@
+import pytest
+
+from engine import snake_case
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Order Completed Last 30 Days", "order_completed_last_30_days"),
+    ("order_completed_last_30days", "order_completed_last_30days"),  # Engage keys unchanged
+    ("total billed", "total_billed"),
+    ("firstName", "first_name"),
+    ("NPS_rating", "nps_rating"),
+    ("HTTPServer", "http_server"),
+    ("userID", "user_id"),
+    ("last30days", "last30days"),
+    ("30Days", "30_days"),
+    ("  padded   text ", "padded_text"),
+    ("kebab-case.and.dots", "kebab_case_and_dots"),
+    ("", ""),
+])
+def test_snake_case(text: str, expected: str) -> None:
+    assert snake_case(text) == expected
+
+
+@pytest.mark.parametrize("text", ["Order Completed Last 30 Days", "firstName", "NPS_rating", "a--B"])
+def test_snake_case_is_idempotent(text: str) -> None:
+    assert snake_case(snake_case(text)) == snake_case(text)

@@ -1,0 +1,59 @@
+"""Reading YAML: every value keeps its place; YAML 1.1 traps are named."""
+
+from engine.source import parse_yaml
+
+
+def messages(text: str) -> list[str]:
+    return [str(p) for p in parse_yaml(text, "f.yaml")[1]]
+
+
+def test_positions_of_keys_and_values() -> None:
+    doc, found = parse_yaml("a:\n  b: [1, 2]\n  c: x\n", "f.yaml")
+    assert not found
+    assert doc.data == {"a": {"b": [1, 2], "c": "x"}}
+    assert str(doc.values[("a", "c")]) == "f.yaml:3:6"
+    assert str(doc.keys[("a", "c")]) == "f.yaml:3:3"
+    assert str(doc.values[("a", "b", 1)]) == "f.yaml:2:10"
+
+
+def test_syntax_error_has_a_location() -> None:
+    assert messages("a: [1, 2\nb: 3\n") == [
+        "f.yaml:2:2: YAML syntax error: while parsing a flow sequence expected ',' or ']', but got ':'"]
+
+
+def test_unquoted_template_is_named() -> None:
+    assert messages("a: {{ traits.email }}\n") == [
+        "f.yaml:1:4: unquoted template: YAML reads '{{' as a nested mapping; quote the value, "
+        "e.g. \"{{ traits.email }}\""]
+
+
+def test_yaml_11_traps() -> None:
+    found = messages("a: yes\nb: 0123\nc: 2024-01-01\nd: 1:20\ne: true\nf: '0123'\n")
+    assert found == [
+        "f.yaml:1:4: 'yes' is read by YAML 1.1 as the boolean true; write true/false, or quote it if you mean the text 'yes'",
+        "f.yaml:2:4: '0123' is read by YAML 1.1 as a number that is not what it looks like (leading zero, base prefix or sexagesimal); quote it: \"0123\"",
+        "f.yaml:3:4: '2024-01-01' is read by YAML as a date, not text; quote it: \"2024-01-01\"",
+        "f.yaml:4:4: '1:20' is read by YAML 1.1 as a number that is not what it looks like (leading zero, base prefix or sexagesimal); quote it: \"1:20\"",
+    ]
+
+
+def test_duplicate_keys_are_reported() -> None:
+    assert messages("a: 1\nb: 2\na: 3\n") == ["f.yaml:3:1: duplicate key 'a' (the first is at line 1)"]
+
+
+def test_alias_expansion_is_bounded() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 8):
+        prev = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 10)}]")
+    found = messages("\n".join(lines) + "\n")
+    assert found == ["f.yaml:1:1: the document expands to more than 200000 nodes (aliases?)"]
+
+
+def test_empty_file() -> None:
+    assert messages("") == ["f.yaml:1:1: the file is empty"]
+
+
+def test_merge_keys_are_refused() -> None:
+    assert messages("base: &b {x: 1}\nother:\n  <<: *b\n") == [
+        "f.yaml:3:3: merge keys ('<<') are not supported; use 'extends' to share a base file"]

@@ -1,0 +1,178 @@
+"""Rendering YAML trees of Jinja templates: types kept, missing values dropped, sandboxed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.sandbox import MISSING
+from engine.templates import Compiled, RenderError, TemplateProblem, compile_template, compile_tree
+
+SCOPE: dict[str, Any] = {
+    "traits": {"employees": 329, "zip": "12345", "name": "Initech", "nothing": None,
+               "flag": False, "zero": 0, "tags": ["a", "b"], "address": {"city": "Paris"}},
+    "settings": {"client_id": "c-1"},
+    "userId": "u1",
+}
+
+
+def render(value: Any, scope: dict[str, Any] = SCOPE) -> Any:
+    problems: list[Any] = []
+    compiled = compile_tree(value, (), lambda path, problem: problems.append(problem))
+    assert not problems, problems
+    return compiled.constant if compiled.renderer is None else compiled.renderer(scope)
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ traits.employees }}", 329),
+    ("{{ traits.zip }}", "12345"),                  # looks like a number, stays a string
+    ("{{ traits.address }}", {"city": "Paris"}),   # a dict stays a dict
+    ("{{ traits.tags }}", ["a", "b"]),
+    ("{{ traits.flag }}", False),
+    ("{{ traits.zero }}", 0),
+    ("zip {{ traits.zip }}", "zip 12345"),         # mixed text is a string
+    ("{{ traits.employees }}{{ traits.zip }}", "32912345"),
+    ("{{ traits.employees * 2 }}", 658),
+    ("{{ traits.name | snake_case }}", "initech"),
+    ("{{ {'name': traits.name, 'event_name': 'feature'} | tojson }}", '{"name":"Initech","event_name":"feature"}'),
+    ("{{ traits.name ~ '/' ~ userId }}", "Initech/u1"),
+    ("{{ traits.missing or traits.name }}", "Initech"),
+    ("{{ 'yes' if traits.employees > 100 else 'no' }}", "yes"),
+    ("{{ traits['zip'] }}", "12345"),
+    ("{{ traits.tags[1] }}", "b"),
+    ("{{ traits.name is present }}", True),
+    ("{{ traits.nothing is missing }}", True),
+    ("{% if traits.employees > 100 %}big{% else %}small{% endif %}", "big"),
+    ("{% for t in traits.tags %}{{ t }};{% endfor %}", "a;b;"),
+    ("{{ '0012' }}", "0012"),
+    ("plain text", "plain text"),
+    (42, 42),
+])
+def test_leaf_values(template: Any, expected: Any) -> None:
+    result = render({"v": template})
+    assert result == {"v": expected}
+    assert type(result["v"]) is type(expected)
+
+
+@pytest.mark.parametrize("template", [
+    "{{ traits.missing }}",
+    "{{ traits.nothing }}",                      # null drops, never "None"
+    "id: {{ traits.missing }}",                  # never "id: "
+    "id: {{ traits.nothing }}",                  # never "id: None"
+    "{{ traits.missing.deeper.still }}",
+    "{{ traits.missing | upper }}",
+    "{{ traits.missing ~ 'x' }}",
+    "{{ traits.missing + 1 }}",
+    "{% if traits.missing %}x{% endif %}",      # renders nothing
+    "{% for t in traits.missing %}{{ t }}{% endfor %}",
+])
+def test_missing_values_drop_their_key(template: str) -> None:
+    assert render({"kept": 1, "v": template}) == {"kept": 1}
+
+
+def test_a_mapping_emptied_by_missing_values_drops_too() -> None:
+    body = {"a": {"b": "{{ traits.missing }}"}, "c": ["{{ traits.missing }}"], "d": {}}
+    assert render(body) == {"d": {}}
+
+
+def test_whole_body_missing_is_missing() -> None:
+    assert render({"a": "{{ traits.missing }}"}) is MISSING
+
+
+def test_template_keys() -> None:
+    body = {"{{ settings.client_id }}": "{{ traits.employees }}", "{{ traits.missing }}": 1}
+    assert render(body) == {"c-1": 329}
+
+
+def test_constants_are_not_copied_per_render() -> None:
+    compiled = compile_tree({"a": [1, 2], "b": "text"}, (), lambda *_: None)
+    assert compiled.renderer is None
+    assert compiled.constant == {"a": [1, 2], "b": "text"}
+
+
+def test_settings_and_names_used_are_collected() -> None:
+    compiled = compile_template("{{ settings.client_id ~ settings['api_key'] ~ traits.x }}")
+    assert isinstance(compiled, Compiled)
+    assert compiled.settings_used == {"client_id", "api_key"}
+    assert compiled.names_used == {"settings", "traits"}
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{{ traits.name | no_such_filter }}", "template error: No filter named 'no_such_filter'."),
+    ("{{ traits.name is no_such_test }}", "template error: No test named 'no_such_test'."),
+    ("{{ traits.name ", "template error: unexpected end of template, expected 'end of print statement'."),
+    ("{% if x %}", "template error: Unexpected end of template. Jinja was looking for the following tags:"),
+    ("{% include 'x.html' %}", "'include' is not allowed in mapping templates"),
+    ("{% extends 'x.html' %}", "'extends' is not allowed in mapping templates"),
+    ("{{ traits.__class__ }}", "attribute '__class__' is not allowed: names starting with '_' are private"),
+    ("{{ traits['__class__'] }}", "key '__class__' is not allowed: names starting with '_' are private"),
+])
+def test_problems_found_at_compile_time(template: str, message: str) -> None:
+    result = compile_template(template)
+    found = result if isinstance(result, list) else [result]
+    assert isinstance(found[0], TemplateProblem)
+    assert found[0].message.startswith(message)
+
+
+def test_problem_lines_inside_multiline_templates() -> None:
+    result = compile_template("line one\n{{ ok }}\n{{ broken | nope }}\n")
+    assert isinstance(result, TemplateProblem)
+    assert result.line == 3
+
+
+# Known ways out of Jinja's sandbox, and ways to exhaust memory. Each must fail at load or
+# stop with a RenderError; none may reach Python internals.
+ESCAPES = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ traits.__class__.__init__.__globals__ }}",
+    "{{ self._TemplateReference__context }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ lipsum.__globals__['os'].popen('id').read() }}",
+    "{{ joiner.__init__.__globals__ }}",
+    "{{ namespace.__init__.__globals__ }}",
+    "{{ config.items() }}",
+    "{{ request.application.__globals__ }}",
+    "{{ ''.format.__self__ }}",
+    "{{ '{0.__class__}'.format(traits) }}",
+    "{{ traits.name.format_map(traits) }}",
+    "{{ traits|attr('__class__') }}",
+    "{{ (traits|attr('\\x5f\\x5fclass\\x5f\\x5f')) }}",
+    "{{ range(10**9)|list }}",
+    "{{ 'a' * 10**9 }}",
+    "{{ 'x' * 1000 * 1000 * 1000 }}",
+    "{{ 10 ** 100000 }}",
+    "{{ '%0999999999d' % 1 }}",
+    "{{ '%0999999999d' | format(1) }}",
+    "{{ traits.name | center(999999999) }}",
+    "{{ traits.name | indent(999999999) }}",
+    "{{ 'x'.center(10**9) }}",
+    "{{ traits.name|replace('I', traits.name * 100000)|replace('n', 'nnnnnnnnnn' * 100000) }}",
+    "{% for a in range(100) %}{% endfor %}",
+    "{{ ''.join(['a'] * 10**8) }}",
+    "{% set x = [] %}{{ x.append(1) }}",
+    "{{ traits.update({'x': 1}) }}",
+]
+
+
+@pytest.mark.parametrize("template", ESCAPES)
+def test_sandbox_escapes_are_stopped(template: str) -> None:
+    result = compile_template(template)
+    if not isinstance(result, Compiled):
+        return  # refused when the mapping loads: the best outcome
+    assert result.renderer is not None
+    try:
+        value = result.renderer(SCOPE)
+    except RenderError as exc:
+        assert "sandbox" in str(exc) or "failed" in str(exc)
+        return
+    # If it rendered at all, it rendered nothing from Python's internals.
+    assert value is MISSING or (isinstance(value, str) and len(value) < 10_000
+                                and "class" not in value and "module" not in value)
+
+
+def test_output_size_is_bounded() -> None:
+    result = compile_template("{% for i in traits.tags %}{{ traits.name * 900000 }}{% endfor %}")
+    assert isinstance(result, Compiled) and result.renderer is not None
+    with pytest.raises(RenderError, match="sandbox"):
+        result.renderer(SCOPE)
