@@ -6,12 +6,17 @@ from typing import Any, Iterable
 
 from .outcomes import REDACTED
 
-__all__ = ["redact"]
+__all__ = ["redact", "MIN_SECRET_LENGTH"]
+
+MIN_SECRET_LENGTH = 4
+"""Shorter values are not searched for: replacing every "k" would shred the text and hide
+nothing worth hiding. Secret headers are replaced whole whatever their length."""
 
 
 def redact(value: Any, secrets: Iterable[str]) -> Any:
     """Return `value` with every occurrence of a secret string replaced by "[redacted]"."""
-    found = sorted({s for s in secrets if isinstance(s, str) and s}, key=len, reverse=True)
+    found = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH},
+                   key=len, reverse=True)
     if not found:
         return value
     return _walk(value, found)

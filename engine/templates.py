@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 
 from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.utils import _PassArg
 
-from .sandbox import ENV, MAX_OUTPUT, MISSING, MissingValue, bounded_binop
+from .sandbox import ENV, MAX_OUTPUT, MISSING, MissingValue, bounded_binop, format_datetime
 
 __all__ = ["Renderer", "TemplateProblem", "compile_tree", "compile_expression", "is_template",
            "RenderError", "merge_mappings"]
@@ -279,6 +280,8 @@ def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[s
 def _leaf(result: Any) -> Any:
     if result is None or isinstance(result, Undefined):
         return MISSING
+    if isinstance(result, datetime):
+        return format_datetime(result)
     if isinstance(result, str) and len(result) > MAX_OUTPUT:
         raise SecurityError(f"a template value grew past {MAX_OUTPUT} characters")
     return result

@@ -1,0 +1,200 @@
+"""Every problem in a mapping file is reported when it loads, as file:line:col: message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import engine
+
+from .helpers import problems, write
+
+
+def test_a_valid_file_has_no_problems(tmp_path: Path) -> None:
+    assert problems(tmp_path, """\
+        destination: Demo
+        slug: demo
+        rules:
+          - name: all
+            request: {url: "https://demo.example/{{ type }}", body: "{{ message }}"}
+        """) == []
+
+
+def test_every_problem_at_once_with_locations(tmp_path: Path) -> None:
+    found = problems(tmp_path, """\
+        destination: Demo
+        slug: demo
+        setings: {}
+        settings:
+          api_key: {type: string, required: true, secret: true}
+        request:
+          url: "{{ settings.endpoint }}"
+          headers:
+            X-Key: "{{ settings.api_key | nope }}"
+        rules:
+          - name: identify
+            when: {type: identify, condition: "traits.["}
+            extract:
+              email: "traits.email || unknown_fn(traits)"
+            request:
+              body:
+                email: "{{ email }"
+                multi: |
+                  first line
+                  {{ traits.name | upper }}
+                  {{ traits.name | lower( }}
+        """)
+    assert found == [
+        "demo.yaml:3:1: unknown key 'setings'",
+    ]
+    # Schema problems stop compilation; fix them and the rest is found in one pass.
+    found = problems(tmp_path, """\
+        destination: Demo
+        slug: demo
+        settings:
+          api_key: {type: string, required: true, secret: true}
+        request:
+          url: "{{ settings.endpoint }}"
+          headers:
+            X-Key: "{{ settings.api_key | nope }}"
+        rules:
+          - name: identify
+            when: {type: identify, condition: "traits.["}
+            extract:
+              email: "traits.email || unknown_fn(traits)"
+            request:
+              body:
+                email: "{{ email }"
+                multi: |
+                  first line
+                  {{ traits.name | upper }}
+                  {{ traits.name | lower( }}
+        """)
+    assert found == [
+        "demo.yaml:6:8: setting 'endpoint' is used but not declared (declared: api_key)",
+        "demo.yaml:8:13: template error: No filter named 'nope'.",
+        "demo.yaml:11:48: JMESPath syntax error: Invalid jmespath expression",
+        "demo.yaml:13:31: unknown JMESPath function 'unknown_fn' (known: abs, avg, ceil, coalesce, contains, ends_with, floor, join, keys, length, lower, map, max, max_by, merge, min, min_by, not_null, reverse, snake_case, snake_case_keys, sort, sort_by, starts_with, sum, to_array, to_number, to_string, type, upper, values)",
+        "demo.yaml:16:17: template error: unexpected '}'",
+        "demo.yaml:20:11: template error: unexpected '}', expected ')'",
+    ]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("slug: demo\nrules: [{name: a, skip: x}]\n", ["demo.yaml:1:1: 'destination' is required"]),
+    ("destination: D\nslug: Demo!\nrules: [{name: a, skip: x}]\n",
+     ["demo.yaml:2:7: 'slug': value does not match regex '[a-z0-9][a-z0-9-]*'"]),
+    ("destination: D\nslug: d\naccepts: [identify, click]\nrules: [{name: a, skip: x}]\n",
+     ["demo.yaml:3:10: 'accepts': unallowed values ('click',)"]),
+    ("destination: D\nslug: d\nrules: [{name: a, when: {type: clicks}, skip: x}]\n",
+     ["demo.yaml:3:32: 'type': unallowed value clicks"]),
+    ("destination: D\nslug: d\nrules: [{name: a, whenn: {}, skip: x}]\n",
+     ["demo.yaml:3:19: unknown key 'whenn'"]),
+    ("destination: D\nslug: d\nrules: []\n", ["demo.yaml:3:8: a destination needs at least one rule"]),
+    ("destination: D\nslug: d\nrules: [{name: a, skip: x}, {name: a, skip: y}]\n",
+     ["demo.yaml:3:36: duplicate rule name 'a'"]),
+    ("destination: D\nslug: d\nrules:\n  - name: a\n    request: {body: x}\n",
+     ["demo.yaml:4:5: no url: set request.url here or in the file's request defaults"]),
+    ("destination: D\nslug: d\nrules:\n  - name: a\n    extract: {settings: traits}\n    skip: x\n",
+     ["demo.yaml:5:15: 'settings' is a reserved name in templates; pick another"]),
+    ("destination: D\nslug: d\nrequest: {url: 'https://x', auth: {Authorization: '{{ userId }}'}}\nrules: [{name: a}]\n",
+     ["demo.yaml:3:51: auth may use settings only (it is rendered again at send time, without the event); found: userId"]),
+    ("destination: D\nslug: d\naccepts: [track]\nrules: [{name: a, when: {type: identify}, skip: x}]\n",
+     ["demo.yaml:4:32: rule 'a' matches identify calls, which 'accepts' leaves out"]),
+    ("destination: D\nslug: d\nsettings: {k: {type: string, required: true, default: x}}\nrules: [{name: a, skip: x}]\n",
+     ["demo.yaml:3:15: setting 'k' is required and has a default; keep one of the two"]),
+    ("destination: D\nslug: d\nrules: [{name: a, skip: {{ x }}}]\n",
+     ["demo.yaml:3:25: unquoted template: YAML reads '{{' as a nested mapping; quote the value, e.g. \"{{ traits.email }}\""]),
+    ("destination: D\nslug: d\nrequest: {url: 'https://x'}\nrules: [{name: a, request: {body: {flag: on}}}]\n",
+     ["demo.yaml:4:42: 'on' is read by YAML 1.1 as the boolean true; write true/false, or quote it if you mean the text 'on'"]),
+    ("- a\n- b\n", ["demo.yaml:1:1: a mapping file must be a YAML mapping at the top level"]),
+])
+def test_schema_problems(tmp_path: Path, text: str, expected: list[str]) -> None:
+    assert problems(tmp_path, text) == expected
+
+
+def test_template_problem_inside_a_block_scalar_points_at_its_line(tmp_path: Path) -> None:
+    found = problems(tmp_path, """\
+        destination: D
+        slug: d
+        request: {url: "https://x"}
+        rules:
+          - name: a
+            request:
+              body:
+                text: |
+                  one
+                  two
+                  {{ traits.name | nope }}
+        """)
+    assert found == ["demo.yaml:11:11: template error: No filter named 'nope'."]
+
+
+def test_extends_reports_problems_in_the_base_file(tmp_path: Path) -> None:
+    write(tmp_path, "abstract: true\nrequest:\n  url: '{{ settings.endpoint }}'\n  methd: POST\n", "_base.yaml")
+    found = problems(tmp_path, "destination: D\nslug: d\nextends: _base.yaml\nrules: [{name: a}]\n")
+    assert found == ["_base.yaml:4:3: unknown key 'methd'"]
+
+
+def test_extends_inherits_and_overrides(tmp_path: Path) -> None:
+    write(tmp_path, """\
+abstract: true
+settings: {endpoint: {type: string, required: true}}
+request:
+  url: "{{ settings.endpoint }}"
+  headers: {A: base, B: base}
+  body: "{{ message }}"
+""", "_base.yaml")
+    path = write(tmp_path, """\
+destination: D
+slug: d
+extends: _base.yaml
+request:
+  headers: {B: own}
+rules: [{name: a}]
+""")
+    destination = engine.load(path)["d"]
+    (request,) = destination.map({"type": "identify", "userId": "u"}, settings={"endpoint": "https://e"})
+    assert request.url == "https://e"
+    assert request.headers == {"A": "base", "B": "own"}
+    assert request.body == {"type": "identify", "userId": "u"}
+
+
+def test_extends_problems_in_the_child_point_at_the_child(tmp_path: Path) -> None:
+    write(tmp_path, "abstract: true\nrequest: {url: 'https://x'}\n", "_base.yaml")
+    found = problems(tmp_path, "destination: D\nslug: d\nextends: _base.yaml\nrules:\n  - name: a\n    request: {body: '{{ x | nope }}'}\n")
+    assert found == ["demo.yaml:6:22: template error: No filter named 'nope'."]
+
+
+def test_extends_a_missing_file(tmp_path: Path) -> None:
+    found = problems(tmp_path, "destination: D\nslug: d\nextends: _nope.yaml\nrules: [{name: a, skip: x}]\n")
+    assert len(found) == 1 and found[0].startswith("_nope.yaml:1:1: cannot read file:")
+
+
+def test_extends_cycle(tmp_path: Path) -> None:
+    write(tmp_path, "abstract: true\nextends: _b.yaml\n", "_a.yaml")
+    write(tmp_path, "abstract: true\nextends: _a.yaml\n", "_b.yaml")
+    found = problems(tmp_path, "destination: D\nslug: d\nextends: _a.yaml\nrules: [{name: a, skip: x}]\n")
+    assert len(found) == 1 and "'extends' makes a cycle" in found[0]
+
+
+def test_duplicate_slugs_across_files(tmp_path: Path) -> None:
+    write(tmp_path, "destination: A\nslug: same\nrules: [{name: a, skip: x}]\n", "a.yaml")
+    write(tmp_path, "destination: B\nslug: same\nrules: [{name: a, skip: x}]\n", "b.yaml")
+    _, found = engine.check([tmp_path])
+    assert [p.message for p in found] == [f"slug 'same' is already used by {tmp_path / 'a.yaml'}"]
+
+
+def test_load_raises_with_every_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "destination: D\nslug: d\nrules: [{name: a, skip: '{{ x | nope }}', extract: {v: 'a.['}}]\n")
+    with pytest.raises(engine.MappingError) as caught:
+        engine.load(path)
+    assert len(caught.value.problems) == 2
+    assert str(caught.value).count(f"{path}:3:") == 2
+
+
+def test_the_shipped_mappings_are_valid() -> None:
+    destinations, found = engine.check(["mappings"])
+    assert found == []
+    assert {"calixa", "callexa", "callexa-sync-back", "skalin"} <= set(destinations)
