@@ -11,7 +11,7 @@ from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .format import CALL_TYPES, check_document
 from .settings import SettingsSchema
 from .source import Path_
-from .templates import Compiled, TemplateProblem, compile_expression, compile_tree, merge_mappings
+from .templates import Compiled, TemplateProblem, compile_expression, compile_tree
 
 __all__ = ["compile_destination", "SourceView"]
 
@@ -162,9 +162,14 @@ class _Compiler:
         base, mine = defaults.get("body"), own["body"]
         mine_path = rule_path + ("request", "body")
         if isinstance(base, dict) and isinstance(mine, dict):
-            # Merged key by key, each key compiled where it was written.
-            kept = {k: v for k, v in base.items() if k not in mine}
-            return merge_mappings(self.tree(kept, ("request", "body")), self.tree(mine, mine_path))
+            # Merged once, here: the rule's keys win, a key the rule sets to null is removed,
+            # and each key is compiled (and its problems located) where it was written.
+            merged = {k: v for k, v in base.items() if k not in mine}
+            merged.update((k, v) for k, v in mine.items() if v is not None)
+            key_paths = {k: mine_path + (k,) for k in mine}
+            compiled = compile_tree(merged, ("request", "body"), self.template_problem, key_paths)
+            self.settings_used += [(mine_path, name) for name in compiled.settings_used]
+            return compiled
         return self.tree(mine, mine_path)
 
     @staticmethod

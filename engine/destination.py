@@ -310,7 +310,8 @@ class BoundDestination:
             elif spec.encoding == "form":
                 if not isinstance(body, dict):
                     raise EventError(f"{dest.slug}: rule {rule.name}: a form body must be a mapping")
-                body = {str(k): _form_value(v) for k, v in body.items() if v is not None}
+                body = {k if type(k) is str else str(k): v if type(v) is str else _form_value(v)
+                        for k, v in body.items() if v is not None}
         deliver_after = None
         if spec.deliver_after is not None:
             raw = _value(spec.deliver_after, scope)

@@ -282,9 +282,9 @@ def _bounded(func: Callable[..., Any], precheck: Callable[..., None] | None = No
             precheck(*(args[1:] if pass_arg is not None else args), **kwargs)
         return _check_size(func(*args, **kwargs))
 
-    for attr in ("jinja_pass_arg",):
-        if hasattr(func, attr):
-            setattr(wrapper, attr, getattr(func, attr))
+    if pass_arg is not None:
+        wrapper.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    wrapper.has_precheck = precheck is not None  # type: ignore[attr-defined]
     return wrapper
 
 
