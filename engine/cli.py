@@ -11,7 +11,10 @@ from typing import Any, Iterator, Sequence, TextIO
 import orjson
 import yaml
 
+from .config import Config, ConfigError, load_config
 from .destination import Destination
+from .intake import Intake
+from .store import Outbox, SecretInRequest
 from .errors import MappingError, SettingsError
 from .jsonstream import BadJSON, iter_json
 from .loader import check, load
@@ -56,22 +59,25 @@ def _parser() -> argparse.ArgumentParser:
     map_.add_argument("files", nargs="*", metavar="FILE", help="event files (default: stdin)")
     map_.set_defaults(handler=_map)
 
-    for name, help_text in _EXTRA_COMMANDS:
-        extra = sub.add_parser(name, help=help_text)
-        extra.set_defaults(handler=_extra(name), argv=None)
-        extra.add_argument("rest", nargs=argparse.REMAINDER)
+    enqueue = sub.add_parser("enqueue", help="map events for a source and store them in the outbox")
+    enqueue.add_argument("--config", required=True, metavar="FILE")
+    enqueue.add_argument("--source", required=True, metavar="NAME")
+    enqueue.add_argument("files", nargs="*", metavar="FILE", help="event files (default: stdin)")
+    enqueue.set_defaults(handler=_enqueue)
+
+    deliver = sub.add_parser("deliver", help="deliver the outbox (until SIGTERM, or --until-idle)")
+    deliver.add_argument("--config", required=True, metavar="FILE")
+    deliver.add_argument("--until-idle", action="store_true",
+                         help="stop when nothing is due now (deferred requests stay stored)")
+    deliver.set_defaults(handler=_deliver)
+
+    dead = sub.add_parser("dead-letters", help="list, show, replay or purge dead letters")
+    dead.add_argument("action", choices=["list", "show", "replay", "purge"])
+    dead.add_argument("ids", nargs="*", type=int, metavar="ID")
+    dead.add_argument("--config", required=True, metavar="FILE")
+    dead.add_argument("--all", action="store_true", help="replay or purge every dead letter")
+    dead.set_defaults(handler=_dead_letters)
     return parser
-
-
-# Commands that live in their own modules (delivery, HTTP shim); registered here so that
-# `--help` lists them, imported only when used.
-_EXTRA_COMMANDS: list[tuple[str, str]] = []
-
-
-def _extra(name: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        raise UsageError(f"'{name}' is not available")
-    return run
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -184,3 +190,106 @@ class _Progress:
         if self.shown:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def open_config(path: str) -> Config:
+    """Load a configuration file, or raise UsageError with every problem in it."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise UsageError(f"invalid configuration:\n{exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read configuration {path}: {exc}") from None
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    config = open_config(args.config)
+    source = config.source(args.source)
+    if source is None:
+        known = ", ".join(s.name for s in config.sources) or "none"
+        raise UsageError(f"unknown source '{args.source}' (known: {known})")
+    outbox = Outbox(config.store)
+    intake = Intake(config, outbox)
+    out = sys.stdout.buffer
+    stored = duplicates = 0
+    try:
+        for number, event in enumerate(_events(args.files), start=1):
+            if isinstance(event, BadJSON):
+                out.write(orjson.dumps({"event": number, "error": event.message}) + b"\n")
+                continue
+            (result,), saved = intake.accept(source, [event])
+            stored += saved.stored
+            duplicates += saved.duplicates
+            line: dict[str, Any] = {"event": number}
+            if result.error:
+                line["error"] = result.error
+            else:
+                line["stored"] = [r.destination for r in result.requests]
+                if saved.duplicates:
+                    line["duplicates"] = saved.duplicates
+                line["skipped"] = {s.destination: s.reason for s in result.skipped}
+            out.write(orjson.dumps(line) + b"\n")
+    except SecretInRequest as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        out.flush()
+        outbox.close()
+    print(f"{stored} request{'s' if stored != 1 else ''} stored in {config.store}"
+          + (f", {duplicates} duplicate{'s' if duplicates != 1 else ''}" if duplicates else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _deliver(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from .delivery import Deliverer, run_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = open_config(args.config)
+    if config.dry_run:
+        raise UsageError("the configuration has dry_run: true; nothing is sent in dry-run mode")
+    outbox = Outbox(config.store)
+    deliverer = Deliverer(config, outbox)
+    try:
+        if args.until_idle:
+            asyncio.run(deliverer.drain(max_seconds=float("inf")))
+        else:
+            run_forever(deliverer)
+    finally:
+        counts = outbox.counts()
+        outbox.close()
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "outbox empty",
+          file=sys.stderr)
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    config = open_config(args.config)
+    outbox = Outbox(config.store)
+    try:
+        if args.action in ("list", "show"):
+            rows = outbox.rows("dead", limit=1000, ids=args.ids)
+            if args.action == "show" and not args.ids:
+                raise UsageError("show takes the ids of the dead letters to show")
+            for row in rows:
+                if args.action == "list":
+                    row = {k: row[k] for k in ("id", "source", "destination", "rule", "message_id",
+                                               "attempts", "last_status", "last_error")}
+                sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
+            if args.action == "show" and len(rows) < len(set(args.ids)):
+                missing = sorted(set(args.ids) - {r["id"] for r in rows})
+                raise UsageError(f"no dead letter with id {', '.join(map(str, missing))}")
+            return 0
+        if not args.ids and not args.all:
+            raise UsageError(f"{args.action} takes dead-letter ids, or --all")
+        if args.action == "replay":
+            count = outbox.replay(args.ids, all_dead=args.all)
+            print(f"{count} dead letter{'s' if count != 1 else ''} queued again", file=sys.stderr)
+        else:
+            count = outbox.purge(args.ids, all_dead=args.all)
+            print(f"{count} dead letter{'s' if count != 1 else ''} purged", file=sys.stderr)
+        return 0
+    finally:
+        outbox.close()

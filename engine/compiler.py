@@ -259,7 +259,11 @@ class _Compiler:
         if not rules:
             self.problem(("rules",), "a destination needs at least one rule")
         unmatched = self.tree(data["unmatched"], ("unmatched",)) if "unmatched" in data else None
+        secret = settings.secret_names
         for path, name in self.settings_used:
+            if name in secret and not _in_auth(path):
+                self.problem(path, f"secret setting '{name}' may be used in request.auth only "
+                                   "(requests are stored without their auth headers)")
             if name not in settings.spec:
                 declared = ", ".join(sorted(settings.spec)) or "none"
                 self.problem(path, f"setting '{name}' is used but not declared (declared: {declared})")
@@ -271,6 +275,10 @@ class _Compiler:
             settings_schema=settings, rules=tuple(rules), snake=snake, unmatched=unmatched,
             examples=self.examples(self.view.docs[0].path),
         )
+
+
+def _in_auth(path: Path_) -> bool:
+    return any(a == "request" and b == "auth" for a, b in zip(path, path[1:]))
 
 
 def _as_list(value: Any) -> list[str]:

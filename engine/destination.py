@@ -232,11 +232,12 @@ class BoundDestination:
             event = normalize_event(event)
             call = event["type"]
             if not is_enabled(event.get("integrations"), dest.name):
-                return [Skip(dest.slug, f"the event's integrations object turns {dest.name} off")]
+                return [Skip(dest.slug, f"the event's integrations object turns {dest.name} off",
+                             code="integrations_off")]
             if dest.accepts is not None and call not in dest.accepts:
                 accepted = ", ".join(sorted(dest.accepts))
                 return [Skip(dest.slug, f"{dest.name} does not accept {call} calls "
-                                        f"(it accepts {accepted})")]
+                                        f"(it accepts {accepted})", code="not_accepted")]
         else:
             if not isinstance(event, dict):
                 raise EventError("the input must be a JSON object")
@@ -271,7 +272,7 @@ class BoundDestination:
         for getter, source, reason in rule.require:
             value = getter(event)
             if value is None or value == "" or value == [] or value == {}:
-                return Skip(dest.slug, reason, rule.name)
+                return Skip(dest.slug, reason, rule.name, rule.name)
         scope = self._scope(event, now, [(n, g(event)) for n, g in rule.extract])
         if isinstance(matched, str):
             scope["matched_event"] = matched
@@ -281,11 +282,11 @@ class BoundDestination:
                     raise EventError(_text(condition.reason, scope, f"rejected by rule {rule.name}"))
             for condition in rule.skip_if:
                 if _holds(condition.test, scope):
-                    return Skip(dest.slug, _text(condition.reason, scope, "skipped"), rule.name)
+                    return Skip(dest.slug, _text(condition.reason, scope, "skipped"), rule.name, rule.name)
             if rule.skip is not None or rule.request is None:
                 reason = _text(rule.skip, scope, f"skipped by rule {rule.name}") if rule.skip \
                     else f"skipped by rule {rule.name}"
-                return Skip(dest.slug, reason, rule.name)
+                return Skip(dest.slug, reason, rule.name, rule.name)
             return self._request(rule, rule.request, scope, now)
         except RenderError as exc:
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None

@@ -52,11 +52,15 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    """The destination does not take this event; `reason` says why in a sentence."""
+    """The destination does not take this event; `reason` says why in a sentence.
+
+    `code` is a short stable name for the kind of skip (for metrics labels): `not_accepted`,
+    `integrations_off`, `unmatched`, or the name of the rule that skipped."""
 
     destination: str
     reason: str
     rule: str | None = None
+    code: str = "unmatched"
 
     def to_dict(self) -> dict[str, Any]:
         return {"skipped": self.reason}

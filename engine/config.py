@@ -1,0 +1,199 @@
+"""The configuration file shared by delivery and the HTTP shim.
+
+```yaml
+mappings: mappings              # directory of mapping files
+store: var/outbox.sqlite3       # the durable outbox (SQLite)
+dry_run: false                  # true: record mapped requests instead of sending them
+delivery: {timeout: 10, backoff_initial: 1, backoff_max: 300, max_attempts: 25,
+           max_age: 14400, concurrency: 8}
+sources:
+  - name: web
+    write_key: ${WEB_WRITE_KEY}
+    destinations:
+      calixa: {api_key: ${CALIXA_API_KEY}, endpoint: "https://..."}
+```
+
+`${NAME}` (or `${NAME:-default}`) is replaced by the environment variable, so that secrets
+stay out of the file. Every problem is reported as `file:line:col: message`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from cerberus import Validator
+
+from .destination import Destination
+from .errors import Location, MappingError, Problem, SettingsError
+from .loader import check
+from .source import SourceDocument, read_yaml
+
+__all__ = ["Config", "DeliveryConfig", "SourceConfig", "load_config", "ConfigError"]
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(MappingError):
+    """The configuration file (or the mappings it names) has problems; all are listed."""
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """How requests are delivered. Times are in seconds."""
+
+    timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    max_attempts: int = 25
+    max_age: float = 4 * 3600.0  # Segment retries for up to four hours
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """A source: its write key, and the settings of each destination it sends to."""
+
+    name: str
+    write_key: str
+    destinations: Mapping[str, Mapping[str, Any]]
+    webhook_secret: str | None = None
+
+
+@dataclass
+class Config:
+    """A loaded, checked configuration with its compiled destinations."""
+
+    path: str
+    mappings: Path
+    store: Path
+    dry_run: bool
+    delivery: DeliveryConfig
+    sources: list[SourceConfig]
+    destinations: dict[str, Destination] = field(default_factory=dict)
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def source_for_key(self, write_key: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.write_key == write_key), None)
+
+    def settings(self, source: str, destination: str) -> Mapping[str, Any] | None:
+        """The current settings of `destination` for `source` (None if not configured)."""
+        found = self.source(source)
+        return None if found is None else found.destinations.get(destination)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the configuration: write keys and secret settings."""
+        values: list[str] = []
+        for source in self.sources:
+            values.append(source.write_key)
+            if source.webhook_secret:
+                values.append(source.webhook_secret)
+            for slug, settings in source.destinations.items():
+                if slug in self.destinations:
+                    values += self.destinations[slug].secret_values(settings)
+        return [v for v in values if v]
+
+
+_POSITIVE = {"type": "number", "min": 0}
+SCHEMA = {
+    "mappings": {"type": "string", "default": "mappings"},
+    "store": {"type": "string", "default": "var/outbox.sqlite3"},
+    "dry_run": {"type": "boolean", "default": False},
+    "delivery": {"type": "dict", "default": {}, "schema": {
+        "timeout": {**_POSITIVE, "min": 0.001},
+        "backoff_initial": _POSITIVE,
+        "backoff_max": _POSITIVE,
+        "max_attempts": {"type": "integer", "min": 1},
+        "max_age": _POSITIVE,
+        "concurrency": {"type": "integer", "min": 1, "max": 1000},
+    }},
+    "sources": {"type": "list", "default": [], "schema": {"type": "dict", "schema": {
+        "name": {"type": "string", "required": True, "regex": r"[A-Za-z0-9_.-]+"},
+        "write_key": {"type": "string", "required": True, "empty": False},
+        "webhook_secret": {"type": "string", "nullable": True},
+        "destinations": {"type": "dict", "default": {},
+                         "valuesrules": {"type": "dict"}},
+    }}},
+}
+
+
+def _interpolate(value: Any, path: tuple[Any, ...], doc: SourceDocument,
+                 problems: list[Problem], env: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, path + (k,), doc, problems, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, path + (i,), doc, problems, env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(Problem(doc.locate(path), f"environment variable {name} is not set"))
+        return ""
+    return _ENV.sub(replace, value)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and check a configuration file; load the mappings it names and
+    check each source's destination settings. Raises ConfigError listing every problem."""
+    doc, problems = read_yaml(path)
+    if problems:
+        raise ConfigError(problems)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([Problem(Location(doc.path, 1, 1), "the configuration must be a YAML mapping")])
+    data = _interpolate(doc.data, (), doc, problems, os.environ if env is None else env)
+    validator = Validator(SCHEMA)
+    if not validator.validate(data):
+        from .format import _flatten
+        for where, message, unknown in _flatten(validator.errors, ()):
+            problems.append(Problem(doc.locate(where, key=unknown), message))
+    if problems:
+        raise ConfigError(problems)
+    data = validator.document
+    base = Path(doc.path).parent
+    mappings = (base / data["mappings"]).resolve() if not Path(data["mappings"]).is_absolute() else Path(data["mappings"])
+    store = Path(data["store"]) if Path(data["store"]).is_absolute() else (base / data["store"]).resolve()
+    destinations, mapping_problems = check([mappings])
+    if mapping_problems:
+        raise ConfigError(mapping_problems)
+    sources = []
+    names: set[str] = set()
+    keys: set[str] = set()
+    for i, raw in enumerate(data["sources"]):
+        where = ("sources", i)
+        if raw["name"] in names:
+            problems.append(Problem(doc.locate(where + ("name",)), f"duplicate source name '{raw['name']}'"))
+        if raw["write_key"] in keys:
+            problems.append(Problem(doc.locate(where + ("write_key",)), "two sources share a write key"))
+        names.add(raw["name"])
+        keys.add(raw["write_key"])
+        for slug, settings in raw["destinations"].items():
+            dest_path = where + ("destinations", slug)
+            if slug not in destinations:
+                known = ", ".join(sorted(destinations)) or "none"
+                problems.append(Problem(doc.locate(dest_path, key=True),
+                                        f"unknown destination '{slug}' (known: {known})"))
+                continue
+            try:
+                destinations[slug].bind(settings)
+            except SettingsError as exc:
+                for message in exc.messages:
+                    problems.append(Problem(doc.locate(dest_path, key=True),
+                                            f"source '{raw['name']}', {slug}: {message}"))
+        sources.append(SourceConfig(raw["name"], raw["write_key"], raw["destinations"],
+                                    raw.get("webhook_secret")))
+    if problems:
+        raise ConfigError(problems)
+    defaults = DeliveryConfig()
+    delivery = DeliveryConfig(**{k: data["delivery"].get(k, getattr(defaults, k))
+                                 for k in defaults.__dataclass_fields__})
+    return Config(doc.path, mappings, store, data["dry_run"], delivery, sources, destinations)

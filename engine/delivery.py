@@ -1,0 +1,171 @@
+"""The delivery worker: lease due jobs from the outbox, send them, record what happened.
+
+Authentication is applied here, at send time, from the current configuration: stored jobs
+never hold it, and a rotated key is used for pending work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+
+import httpx
+
+from .config import Config
+from .metrics import Metrics
+from .redact import redact
+from .sender import Attempt, backoff, send
+from .settings import SettingsError
+from .store import Job, Outbox
+
+__all__ = ["Deliverer"]
+
+log = logging.getLogger("engine.delivery")
+
+
+class Deliverer:
+    """Delivers the outbox of `config`, `config.delivery.concurrency` requests at a time per
+    destination. `transport` replaces the network in unit tests (httpx.MockTransport)."""
+
+    def __init__(self, config: Config, outbox: Outbox, *, metrics: Metrics | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.metrics = metrics or Metrics()
+        self.wakeup = asyncio.Event()
+        self._transport = transport
+        self._secrets = config.secrets()
+        self._in_flight: dict[str, int] = {}
+
+    def _client(self) -> httpx.AsyncClient:
+        limit = self.config.delivery.concurrency * max(1, len(self.config.destinations))
+        return httpx.AsyncClient(transport=self._transport, follow_redirects=False,
+                                 limits=httpx.Limits(max_connections=limit,
+                                                     max_keepalive_connections=limit))
+
+    async def run(self, stop: asyncio.Event, *, drain_timeout: float = 30.0) -> None:
+        """Deliver until `stop` is set; then let requests in flight finish (up to
+        `drain_timeout` seconds; what is cut off stays leased and is retried later)."""
+        tasks: set[asyncio.Task[None]] = set()
+        async with self._client() as client:
+            while not stop.is_set():
+                started = self._start(client, tasks)
+                if started:
+                    await asyncio.sleep(0)
+                    continue
+                await self._idle(stop)
+            if tasks:
+                await asyncio.wait(tasks, timeout=drain_timeout)
+
+    async def drain(self, *, max_seconds: float = 60.0) -> None:
+        """Deliver until nothing is in flight or waiting for a retry (for tests and
+        `deliver --until-idle`); deferred jobs (deliver_after) are left for later."""
+        tasks: set[asyncio.Task[None]] = set()
+        deadline = time.monotonic() + max_seconds
+        async with self._client() as client:
+            while time.monotonic() < deadline:
+                self._start(client, tasks)
+                if not tasks:
+                    due = self.outbox.next_due(retries_only=True)
+                    if due is None:
+                        return
+                    await asyncio.sleep(min(0.25, max(0.0, due - self.outbox.clock())))
+                    continue
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    def _start(self, client: httpx.AsyncClient, tasks: set[asyncio.Task[None]]) -> int:
+        limit = self.config.delivery.concurrency
+        free = {slug: limit - count for slug, count in self._in_flight.items()}
+        jobs = self.outbox.lease(free, limit, self.config.delivery.timeout + 30)
+        for job in jobs:
+            self._in_flight[job.destination] = self._in_flight.get(job.destination, 0) + 1
+            task = asyncio.create_task(self._deliver(client, job))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        return len(jobs)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        due = self.outbox.next_due()
+        wait = 1.0 if due is None else min(1.0, max(0.01, due - self.outbox.clock()))
+        self.wakeup.clear()
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wakeup.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _deliver(self, client: httpx.AsyncClient, job: Job) -> None:
+        try:
+            await self._attempt(client, job)
+        except Exception:  # never lose the worker; the lease expires and the job comes back
+            log.exception("delivery of job %s failed unexpectedly", job.id)
+        finally:
+            self._in_flight[job.destination] -= 1
+
+    async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:
+        destination = self.config.destinations.get(job.destination)
+        if destination is None:
+            self._dead(job, Attempt(False, False, None,
+                                    f"destination '{job.destination}' is no longer in the mappings"))
+            return
+        settings = self.config.settings(job.source, job.destination)
+        if settings is None:
+            self._failed(job, Attempt(False, True, None, f"no settings for {job.destination} in "
+                                                         f"source '{job.source}' (configuration changed?)"))
+            return
+        try:
+            auth = destination.bind(settings).auth_headers(job.rule)
+        except SettingsError as exc:
+            self._failed(job, Attempt(False, True, None, redact(str(exc), self._secrets)))
+            return
+        attempt = await send(client, job, auth, self.config.delivery.timeout)
+        if attempt.delivered:
+            self.outbox.mark_delivered(job, attempt.status or 200)
+            self.metrics.inc("requests_delivered_total", destination=job.destination)
+            self.metrics.observe_latency(job.destination, max(0.0, self.outbox.clock() - job.accepted_at))
+        else:
+            self._failed(job, attempt)
+
+    def _failed(self, job: Job, attempt: Attempt) -> None:
+        if not attempt.retryable:
+            self._dead(job, attempt)
+            return
+        cfg = self.config.delivery
+        attempts = job.attempts + 1
+        now = self.outbox.clock()
+        delay = backoff(attempts, cfg, attempt.retry_after)
+        if attempts >= cfg.max_attempts or now + delay - job.window_start > cfg.max_age:
+            why = (f"gave up after {attempts} attempt{'s' if attempts != 1 else ''} over "
+                   f"{now - job.window_start:.0f}s: {attempt.error}")
+            self._dead(job, Attempt(False, False, attempt.status, why, attempt.body))
+            return
+        self.outbox.mark_retry(job, now + delay, attempt.status, redact(attempt.error, self._secrets))
+        self.metrics.inc("requests_retried_total", destination=job.destination)
+        log.info("job %s to %s: %s; retry in %.1fs", job.id, job.destination,
+                 redact(attempt.error, self._secrets), delay)
+
+    def _dead(self, job: Job, attempt: Attempt) -> None:
+        self.outbox.mark_dead(job, attempt.status, redact(attempt.error, self._secrets),
+                              redact(attempt.body, self._secrets) if attempt.body else None)
+        self.metrics.inc("requests_dead_lettered_total", destination=job.destination)
+        log.warning("job %s to %s is a dead letter: %s", job.id, job.destination,
+                    redact(attempt.error, self._secrets))
+
+
+def run_forever(deliverer: Deliverer) -> None:
+    """Run `deliverer` until SIGINT or SIGTERM, then drain (the `deliver` command)."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await deliverer.run(stop)
+
+    asyncio.run(main())
+
+

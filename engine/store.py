@@ -1,0 +1,317 @@
+"""The durable outbox: SQLite in WAL mode, one row per request to deliver.
+
+Guarantees (README, "Delivery"):
+- a request is committed (fsync'd) before `enqueue` returns, so an event is acknowledged
+  only once what it maps to is on disk;
+- a job is leased while it is being sent; a lease that expires (the process died) makes the
+  job due again, so delivery is at-least-once;
+- (destination, messageId) is accepted once in 24 hours; later copies are duplicates;
+- `deliver_after` is `due_at`: a deferred job waits here, across restarts;
+- a `once` key is claimed when its job is leased: another job with the same key inside the
+  window is suppressed, not sent;
+- no secret is stored: requests come without their auth headers, and a request that still
+  contains a secret value is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import orjson
+
+from .outcomes import Request
+
+__all__ = ["Outbox", "Job", "EnqueueResult", "SecretInRequest", "DEDUPE_WINDOW"]
+
+DEDUPE_WINDOW = 24 * 3600.0
+MAX_STORED_BODY = 4096
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id            INTEGER PRIMARY KEY,
+    source        TEXT NOT NULL,
+    destination   TEXT NOT NULL,
+    rule          TEXT NOT NULL,
+    message_id    TEXT,
+    request       BLOB NOT NULL,        -- JSON: method, url, headers (no auth), encoding, body
+    status        TEXT NOT NULL,        -- pending | delivered | dead | suppressed | recorded
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    accepted_at   REAL NOT NULL,
+    window_start  REAL NOT NULL,        -- max_age counts from here (reset by a replay)
+    due_at        REAL NOT NULL,
+    leased_until  REAL,
+    once_key      TEXT,
+    once_window   REAL,
+    last_status   INTEGER,
+    last_error    TEXT,
+    last_body     TEXT,
+    finished_at   REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
+CREATE TABLE IF NOT EXISTS seen (
+    destination TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    seen_at     REAL NOT NULL,
+    PRIMARY KEY (destination, message_id)
+);
+CREATE TABLE IF NOT EXISTS once_claims (
+    key        TEXT PRIMARY KEY,
+    claimed_at REAL NOT NULL,
+    outbox_id  INTEGER NOT NULL
+);
+"""
+
+
+class SecretInRequest(ValueError):
+    """A mapped request still holds a secret value outside its auth headers."""
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """What happened to the requests of one enqueue call."""
+
+    stored: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored request, as the sender needs it (never with auth headers)."""
+
+    id: int
+    source: str
+    destination: str
+    rule: str
+    message_id: str | None
+    method: str
+    url: str
+    headers: dict[str, str]
+    encoding: str
+    body: Any
+    attempts: int
+    accepted_at: float
+    window_start: float
+    once_key: str | None
+    once_window: float | None
+
+
+def _request_blob(request: Request) -> bytes:
+    headers = {k: v for k, v in request.headers.items() if k not in request.secret_headers}
+    return orjson.dumps({"method": request.method, "url": request.url, "headers": headers,
+                         "encoding": request.encoding, "body": request.body})
+
+
+class Outbox:
+    """The outbox at `path`. Thread-safe: one connection, used under a lock."""
+
+    def __init__(self, path: str | Path, *, clock: Any = time.time) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _transaction(self) -> "_Tx":
+        return _Tx(self._db, self._lock)
+
+    # -- intake --------------------------------------------------------------------------
+
+    def enqueue(self, source: str, requests: Sequence[Request], *, secrets: Iterable[str] = (),
+                status: str = "pending") -> EnqueueResult:
+        """Store `requests` durably; return how many were stored and how many were
+        duplicates of a (destination, messageId) accepted in the last 24 hours."""
+        now = self.clock()
+        rows = []
+        for request in requests:
+            blob = _request_blob(request)
+            for secret in secrets:
+                if len(secret) >= 4 and secret.encode() in blob:
+                    raise SecretInRequest(
+                        f"{request.destination}: rule {request.rule} puts a secret setting "
+                        "outside request.auth; it would be stored")
+            due = request.deliver_after.timestamp() if request.deliver_after else now
+            rows.append((request, blob, due))
+        stored = duplicates = 0
+        with self._transaction() as db:
+            for request, blob, due in rows:
+                if request.message_id is not None:
+                    seen = db.execute("SELECT seen_at FROM seen WHERE destination=? AND message_id=?",
+                                      (request.destination, request.message_id)).fetchone()
+                    if seen is not None and seen[0] > now - DEDUPE_WINDOW:
+                        duplicates += 1
+                        continue
+                    db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)",
+                               (request.destination, request.message_id, now))
+                db.execute(
+                    "INSERT INTO outbox (source, destination, rule, message_id, request, status,"
+                    " accepted_at, window_start, due_at, once_key, once_window, finished_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (source, request.destination, request.rule, request.message_id, blob, status,
+                     now, max(now, due), due, request.once_key, request.once_window,
+                     now if status != "pending" else None))
+                stored += 1
+        return EnqueueResult(stored, duplicates)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def lease(self, free: dict[str, int], default_free: int, lease_seconds: float) -> list[Job]:
+        """Take due jobs for `lease_seconds`: at most `free[destination]` (else `default_free`)
+        per destination, so that nothing leased waits behind a busy destination. Jobs whose
+        `once` key was used inside their window are suppressed here and not returned."""
+        now = self.clock()
+        jobs = []
+        slots = dict(free)
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
+                " window_start, once_key, once_window FROM outbox"
+                " WHERE status='pending' AND due_at<=? AND (leased_until IS NULL OR leased_until<?)"
+                " ORDER BY due_at, id LIMIT ?",
+                (now, now, max(1, sum(slots.values()) + default_free * 4))).fetchall()
+            for row in rows:
+                job_id, once_key, once_window = row[0], row[9], row[10]
+                if slots.setdefault(row[2], default_free) <= 0:
+                    continue
+                slots[row[2]] -= 1
+                if once_key is not None:
+                    claim = db.execute("SELECT claimed_at, outbox_id FROM once_claims WHERE key=?",
+                                       (once_key,)).fetchone()
+                    if claim is not None and claim[1] != job_id and claim[0] > now - (once_window or 0):
+                        db.execute("UPDATE outbox SET status='suppressed', finished_at=?, last_error=?"
+                                   " WHERE id=?", (now, f"once: key already used at {claim[0]:.0f} "
+                                                        f"(job {claim[1]}), inside its window", job_id))
+                        continue
+                    db.execute("INSERT OR REPLACE INTO once_claims VALUES (?, ?, ?)",
+                               (once_key, now, job_id))
+                db.execute("UPDATE outbox SET leased_until=? WHERE id=?", (now + lease_seconds, job_id))
+                data = orjson.loads(row[5])
+                jobs.append(Job(job_id, row[1], row[2], row[3], row[4], data["method"], data["url"],
+                                data["headers"], data["encoding"], data["body"], row[6], row[7],
+                                row[8], once_key, once_window))
+        return jobs
+
+    def mark_delivered(self, job: Job, status: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE outbox SET status='delivered', attempts=attempts+1, last_status=?,"
+                       " leased_until=NULL, finished_at=?, last_error=NULL WHERE id=?",
+                       (status, self.clock(), job.id))
+
+    def mark_retry(self, job: Job, due_at: float, status: int | None, error: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE outbox SET attempts=attempts+1, due_at=?, leased_until=NULL,"
+                       " last_status=?, last_error=? WHERE id=?", (due_at, status, error, job.id))
+
+    def mark_dead(self, job: Job, status: int | None, error: str, body: str | None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE outbox SET status='dead', attempts=attempts+1, leased_until=NULL,"
+                       " last_status=?, last_error=?, last_body=?, finished_at=? WHERE id=?",
+                       (status, error, (body or "")[:MAX_STORED_BODY] or None, self.clock(), job.id))
+            # A key whose send failed for good is free again.
+            db.execute("DELETE FROM once_claims WHERE key=? AND outbox_id=?", (job.once_key, job.id))
+
+    def next_due(self, *, retries_only: bool = False) -> float | None:
+        """When the next pending job is due (leases included), or None. `retries_only`
+        leaves out deferred jobs that were never attempted (deliver_after)."""
+        query = ("SELECT MIN(MAX(due_at, COALESCE(leased_until, 0))) FROM outbox"
+                 " WHERE status='pending'")
+        if retries_only:
+            query += " AND (attempts > 0 OR leased_until IS NOT NULL OR due_at <= ?)"
+        with self._lock:
+            row = self._db.execute(query, (self.clock(),) if retries_only else ()).fetchone()
+        return row[0]
+
+    # -- inspection and repair -----------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
+        return dict(rows)
+
+    def rows(self, status: str, limit: int = 100, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+        """Stored rows with a status, newest first, as dictionaries for people to read."""
+        query = ("SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
+                 " due_at, last_status, last_error, last_body, finished_at FROM outbox WHERE status=?")
+        params: list[Any] = [status]
+        if ids:
+            query += f" AND id IN ({','.join('?' * len(ids))})"
+            params += list(ids)
+        query += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            found = self._db.execute(query, params).fetchall()
+        keys = ("id", "source", "destination", "rule", "message_id", "request", "attempts",
+                "accepted_at", "due_at", "last_status", "last_error", "last_body", "finished_at")
+        out = []
+        for row in found:
+            item = dict(zip(keys, row))
+            item["request"] = orjson.loads(item["request"])
+            out.append(item)
+        return out
+
+    def replay(self, ids: Sequence[int] = (), *, all_dead: bool = False) -> int:
+        """Make dead letters pending again, due now, with a fresh retry budget."""
+        return self._reset("dead", ids, all_dead, replay=True)
+
+    def purge(self, ids: Sequence[int] = (), *, all_dead: bool = False) -> int:
+        """Delete dead letters for good."""
+        return self._reset("dead", ids, all_dead, replay=False)
+
+    def _reset(self, status: str, ids: Sequence[int], everything: bool, *, replay: bool) -> int:
+        if not ids and not everything:
+            return 0
+        now = self.clock()
+        where = "status=?" + ("" if everything else f" AND id IN ({','.join('?' * len(ids))})")
+        params: list[Any] = [status] + ([] if everything else list(ids))
+        with self._transaction() as db:
+            if replay:
+                cursor = db.execute("UPDATE outbox SET status='pending', attempts=0, due_at=?,"
+                                    " window_start=?, leased_until=NULL, finished_at=NULL"
+                                    f" WHERE {where}", [now, now] + params)
+            else:
+                cursor = db.execute(f"DELETE FROM outbox WHERE {where}", params)
+            return cursor.rowcount
+
+    def prune(self, older_than: float = DEDUPE_WINDOW) -> int:
+        """Forget delivered and suppressed jobs, and dedupe entries, older than `older_than`."""
+        cutoff = self.clock() - older_than
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM outbox WHERE status IN ('delivered', 'suppressed')"
+                                " AND finished_at < ?", (cutoff,))
+            db.execute("DELETE FROM seen WHERE seen_at < ?", (cutoff,))
+            return cursor.rowcount
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT under the outbox lock; ROLLBACK on error."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.db = db
+        self.lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.db
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.db.execute("ROLLBACK" if kind else "COMMIT")
+        finally:
+            self.lock.release()

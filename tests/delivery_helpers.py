@@ -1,0 +1,65 @@
+"""Configurations and runs shared by the delivery tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from engine.config import Config, load_config
+from engine.delivery import Deliverer
+from engine.intake import Intake
+from engine.store import Outbox
+
+from .conftest import MAPPINGS
+
+
+DELIVERY = {"timeout": 0.5, "backoff_initial": 0.01, "backoff_max": 0.05, "max_attempts": 5,
+            "max_age": 60, "concurrency": 4}
+
+
+def write_config(tmp_path: Path, url: str, *, delivery: dict[str, Any] | None = None,
+                 key: str = "calixa-key-one", only: tuple[str, ...] = ("calixa",),
+                 extra: str = "") -> Path:
+    """A configuration whose source `web` sends to the destinations in `only`."""
+    lines = {
+        "calixa": f'calixa: {{api_key: {key}, endpoint: "{url}/calixa"}}',
+        "callexa": f'callexa: {{api_key: callexa-key-one, endpoint: "{url}/callexa"}}',
+        "skalin": f'skalin: {{api_key: skalin-key-one, client_id: c1, endpoint: "{url}/skalin"}}',
+    }
+    destinations = "\n".join(" " * 14 + lines[name] for name in only)
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        mappings: {MAPPINGS}
+        store: {tmp_path / 'outbox.sqlite3'}
+        delivery: {json.dumps({**DELIVERY, **(delivery or {})})}
+        sources:
+          - name: web
+            write_key: web-write-key
+            destinations:
+""") + destinations + "\n" + extra)
+    return path
+
+
+def identify(n: int | str, **traits: Any) -> dict[str, Any]:
+    return {"type": "identify", "userId": f"u{n}", "messageId": f"m{n}",
+            "traits": {"email": f"user{n}@example.com", **traits}}
+
+
+def accept(config: Config, outbox: Outbox, *events: dict[str, Any]) -> None:
+    source = config.source("web")
+    assert source is not None
+    Intake(config, outbox).accept(source, list(events))
+
+
+def drain(config: Config, outbox: Outbox) -> Deliverer:
+    deliverer = Deliverer(config, outbox)
+    asyncio.run(deliverer.drain(max_seconds=30))
+    return deliverer
+
+
+def setup(tmp_path: Path, url: str, **kwargs: Any) -> tuple[Config, Outbox]:
+    config = load_config(write_config(tmp_path, url, **kwargs))
+    return config, Outbox(config.store)

@@ -1,0 +1,191 @@
+"""Delivery end to end, against a real HTTP server on 127.0.0.1 scripted to fail."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.store import Outbox
+
+from .delivery_helpers import accept, drain, identify, setup, write_config
+from .scripted_server import Reply, ScriptedServer
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as running:
+        yield running
+
+
+def statuses(outbox: Outbox) -> dict[str, int]:
+    return outbox.counts()
+
+
+def test_503_several_times_then_200(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url())
+    server.script("/calixa", Reply(503), Reply(503), Reply(503), Reply(200))
+    accept(config, outbox, identify(1))
+    deliverer = drain(config, outbox)
+    assert len(server.at("/calixa")) == 4
+    assert statuses(outbox)["delivered"] == 1
+    assert deliverer.metrics.value("requests_retried_total", destination="calixa") == 3
+    assert deliverer.metrics.value("requests_delivered_total", destination="calixa") == 1
+
+
+def test_429_honours_retry_after(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url())
+    server.script("/calixa", Reply(429, headers={"Retry-After": "1"}), Reply(200))
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    first, second = server.at("/calixa")
+    assert second.at - first.at >= 0.95  # the backoff alone would be 0.05 s at most
+    assert statuses(outbox) == {"delivered": 1}
+
+
+@pytest.mark.parametrize(("status", "error"), [(400, "HTTP 400"), (501, "HTTP 501 (call type not supported)")])
+def test_4xx_and_501_are_dead_letters_at_once(tmp_path: Path, server: ScriptedServer,
+                                              status: int, error: str) -> None:
+    config, outbox = setup(tmp_path, server.url())
+    server.script("/calixa", Reply(status, body=b'{"message": "nope"}'))
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    assert len(server.at("/calixa")) == 1
+    (dead,) = outbox.rows("dead")
+    assert (dead["last_status"], dead["last_error"], dead["last_body"]) == (status, error, '{"message": "nope"}')
+    assert dead["request"]["body"]["userId"] == "u1"
+
+
+def test_a_response_slower_than_the_timeout_is_retried(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url())
+    server.script("/calixa", Reply(200, delay=1.5), Reply(200))
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    assert len(server.at("/calixa")) == 2
+    assert statuses(outbox) == {"delivered": 1}
+
+
+def test_connection_refused_is_retried_then_dead_lettered(tmp_path: Path) -> None:
+    with ScriptedServer() as gone:
+        url = gone.url()
+    config, outbox = setup(tmp_path, url)  # nothing listens there any more
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    (dead,) = outbox.rows("dead")
+    assert dead["attempts"] == 5
+    assert dead["last_error"].startswith("gave up after 5 attempts over ")
+    assert "connection error" in dead["last_error"]
+
+
+def test_max_age_ends_retrying(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), delivery={"max_attempts": 1000, "max_age": 0.3})
+    server.script("/calixa", Reply(503))
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    (dead,) = outbox.rows("dead")
+    assert dead["last_error"].startswith("gave up after") and dead["last_status"] == 503
+    assert 2 <= dead["attempts"] < 1000
+
+
+def test_auth_is_applied_at_send_time_and_never_stored(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url())
+    accept(config, outbox, identify(1))
+    # The key is rotated before delivery: pending work uses the new one.
+    rotated = load_config(write_config(tmp_path, server.url(), key="calixa-key-two"))
+    drain(rotated, outbox)
+    (received,) = server.at("/calixa")
+    assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"calixa-key-two:").decode()
+    outbox.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
+    for secret in (b"calixa-key-one", b"calixa-key-two", base64.b64encode(b"calixa-key-one:")):
+        assert secret not in stored
+
+
+def test_duplicates_are_suppressed_for_24_hours(tmp_path: Path, server: ScriptedServer) -> None:
+    config, _ = setup(tmp_path, server.url())
+    clock = [1_700_000_000.0]
+    outbox = Outbox(config.store, clock=lambda: clock[0])
+    source = config.source("web")
+    from engine.intake import Intake
+    intake = Intake(config, outbox)
+    assert intake.accept(source, [identify(1)])[1].stored == 1
+    assert intake.accept(source, [identify(1)])[1].duplicates == 1
+    clock[0] += 23.9 * 3600
+    assert intake.accept(source, [identify(1)])[1].duplicates == 1
+    clock[0] += 0.2 * 3600
+    assert intake.accept(source, [identify(1)])[1].stored == 1
+
+
+def test_deferred_requests_wait_across_restarts(tmp_path: Path, server: ScriptedServer) -> None:
+    config, _ = setup(tmp_path, server.url(), only=("callexa",))
+    clock = [1_700_000_000.0]
+    outbox = Outbox(config.store, clock=lambda: clock[0])
+    source = config.source("web")
+    from engine.intake import Intake
+    settings = dict(source.destinations["callexa"], min_delay_days=3, max_delay_days=14)
+    source.destinations["callexa"] = settings  # type: ignore[index]
+    event = identify(7, createdAt="2023-11-14T22:13:20Z")  # the clock's own time
+    Intake(config, outbox).accept(source, [event], now="2023-11-14T22:13:20Z")
+    drain(config, outbox)
+    assert server.at("/callexa") == []
+    outbox.close()
+    clock[0] += 3 * 86400 + 1
+    reopened = Outbox(config.store, clock=lambda: clock[0])  # a restart
+    drain(config, reopened)
+    assert len(server.at("/callexa")) == 1
+
+
+def test_once_per_key_window(tmp_path: Path, server: ScriptedServer) -> None:
+    config, _ = setup(tmp_path, server.url(), only=("callexa",))
+    clock = [1_700_000_000.0]
+    outbox = Outbox(config.store, clock=lambda: clock[0])
+    # Two identifies of one customer (different messages): one survey in 26 weeks.
+    accept(config, outbox, identify(1), {**identify(2), "traits": {"email": "USER1@example.com"}})
+    drain(config, outbox)
+    assert len(server.at("/callexa")) == 1
+    assert outbox.counts().get("suppressed") == 1
+    clock[0] += 26 * 7 * 86400 + 1
+    accept(config, outbox, {**identify(3), "traits": {"email": "user1@example.com"}})
+    drain(config, outbox)
+    assert len(server.at("/callexa")) == 2
+
+
+def test_once_key_is_freed_when_its_send_fails_for_good(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), only=("callexa",))
+    server.script("/callexa", Reply(400), Reply(200))
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    accept(config, outbox, identify(2) | {"traits": {"email": "user1@example.com"}})
+    drain(config, outbox)
+    assert [r.path for r in server.at("/callexa")] == ["/callexa", "/callexa"]
+    assert len(outbox.rows("delivered")) >= 1
+
+
+def test_form_requests_arrive_form_encoded(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), only=("skalin",))
+    accept(config, outbox, {"type": "track", "event": "myFeature", "userId": "u1", "messageId": "t1"})
+    drain(config, outbox)
+    (received,) = server.at("/skalin")
+    assert received.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert b"action=ev" in received.body and b"client_id=c1" in received.body
+
+
+def test_dead_letter_bodies_are_redacted(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url())
+    server.script("/calixa", Reply(400, body=b'{"message": "bad key calixa-key-one"}'))
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    (dead,) = outbox.rows("dead")
+    assert dead["last_body"] == '{"message": "bad key [redacted]"}'
+
+
+def test_json_bodies_are_the_mapped_message(tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url())
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    (received,) = server.at("/calixa")
+    assert json.loads(received.body)["traits"] == {"email": "user1@example.com"}
+    assert received.headers["User-Agent"] == "Segment.io/1.0"
