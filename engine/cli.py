@@ -14,7 +14,7 @@ import yaml
 from .config import Config, ConfigError, load_config
 from .destination import Destination
 from .intake import Intake
-from .store import Outbox, SecretInRequest
+from .store import DeliveryLocked, Outbox, SecretInRequest
 from .errors import MappingError, SettingsError
 from .jsonstream import BadJSON, iter_json
 from .loader import check, load
@@ -247,6 +247,7 @@ def _deliver(args: argparse.Namespace) -> int:
     from .delivery import Deliverer, run_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     config = open_config(args.config)
     if config.dry_run:
         raise UsageError("the configuration has dry_run: true; nothing is sent in dry-run mode")
@@ -257,6 +258,8 @@ def _deliver(args: argparse.Namespace) -> int:
             asyncio.run(deliverer.drain(max_seconds=float("inf")))
         else:
             run_forever(deliverer)
+    except DeliveryLocked as exc:
+        raise UsageError(str(exc)) from None
     finally:
         counts = outbox.counts()
         outbox.close()

@@ -151,6 +151,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     if not isinstance(doc.data, dict):
         raise ConfigError([Problem(Location(doc.path, 1, 1), "the configuration must be a YAML mapping")])
     data = _interpolate(doc.data, (), doc, problems, os.environ if env is None else env)
+    if problems:  # an unset variable would also show up below as an empty value
+        raise ConfigError(problems)
     validator = Validator(SCHEMA)
     if not validator.validate(data):
         from .format import _flatten

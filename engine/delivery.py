@@ -47,7 +47,9 @@ class Deliverer:
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 30.0) -> None:
         """Deliver until `stop` is set; then let requests in flight finish (up to
-        `drain_timeout` seconds; what is cut off stays leased and is retried later)."""
+        `drain_timeout` seconds; what is cut off stays leased and is retried later).
+        Raises DeliveryLocked if another process delivers this outbox."""
+        self.outbox.claim_delivery()
         tasks: set[asyncio.Task[None]] = set()
         async with self._client() as client:
             while not stop.is_set():
@@ -62,6 +64,7 @@ class Deliverer:
     async def drain(self, *, max_seconds: float = 60.0) -> None:
         """Deliver until nothing is in flight or waiting for a retry (for tests and
         `deliver --until-idle`); deferred jobs (deliver_after) are left for later."""
+        self.outbox.claim_delivery()
         tasks: set[asyncio.Task[None]] = set()
         deadline = time.monotonic() + max_seconds
         async with self._client() as client:

@@ -26,7 +26,7 @@ import orjson
 
 from .outcomes import Request
 
-__all__ = ["Outbox", "Job", "EnqueueResult", "SecretInRequest", "DEDUPE_WINDOW"]
+__all__ = ["Outbox", "Job", "EnqueueResult", "SecretInRequest", "DeliveryLocked", "DEDUPE_WINDOW"]
 
 DEDUPE_WINDOW = 24 * 3600.0
 MAX_STORED_BODY = 4096
@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS once_claims (
     outbox_id  INTEGER NOT NULL
 );
 """
+
+
+class DeliveryLocked(RuntimeError):
+    """Another process is delivering this outbox."""
 
 
 class SecretInRequest(ValueError):
@@ -114,6 +118,7 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._lock = threading.Lock()
+        self._delivery_lock: Any = None
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -121,8 +126,31 @@ class Outbox:
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
+        """Close the database (and give up delivering it). Closing twice is harmless."""
         with self._lock:
             self._db.close()
+        if self._delivery_lock is not None:
+            self._delivery_lock.close()
+            self._delivery_lock = None
+
+    def claim_delivery(self) -> int:
+        """Become the one process that delivers this outbox, and free the leases left by a
+        process that died (the OS releases its lock when it dies, so they are stale).
+        Returns how many leases were freed; raises DeliveryLocked if another process
+        delivers this outbox now."""
+        import fcntl
+
+        if self._delivery_lock is None:
+            handle = open(self.path.with_name(self.path.name + ".deliver.lock"), "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise DeliveryLocked(f"another process is delivering {self.path}") from None
+            self._delivery_lock = handle
+        with self._transaction() as db:
+            return db.execute("UPDATE outbox SET leased_until=NULL WHERE status='pending'"
+                              " AND leased_until IS NOT NULL").rowcount
 
     def _transaction(self) -> "_Tx":
         return _Tx(self._db, self._lock)

@@ -23,3 +23,11 @@ class ProjectSnapshots(JSONSnapshotExtension):
 @pytest.fixture
 def snapshot(snapshot):  # noqa: F811 - syrupy's fixture, narrowed to our directory
     return snapshot.use_extension(ProjectSnapshots)
+
+
+@pytest.fixture(autouse=True)
+def _close_outboxes():
+    from .delivery_helpers import OPEN
+    yield
+    while OPEN:
+        OPEN.pop().close()

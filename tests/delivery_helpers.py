@@ -60,6 +60,16 @@ def drain(config: Config, outbox: Outbox) -> Deliverer:
     return deliverer
 
 
+OPEN: list[Outbox] = []
+"""Every outbox a test opened; conftest closes them when the test ends."""
+
+
+def open_outbox(path: Path, **kwargs: Any) -> Outbox:
+    outbox = Outbox(path, **kwargs)
+    OPEN.append(outbox)
+    return outbox
+
+
 def setup(tmp_path: Path, url: str, **kwargs: Any) -> tuple[Config, Outbox]:
     config = load_config(write_config(tmp_path, url, **kwargs))
-    return config, Outbox(config.store)
+    return config, open_outbox(config.store)

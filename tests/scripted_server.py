@@ -78,7 +78,7 @@ class ScriptedServer:
         with self._lock:
             self._scripts[path] = list(replies)
 
-    def url(self, path: str = "/") -> str:
+    def url(self, path: str = "") -> str:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}{path}"
 

@@ -11,7 +11,7 @@ import pytest
 from engine.config import load_config
 from engine.store import Outbox
 
-from .delivery_helpers import accept, drain, identify, setup, write_config
+from .delivery_helpers import accept, drain, identify, open_outbox, setup, write_config
 from .scripted_server import Reply, ScriptedServer
 
 
@@ -107,7 +107,7 @@ def test_auth_is_applied_at_send_time_and_never_stored(tmp_path: Path, server: S
 def test_duplicates_are_suppressed_for_24_hours(tmp_path: Path, server: ScriptedServer) -> None:
     config, _ = setup(tmp_path, server.url())
     clock = [1_700_000_000.0]
-    outbox = Outbox(config.store, clock=lambda: clock[0])
+    outbox = open_outbox(config.store, clock=lambda: clock[0])
     source = config.source("web")
     from engine.intake import Intake
     intake = Intake(config, outbox)
@@ -122,7 +122,7 @@ def test_duplicates_are_suppressed_for_24_hours(tmp_path: Path, server: Scripted
 def test_deferred_requests_wait_across_restarts(tmp_path: Path, server: ScriptedServer) -> None:
     config, _ = setup(tmp_path, server.url(), only=("callexa",))
     clock = [1_700_000_000.0]
-    outbox = Outbox(config.store, clock=lambda: clock[0])
+    outbox = open_outbox(config.store, clock=lambda: clock[0])
     source = config.source("web")
     from engine.intake import Intake
     settings = dict(source.destinations["callexa"], min_delay_days=3, max_delay_days=14)
@@ -133,7 +133,7 @@ def test_deferred_requests_wait_across_restarts(tmp_path: Path, server: Scripted
     assert server.at("/callexa") == []
     outbox.close()
     clock[0] += 3 * 86400 + 1
-    reopened = Outbox(config.store, clock=lambda: clock[0])  # a restart
+    reopened = open_outbox(config.store, clock=lambda: clock[0])  # a restart
     drain(config, reopened)
     assert len(server.at("/callexa")) == 1
 
@@ -141,7 +141,7 @@ def test_deferred_requests_wait_across_restarts(tmp_path: Path, server: Scripted
 def test_once_per_key_window(tmp_path: Path, server: ScriptedServer) -> None:
     config, _ = setup(tmp_path, server.url(), only=("callexa",))
     clock = [1_700_000_000.0]
-    outbox = Outbox(config.store, clock=lambda: clock[0])
+    outbox = open_outbox(config.store, clock=lambda: clock[0])
     # Two identifies of one customer (different messages): one survey in 26 weeks.
     accept(config, outbox, identify(1), {**identify(2), "traits": {"email": "USER1@example.com"}})
     drain(config, outbox)
