@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test validate bench clean
+.PHONY: run test validate bench map-sample clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +12,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The HTTP shim on http://127.0.0.1:8080 in dry-run mode (README, "Quick start").
 run: $(STAMP)
 	$(PY) -m engine validate mappings
-	$(PY) -m engine map --destination calixa --setting api_key=demo-key --setting endpoint=https://calixa.example/segment docs/sample-events.ndjson
+	$(PY) -m engine serve --config docs/dev-config.yaml $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+map-sample: $(STAMP)
+	$(PY) -m engine map --destination calixa --setting api_key=demo-key \
+		--setting endpoint=https://calixa.example/segment docs/sample-events.ndjson
 
 validate: $(STAMP)
 	$(PY) -m engine validate mappings
@@ -26,4 +31,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mapping.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache var

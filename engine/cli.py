@@ -77,7 +77,29 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--config", required=True, metavar="FILE")
     dead.add_argument("--all", action="store_true", help="replay or purge every dead letter")
     dead.set_defaults(handler=_dead_letters)
+
+    serve = sub.add_parser("serve", help="run the HTTP shim (Segment's tracking API)")
+    serve.add_argument("--config", required=True, metavar="FILE")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--no-deliver", action="store_true",
+                       help="accept and store only; run `deliver` in another process")
+    serve.set_defaults(handler=_lazy("serve"))
+
+    shown = sub.add_parser("recorded", help="list the requests a dry-run shim recorded")
+    shown.add_argument("--config", required=True, metavar="FILE")
+    shown.add_argument("--source", metavar="NAME")
+    shown.add_argument("--limit", type=int, default=100)
+    shown.set_defaults(handler=_lazy("recorded"))
     return parser
+
+
+def _lazy(name: str) -> Any:
+    """A handler in engine.server, imported only when used (Starlette is not light)."""
+    def run(args: argparse.Namespace) -> int:
+        from . import server
+        return getattr(server, f"command_{name}")(args)
+    return run
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -32,7 +32,11 @@ from .errors import Location, MappingError, Problem, SettingsError
 from .loader import check
 from .source import SourceDocument, read_yaml
 
-__all__ = ["Config", "DeliveryConfig", "SourceConfig", "load_config", "ConfigError"]
+__all__ = ["Config", "DeliveryConfig", "SourceConfig", "InboundConfig", "load_config",
+           "ConfigError", "INBOUND_SOURCE"]
+
+INBOUND_SOURCE = "inbound"
+"""The source name under which requests made by inbound mappings are stored."""
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -63,6 +67,16 @@ class SourceConfig:
     webhook_secret: str | None = None
 
 
+@dataclass(frozen=True)
+class InboundConfig:
+    """An inbound (`input: raw`) mapping served at POST /inbound/{slug}: its settings, and
+    the shared secret that signs requests to it (X-Signature), if any."""
+
+    slug: str
+    settings: Mapping[str, Any]
+    secret: str | None = None
+
+
 @dataclass
 class Config:
     """A loaded, checked configuration with its compiled destinations."""
@@ -74,6 +88,7 @@ class Config:
     delivery: DeliveryConfig
     sources: list[SourceConfig]
     destinations: dict[str, Destination] = field(default_factory=dict)
+    inbound: dict[str, InboundConfig] = field(default_factory=dict)
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -83,6 +98,9 @@ class Config:
 
     def settings(self, source: str, destination: str) -> Mapping[str, Any] | None:
         """The current settings of `destination` for `source` (None if not configured)."""
+        if source == INBOUND_SOURCE:
+            inbound = self.inbound.get(destination)
+            return None if inbound is None else inbound.settings
         found = self.source(source)
         return None if found is None else found.destinations.get(destination)
 
@@ -96,6 +114,10 @@ class Config:
             for slug, settings in source.destinations.items():
                 if slug in self.destinations:
                     values += self.destinations[slug].secret_values(settings)
+        for inbound in self.inbound.values():
+            values.append(inbound.secret or "")
+            if inbound.slug in self.destinations:
+                values += self.destinations[inbound.slug].secret_values(inbound.settings)
         return [v for v in values if v]
 
 
@@ -118,6 +140,10 @@ SCHEMA = {
         "webhook_secret": {"type": "string", "nullable": True},
         "destinations": {"type": "dict", "default": {},
                          "valuesrules": {"type": "dict"}},
+    }}},
+    "inbound": {"type": "dict", "default": {}, "valuesrules": {"type": "dict", "schema": {
+        "settings": {"type": "dict", "default": {}},
+        "secret": {"type": "string", "nullable": True},
     }}},
 }
 
@@ -193,9 +219,23 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
                                             f"source '{raw['name']}', {slug}: {message}"))
         sources.append(SourceConfig(raw["name"], raw["write_key"], raw["destinations"],
                                     raw.get("webhook_secret")))
+    inbound = {}
+    for slug, raw in data["inbound"].items():
+        where = ("inbound", slug)
+        destination = destinations.get(slug)
+        if destination is None or destination.input != "raw":
+            raw_ones = ", ".join(sorted(d for d, m in destinations.items() if m.input == "raw")) or "none"
+            problems.append(Problem(doc.locate(where, key=True),
+                                    f"'{slug}' is not an inbound (input: raw) mapping (those: {raw_ones})"))
+            continue
+        try:
+            destination.bind(raw["settings"])
+        except SettingsError as exc:
+            problems += [Problem(doc.locate(where, key=True), f"inbound {slug}: {m}") for m in exc.messages]
+        inbound[slug] = InboundConfig(slug, raw["settings"], raw.get("secret"))
     if problems:
         raise ConfigError(problems)
     defaults = DeliveryConfig()
     delivery = DeliveryConfig(**{k: data["delivery"].get(k, getattr(defaults, k))
                                  for k in defaults.__dataclass_fields__})
-    return Config(doc.path, mappings, store, data["dry_run"], delivery, sources, destinations)
+    return Config(doc.path, mappings, store, data["dry_run"], delivery, sources, destinations, inbound)

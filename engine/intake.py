@@ -37,6 +37,15 @@ class Intake:
         self.metrics = metrics or Metrics()
         self._secrets = config.secrets()
         self._status = "recorded" if config.dry_run else "pending"
+        self._bound: dict[tuple[str, str], Any] = {}
+
+    def _bind(self, source: SourceConfig, slug: str) -> Any:
+        # Settings do not change while the configuration is loaded: check them once.
+        key = (source.name, slug)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = self.config.destinations[slug].bind(source.destinations[slug])
+        return bound
 
     def map(self, source: SourceConfig, event: Any, now: datetime | str | None = None) -> EventResult:
         """Map one event for every destination of `source` (nothing is stored)."""
@@ -48,12 +57,11 @@ class Intake:
             result.error = str(exc)
             self.metrics.inc("events_rejected_total", source=source.name)
             return result
-        for slug, settings in source.destinations.items():
-            destination = self.config.destinations[slug]
-            if destination.input != "segment":
+        for slug in source.destinations:
+            if self.config.destinations[slug].input != "segment":
                 continue
             try:
-                outcomes = destination.bind(settings).map(event, now=now)
+                outcomes = self._bind(source, slug).map(event, now=now)
             except EventError as exc:
                 result.skipped.append(Skip(slug, f"rejected: {redact(str(exc), self._secrets)}"))
                 self.metrics.inc("events_skipped_total", destination=slug, reason="rejected")
