@@ -1,0 +1,257 @@
+"""The HTTP shim, served for real on 127.0.0.1, with a scripted server as the destinations."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from segment.analytics.client import Client
+
+from .scripted_server import Reply, ScriptedServer
+from .shim_helpers import SECRETS, WRITE_KEY, RunningShim, shim_config, wait_for
+
+AUTH = (WRITE_KEY, "")
+
+
+@pytest.fixture
+def destinations() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def shim(tmp_path: Path, destinations: ScriptedServer) -> Iterator[RunningShim]:
+    with RunningShim(shim_config(tmp_path, destinations.url())) as running:
+        yield running
+
+
+def bodies(server: ScriptedServer, path: str) -> list[Any]:
+    return [json.loads(r.body) for r in server.at(path)]
+
+
+def test_the_official_python_client_reaches_the_destinations(shim: RunningShim, destinations: ScriptedServer) -> None:
+    client = Client(WRITE_KEY, host=shim.url())  # the host changed, nothing else
+    client.identify("userId123", {"email": "john.doe@example.com", "createdAt": "2020-01-01T00:00:00Z"})
+    client.group("userId123", "0e8c78ea9d97a7b8185e8632",
+                 {"name": "Initech", "industry": "Technology", "employees": 329, "total billed": 830})
+    client.track("userId123", "Account Created", {"account_name": "Initech"}, context={"groupId": "acct_123"})
+    client.track("userId123", "myFeature")
+    client.page("userId123", name="myFeature")
+    client.flush()
+    client.shutdown()
+
+    # Calixa: identify, group and the B2B track; not the other track, not the page.
+    wait_for(lambda: len(destinations.at("/calixa")) == 3 and len(destinations.at("/skalin")) == 4
+             and len(destinations.at("/callexa")) == 1)
+    calixa = {b["type"]: b for b in bodies(destinations, "/calixa")}
+    assert set(calixa) == {"identify", "group", "track"}
+    assert calixa["track"]["event"] == "Account Created"
+    assert calixa["track"]["context"]["groupId"] == "acct_123"
+    assert calixa["group"]["traits"]["total_billed"] == 830 and calixa["group"]["traits"]["employees"] == 329
+    assert calixa["identify"]["traits"]["email"] == "john.doe@example.com"
+    assert calixa["identify"]["context"]["library"]["name"] == "analytics-python"
+    assert "writeKey" not in calixa["identify"]
+    received = destinations.at("/calixa")[0]
+    assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"calixa-key-123:").decode()
+    assert received.headers["User-Agent"] == "Segment.io/1.0"
+
+    # Callexa: the identify, with its email; surveyed once per customer.
+    (callexa,) = bodies(destinations, "/callexa")
+    assert callexa["traits"]["email"] == "john.doe@example.com"
+
+    # Skalin: page and track as features, identify as an identity; group skipped.
+    forms = [dict(httpx.QueryParams(r.body.decode())) for r in destinations.at("/skalin")]
+    features = sorted(json.loads(f["event"])["name"] for f in forms if f["action"] == "ev")
+    assert features == ["Account Created", "myFeature", "myFeature"]
+    (identity,) = [f for f in forms if f["action"] == "ui"]
+    assert json.loads(identity["identity"]) == {"email": "john.doe@example.com"}
+    assert all(f["client_id"] == "client-1" and len(f["event_id"]) == 16 for f in forms)
+
+
+def test_the_official_client_with_gzip(shim: RunningShim, destinations: ScriptedServer) -> None:
+    client = Client(WRITE_KEY, host=shim.url(), gzip=True)
+    client.track("u1", "Signed Up", {"email": "a@example.com"})
+    client.flush()
+    client.shutdown()
+    wait_for(lambda: len(destinations.at("/calixa")) == 1)
+    assert bodies(destinations, "/calixa")[0]["event"] == "Signed Up"
+
+
+def test_gzip_bodies(shim: RunningShim, destinations: ScriptedServer) -> None:
+    body = gzip.compress(json.dumps({"userId": "u1", "event": "Signed Up"}).encode())
+    reply = httpx.post(shim.url("/v1/track"), content=body, auth=AUTH,
+                       headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert reply.json() == {"success": True}
+    wait_for(lambda: len(destinations.at("/calixa")) == 1)
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "status", "message"), [
+    ("/v1/track", b"{not json", {}, 400, "the body is not valid JSON"),
+    ("/v1/track", b"[1, 2]", {}, 400, "the body must be a JSON object"),
+    ("/v1/batch", b'{"batch": 3}', {}, 400, "a batch body needs a 'batch' array"),
+    ("/v1/track", json.dumps({"userId": "u", "event": "e", "properties": {"pad": "x" * 33000}}).encode(), {},
+     400, "the body is larger than 32 KB"),
+    ("/v1/batch", json.dumps({"batch": [{"type": "track", "userId": "u", "event": "e",
+                                         "properties": {"pad": "x" * 20000}}] * 30}).encode(), {},
+     400, "the body is larger than 500 KB"),
+    ("/v1/batch", gzip.compress(b'{"batch": [' + b" " * 2_000_000 + b"]}"), {"Content-Encoding": "gzip"},
+     400, "the body is larger than 500 KB"),
+    ("/v1/track", b"not gzip at all", {"Content-Encoding": "gzip"}, 400, "the body is not valid gzip"),
+    ("/v1/track", b"{}", {"Content-Encoding": "br"}, 415, "unsupported Content-Encoding: br"),
+    ("/v1/track", json.dumps({"userId": "u"}).encode(), {}, 400, "a track event needs 'event'"),
+])
+def test_bad_requests_get_a_json_error(shim: RunningShim, path: str, body: bytes, headers: dict,
+                                       status: int, message: str) -> None:
+    reply = httpx.post(shim.url(path), content=body, auth=AUTH, headers=headers)
+    assert reply.status_code == status
+    assert reply.json()["success"] is False
+    assert reply.json()["message"].startswith(message)
+
+
+def test_write_keys(shim: RunningShim, destinations: ScriptedServer) -> None:
+    event = {"userId": "u1", "event": "Signed Up"}
+    assert httpx.post(shim.url("/v1/track"), json=event, auth=("nope", "")).status_code == 401
+    missing = httpx.post(shim.url("/v1/track"), json=event)
+    assert (missing.status_code, missing.json()["message"]) == (
+        401, "no write key: send it as Basic auth (the username) or as writeKey")
+    in_body = httpx.post(shim.url("/v1/track"), json={**event, "writeKey": WRITE_KEY})
+    assert in_body.json() == {"success": True}
+    wait_for(lambda: len(destinations.at("/calixa")) == 1)
+    assert "writeKey" not in bodies(destinations, "/calixa")[0]  # never passed on
+
+
+def test_a_batch_with_one_bad_message_keeps_the_others(shim: RunningShim, destinations: ScriptedServer) -> None:
+    batch = {"batch": [
+        {"type": "identify", "userId": "u1", "traits": {"email": "a@example.com"}, "messageId": "b1"},
+        {"type": "track", "userId": "u1", "messageId": "b2"},  # no event: invalid
+        {"type": "track", "userId": "u1", "event": "Account Deleted", "messageId": "b3",
+         "properties": {"pad": "x" * 40000}},  # over 32 KB
+        {"type": "track", "userId": "u1", "event": "Account Deleted", "messageId": "b4"},
+    ]}
+    reply = httpx.post(shim.url("/v1/batch"), json=batch, auth=AUTH)
+    assert reply.status_code == 200
+    assert reply.json() == {"success": True, "rejected": [
+        {"index": 1, "message": "a track event needs 'event'"},
+        {"index": 2, "message": "the message is larger than 32 KB"}]}
+    wait_for(lambda: len(destinations.at("/calixa")) == 2)
+    assert sorted(b["messageId"] for b in bodies(destinations, "/calixa")) == ["b1", "b4"]
+
+
+def test_batch_context_and_integrations_are_merged(shim: RunningShim, destinations: ScriptedServer) -> None:
+    batch = {"batch": [{"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "i1",
+                        "context": {"ip": "203.0.113.9"}}],
+             "context": {"groupId": "acct_9", "ip": "198.51.100.1"},
+             "integrations": {"All": False, "Skalin": True}}
+    assert httpx.post(shim.url("/v1/import"), json=batch, auth=AUTH).json() == {"success": True}
+    wait_for(lambda: len(destinations.at("/skalin")) == 1)
+    form = dict(httpx.QueryParams(destinations.at("/skalin")[0].body.decode()))
+    assert form["customer_id"] == "acct_9" and form["cip"] == "203.0.113.9"
+    assert destinations.at("/calixa") == []  # turned off by the batch's integrations
+
+
+def test_ids_and_timestamps_are_filled_in(shim: RunningShim, destinations: ScriptedServer) -> None:
+    event = {"userId": "u1", "event": "Signed Up", "originalTimestamp": "2024-01-01T00:00:00Z",
+             "sentAt": "2024-01-01T00:00:10Z"}
+    httpx.post(shim.url("/v1/track"), json=event, auth=AUTH)
+    httpx.post(shim.url("/v1/track"), json=event, auth=AUTH)  # a client's retry: same message
+    wait_for(lambda: len(destinations.at("/calixa")) >= 1)
+    (sent,) = bodies(destinations, "/calixa")
+    assert sent["messageId"].startswith("engine-")
+    received = sent["receivedAt"]
+    # timestamp = receivedAt - (sentAt - originalTimestamp): ten seconds before receipt.
+    from engine.sandbox import parse_datetime
+    assert (parse_datetime(received) - parse_datetime(sent["timestamp"])).total_seconds() == pytest.approx(10, abs=0.002)
+
+
+def test_webhook_intake_verifies_signatures(shim: RunningShim, destinations: ScriptedServer) -> None:
+    events = [{"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "w1"},
+              {"type": "track", "userId": "u2", "event": "Signed Up", "messageId": "w2"}]
+    raw = json.dumps(events).encode()
+    good = hmac.new(b"hook-secret-123", raw, hashlib.sha1).hexdigest()
+    assert httpx.post(shim.url("/webhook/web"), content=raw).status_code == 401
+    assert httpx.post(shim.url("/webhook/web"), content=raw, headers={"X-Signature": "0" * 40}).status_code == 401
+    reply = httpx.post(shim.url("/webhook/web"), content=raw, headers={"X-Signature": good})
+    assert reply.json() == {"success": True}
+    single = {"type": "identify", "userId": "u3", "messageId": "w3"}
+    assert httpx.post(shim.url("/webhook/open-hooks"), json=single).json() == {"success": True}
+    assert httpx.post(shim.url("/webhook/nobody"), json=single).status_code == 404
+    wait_for(lambda: len(destinations.at("/calixa")) == 3)
+
+
+def test_inbound_callexa_sync_back(shim: RunningShim, destinations: ScriptedServer) -> None:
+    reply = {"id": "r1", "userId": "cus_1", "email": "jane@example.com", "rating": 9,
+             "comment": "Great", "date": "2024-03-01T17:45:12Z"}
+    assert httpx.post(shim.url("/inbound/callexa-sync-back"), json=reply).json() == {
+        "success": True, "results": [{"index": 0, "stored": "identify"}]}
+    bad = httpx.post(shim.url("/inbound/callexa-sync-back"), json={**reply, "rating": 11})
+    assert (bad.status_code, bad.json()["message"]) == (400, "NPS rating must be an integer from 0 to 10, got 11")
+    assert httpx.post(shim.url("/inbound/nothing"), json=reply).status_code == 404
+    wait_for(lambda: len(destinations.at("/v1/identify")) == 1)
+    received = destinations.at("/v1/identify")[0]
+    assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"sync-write-key-123:").decode()
+    sent = json.loads(received.body)
+    assert sent["traits"] == {"email": "jane@example.com", "NPS_rating": 9, "NPS_comment": "Great",
+                              "NPS_date": "2024-03-01T17:45:12.000Z"}
+
+
+def test_preview_redacts_secrets(shim: RunningShim) -> None:
+    reply = httpx.post(shim.url("/v1/preview/calixa"), auth=AUTH,
+                       json={"type": "identify", "userId": "u1", "traits": {"note": "calixa-key-123"}})
+    (outcome,) = reply.json()["outcomes"]
+    assert outcome["request"]["headers"]["Authorization"] == "[redacted]"
+    assert outcome["request"]["json"]["traits"] == {"note": "[redacted]"}
+    assert httpx.post(shim.url("/v1/preview/nowhere"), auth=AUTH, json={}).status_code == 404
+
+
+def test_health_and_metrics(shim: RunningShim, destinations: ScriptedServer) -> None:
+    httpx.post(shim.url("/v1/track"), json={"userId": "u1", "event": "Signed Up"}, auth=AUTH)
+    httpx.post(shim.url("/v1/page"), json={"userId": "u1", "name": "Home"}, auth=AUTH)
+    httpx.post(shim.url("/v1/track"), json={"userId": "u1"}, auth=AUTH)
+    wait_for(lambda: len(destinations.at("/calixa")) == 1 and len(destinations.at("/skalin")) == 2)
+    wait_for(lambda: "engine_requests_delivered_total{destination=\"skalin\"} 2" in httpx.get(shim.url("/metrics")).text)
+    health = httpx.get(shim.url("/health")).json()
+    assert health["status"] == "ok" and health["delivering"] is True
+    text = httpx.get(shim.url("/metrics")).text
+    for line in ['engine_events_received_total{source="web"} 3',
+                 'engine_events_rejected_total{source="web"} 1',
+                 'engine_events_mapped_total{destination="calixa"} 1',
+                 'engine_events_skipped_total{destination="calixa",reason="not_accepted"} 1',
+                 'engine_requests_delivered_total{destination="calixa"} 1',
+                 'engine_outbox_jobs{status="delivered"} 3',
+                 'engine_delivery_latency_seconds_count{destination="calixa"} 1']:
+        assert line in text, line
+    assert "# TYPE engine_delivery_latency_seconds histogram" in text
+
+
+def test_retries_and_dead_letters_through_the_shim(shim: RunningShim, destinations: ScriptedServer) -> None:
+    destinations.script("/calixa", Reply(503), Reply(200))
+    destinations.script("/skalin", Reply(400, body=b"bad"))
+    httpx.post(shim.url("/v1/track"), json={"userId": "u1", "event": "Signed Up"}, auth=AUTH)
+    wait_for(lambda: 'engine_requests_dead_lettered_total{destination="skalin"} 1' in httpx.get(shim.url("/metrics")).text)
+    wait_for(lambda: 'engine_requests_delivered_total{destination="calixa"} 1' in httpx.get(shim.url("/metrics")).text)
+    assert 'engine_requests_retried_total{destination="calixa"} 1' in httpx.get(shim.url("/metrics")).text
+
+
+def test_no_secret_reaches_the_outbox_or_the_logs(tmp_path: Path, destinations: ScriptedServer,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    destinations.script("/calixa", Reply(400, body=b'{"message": "bad key calixa-key-123"}'))
+    with RunningShim(shim_config(tmp_path, destinations.url())) as shim:
+        client = Client(WRITE_KEY, host=shim.url())
+        client.identify("u1", {"email": "a@example.com"})
+        client.flush()
+        client.shutdown()
+        wait_for(lambda: len(destinations.at("/calixa")) == 1 and len(destinations.at("/skalin")) == 1)
+        wait_for(lambda: "dead_lettered_total{destination=\"calixa\"} 1" in httpx.get(shim.url("/metrics")).text)
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
+    logged = caplog.text
+    for secret in SECRETS:
+        assert secret.encode() not in stored, secret
+        assert base64.b64encode(f"{secret}:".encode()) not in stored, secret
+        assert secret not in logged, secret

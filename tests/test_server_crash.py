@@ -1,0 +1,125 @@
+"""The shim as its own process: a SIGKILL loses nothing it acknowledged; SIGTERM drains."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .conftest import ROOT
+from .scripted_server import Reply, ScriptedServer
+from .shim_helpers import WRITE_KEY, shim_config, wait_for
+
+COUNT = 40
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(config: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config", str(config),
+                                "--port", str(port), *extra], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: _up(port) or process.poll() is not None, timeout=30)
+    assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+    return process
+
+
+def _up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def send_batch(port: int) -> None:
+    batch = {"batch": [{"type": "track", "userId": f"u{i}", "event": "Signed Up", "messageId": f"k{i}"}
+                       for i in range(COUNT)]}
+    reply = httpx.post(f"http://127.0.0.1:{port}/v1/batch", json=batch, auth=(WRITE_KEY, ""), timeout=30)
+    assert reply.json() == {"success": True}  # acknowledged: the shim now owes all of them
+
+
+def delivered_ids(server: ScriptedServer) -> set[str]:
+    return {json.loads(r.body)["messageId"] for r in server.at("/calixa")}
+
+
+def test_sigkill_after_acknowledging_loses_nothing(tmp_path: Path) -> None:
+    with ScriptedServer() as destinations:
+        destinations.script("/calixa", Reply(200, delay=0.1))
+        config = shim_config(tmp_path, destinations.url())
+        port = free_port()
+        with start(config, port) as shim:
+            send_batch(port)
+            wait_for(lambda: len(destinations.at("/calixa")) >= 2)
+            os.kill(shim.pid, signal.SIGKILL)
+            shim.wait(timeout=10)
+        assert len(delivered_ids(destinations)) < COUNT, "the kill must land mid-delivery"
+        restarted = subprocess.run([sys.executable, "-m", "engine", "deliver", "--config", str(config),
+                                    "--until-idle"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert restarted.returncode == 0, restarted.stderr
+        assert delivered_ids(destinations) == {f"k{i}" for i in range(COUNT)}
+
+
+def test_sigterm_drains_gracefully(tmp_path: Path) -> None:
+    with ScriptedServer() as destinations:
+        destinations.script("/calixa", Reply(200, delay=0.3))
+        config = shim_config(tmp_path, destinations.url())
+        port = free_port()
+        with start(config, port) as shim:
+            send_batch(port)
+            wait_for(lambda: len(destinations.at("/calixa")) >= 1)
+            shim.send_signal(signal.SIGTERM)
+            # uvicorn shuts down gracefully, then re-raises the signal it caught.
+            assert shim.wait(timeout=30) in (0, -signal.SIGTERM)
+            stderr = shim.stderr.read().decode()  # type: ignore[union-attr]
+        assert "Application shutdown complete" in stderr
+        assert "Traceback" not in stderr
+        before = len(delivered_ids(destinations))
+        # What was in flight finished; what was not started is still stored, and the next
+        # process sends it.
+        time.sleep(0.5)
+        assert len(delivered_ids(destinations)) == before
+        subprocess.run([sys.executable, "-m", "engine", "deliver", "--config", str(config), "--until-idle"],
+                       cwd=ROOT, check=True, capture_output=True, timeout=120)
+        assert delivered_ids(destinations) == {f"k{i}" for i in range(COUNT)}
+        assert len(destinations.at("/calixa")) == COUNT  # a clean stop sends nothing twice
+
+
+def test_dry_run_records_and_the_cli_shows_them(tmp_path: Path) -> None:
+    with ScriptedServer() as destinations:
+        config = shim_config(tmp_path, destinations.url(), dry_run=True)
+        port = free_port()
+        with start(config, port) as shim:
+            reply = httpx.post(f"http://127.0.0.1:{port}/v1/identify", auth=(WRITE_KEY, ""),
+                               json={"userId": "u1", "traits": {"email": "a@example.com"}})
+            assert reply.json() == {"success": True}
+            shown = httpx.get(f"http://127.0.0.1:{port}/v1/recorded", auth=(WRITE_KEY, "")).json()
+            shim.send_signal(signal.SIGTERM)
+            shim.wait(timeout=30)
+        assert shown["dry_run"] is True
+        assert sorted(r["destination"] for r in shown["recorded"]) == ["calixa", "callexa", "skalin"]
+        assert destinations.received == []  # nothing was sent
+        result = subprocess.run([sys.executable, "-m", "engine", "recorded", "--config", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert sorted(line["destination"] for line in lines) == ["calixa", "callexa", "skalin"]
+        assert all(line["source"] == "web" for line in lines)
+
+
+def test_serve_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("delivery: {timeout: nope}\n")
+    result = subprocess.run([sys.executable, "-m", "engine", "serve", "--config", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == f"error: invalid configuration:\n{config}:1:21: 'timeout': must be of number type\n"
