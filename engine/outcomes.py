@@ -35,6 +35,16 @@ class Request:
     message_id: str | None = None
     secret_headers: frozenset[str] = field(default_factory=frozenset)
 
+    @property
+    def json(self) -> Any:
+        """The JSON body (None for a form body)."""
+        return self.body if self.encoding == "json" else None
+
+    @property
+    def form(self) -> Mapping[str, str] | None:
+        """The form body (None for a JSON body)."""
+        return self.body if self.encoding == "form" else None
+
     def to_dict(self) -> dict[str, Any]:
         """The request as the CLI and the preview endpoint print it (not redacted)."""
         out: dict[str, Any] = {"method": self.method, "url": self.url, "headers": dict(self.headers)}

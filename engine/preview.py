@@ -39,8 +39,6 @@ def preview(bound: BoundDestination, event: Any, *, now: datetime | str | None =
                 request = redact(request, secrets)
             record["request"] = request
         else:
-            if outcome.rule:
-                record["rule"] = outcome.rule
             record["skipped"] = redact(outcome.reason, secrets)
         records.append(record)
     return records

@@ -144,3 +144,19 @@ def test_map_streams_in_constant_memory(tmp_path: Path) -> None:
     assert count == 200000
     # ~100 MB of input; the imports alone take ~40 MB. Holding the input would need far more.
     assert peak_kib < 90_000, f"peak RSS {peak_kib} KiB"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize(("slug", "given", "missing"), [
+    ("calixa", ["endpoint=https://x.example"], "api_key"),
+    ("callexa", ["api_key=abcd1234"], "endpoint"),
+    ("skalin", ["api_key=abcd1234"], "client_id"),
+    ("callexa-sync-back", [], "write_key"),
+])
+def test_every_destination_names_a_missing_required_setting(slug: str, given: list[str], missing: str) -> None:
+    args = [a for pair in given for a in ("--setting", pair)]
+    result = run("map", "--destination", slug, *args)
+    assert result.returncode == 2
+    assert result.stderr.endswith(f"missing required setting '{missing}'\n")

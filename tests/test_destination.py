@@ -195,3 +195,11 @@ def test_public_api_is_complete() -> None:
         assert hasattr(engine, name), name
     public = {n for n in dir(engine) if not n.startswith("_") and n[0].isupper()}
     assert public <= set(engine.__all__)
+
+
+def test_request_json_and_form_accessors(demo: engine.Destination) -> None:
+    (as_json,) = demo.map({"type": "identify", "userId": "u", "traits": {"email": "e"}}, settings=SETTINGS, now=NOW)
+    assert as_json.json == as_json.body and as_json.form is None
+    (as_form,) = demo.map({"type": "track", "event": "Order", "userId": "u", "properties": {"revenue": 250}},
+                          settings=SETTINGS, now=NOW)
+    assert as_form.form == as_form.body and as_form.json is None
