@@ -278,7 +278,7 @@ class _Compiler:
 
 
 def _in_auth(path: Path_) -> bool:
-    return any(a == "request" and b == "auth" for a, b in zip(path, path[1:]))
+    return any(a == "request" and b == "auth" for a, b in zip(path, path[1:], strict=False))
 
 
 def _as_list(value: Any) -> list[str]:

@@ -119,6 +119,11 @@ def normalize_name(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+def _absent(value: Any) -> bool:
+    """Missing for `require`: null or empty; false and 0 are values."""
+    return value is None or (isinstance(value, (str, list, dict)) and not value)
+
+
 def _is_false(value: Any) -> bool:
     return value is None or value is False or value == "" or value == [] or value == {}
 
@@ -269,9 +274,8 @@ class BoundDestination:
         dest = self.destination
         if rule.snake is not None:
             event = rule.snake.apply(event)
-        for getter, source, reason in rule.require:
-            value = getter(event)
-            if value is None or value == "" or value == [] or value == {}:
+        for getter, _field, reason in rule.require:
+            if _absent(getter(event)):
                 return Skip(dest.slug, reason, rule.name, rule.name)
         scope = self._scope(event, now, [(n, g(event)) for n, g in rule.extract])
         if isinstance(matched, str):

@@ -104,7 +104,6 @@ class _Builder:
 
     def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
         self.doc.styles[path] = node.style
-        tag = node.tag
         if node.style is None:  # plain scalars are where YAML 1.1 guesses types
             trap = self._trap(node)
             if trap:

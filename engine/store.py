@@ -284,7 +284,7 @@ class Outbox:
                 "accepted_at", "due_at", "last_status", "last_error", "last_body", "finished_at")
         out = []
         for row in found:
-            item = dict(zip(keys, row))
+            item = dict(zip(keys, row, strict=True))
             item["request"] = orjson.loads(item["request"])
             out.append(item)
         return out

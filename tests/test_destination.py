@@ -203,3 +203,16 @@ def test_request_json_and_form_accessors(demo: engine.Destination) -> None:
     (as_form,) = demo.map({"type": "track", "event": "Order", "userId": "u", "properties": {"revenue": 250}},
                           settings=SETTINGS, now=NOW)
     assert as_form.form == as_form.body and as_form.json is None
+
+
+@pytest.mark.parametrize(("value", "skipped"), [
+    (None, True), ("", True), ([], True), ({}, True), (0, False), (False, False), ("x", False), ([0], False)])
+def test_require_treats_null_and_empty_as_absent(tmp_path: Path, value: object, skipped: bool) -> None:
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        request: {url: "https://x", body: "{{ message }}"}
+        rules: [{name: a, require: [{field: traits.v, reason: no v}]}]
+        """)
+    (outcome,) = dest.map({"type": "identify", "userId": "u", "traits": {"v": value}})
+    assert isinstance(outcome, Skip) is skipped

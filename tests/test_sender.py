@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from engine.config import DeliveryConfig
-from engine.sender import backoff, is_retryable, retry_after_seconds, send
+from engine.sender import backoff, retry_after_seconds, send
 from engine.store import Job
 
 JOB = Job(1, "web", "calixa", "identify", "m1", "POST", "https://partner.example/in",

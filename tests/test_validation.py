@@ -21,57 +21,40 @@ def test_a_valid_file_has_no_problems(tmp_path: Path) -> None:
         """) == []
 
 
-def test_every_problem_at_once_with_locations(tmp_path: Path) -> None:
-    found = problems(tmp_path, """\
-        destination: Demo
-        slug: demo
-        setings: {}
-        settings:
-          api_key: {type: string, required: true, secret: true}
+BROKEN = """\
+    destination: Demo
+    slug: demo
+    settings:
+      api_key: {type: string, required: true, secret: true}
+    request:
+      url: "{{ settings.endpoint }}"
+      headers:
+        X-Key: "{{ settings.api_key | nope }}"
+    rules:
+      - name: identify
+        when: {type: identify, condition: "traits.["}
+        extract:
+          email: "traits.email || unknown_fn(traits)"
         request:
-          url: "{{ settings.endpoint }}"
-          headers:
-            X-Key: "{{ settings.api_key | nope }}"
-        rules:
-          - name: identify
-            when: {type: identify, condition: "traits.["}
-            extract:
-              email: "traits.email || unknown_fn(traits)"
-            request:
-              body:
-                email: "{{ email }"
-                multi: |
-                  first line
-                  {{ traits.name | upper }}
-                  {{ traits.name | lower( }}
-        """)
-    assert found == [
+          body:
+            email: "{{ email }"
+            multi: |
+              first line
+              {{ traits.name | upper }}
+              {{ traits.name | lower( }}
+    """
+
+
+def test_schema_problems_come_first(tmp_path: Path) -> None:
+    # Schema problems stop compilation: the file's shape must be right before its templates
+    # and expressions mean anything.
+    assert problems(tmp_path, BROKEN.replace("    settings:\n", "    setings: {}\n    settings:\n", 1)) == [
         "demo.yaml:3:1: unknown key 'setings'",
     ]
-    # Schema problems stop compilation; fix them and the rest is found in one pass.
-    found = problems(tmp_path, """\
-        destination: Demo
-        slug: demo
-        settings:
-          api_key: {type: string, required: true, secret: true}
-        request:
-          url: "{{ settings.endpoint }}"
-          headers:
-            X-Key: "{{ settings.api_key | nope }}"
-        rules:
-          - name: identify
-            when: {type: identify, condition: "traits.["}
-            extract:
-              email: "traits.email || unknown_fn(traits)"
-            request:
-              body:
-                email: "{{ email }"
-                multi: |
-                  first line
-                  {{ traits.name | upper }}
-                  {{ traits.name | lower( }}
-        """)
-    assert found == [
+
+
+def test_every_problem_at_once_with_locations(tmp_path: Path) -> None:
+    assert problems(tmp_path, BROKEN) == [
         "demo.yaml:6:8: setting 'endpoint' is used but not declared (declared: api_key)",
         "demo.yaml:8:13: template error: No filter named 'nope'.",
         "demo.yaml:11:48: JMESPath syntax error: Invalid jmespath expression",
