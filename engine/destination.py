@@ -11,7 +11,7 @@ from .expressions import Getter
 from .normalize import normalize_event
 from .outcomes import Outcome, Request, Skip
 from .routing import is_enabled
-from .sandbox import MISSING, parse_datetime
+from .sandbox import MISSING, parse_datetime, to_json
 from .casing import snake_case
 from .settings import SettingsSchema
 from .templates import Compiled, RenderError
@@ -146,8 +146,7 @@ def _form_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        from .sandbox import PROJECT_FILTERS
-        return PROJECT_FILTERS["tojson"](value)
+        return to_json(value)
     return str(value)
 
 
@@ -172,7 +171,7 @@ class Destination:
         """Check `settings` against the schema (raises SettingsError) and return a mapper
         with everything that depends only on settings already rendered."""
         last = self._last
-        if last is not None and last[0] == settings:
+        if last is not None and last[0] == (settings or {}):
             return last[1]
         checked = self.settings_schema.validate(settings)
         bound = BoundDestination(self, checked)

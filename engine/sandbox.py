@@ -25,7 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .casing import snake_case
 
 __all__ = ["MAX_OUTPUT", "MISSING", "Missing", "MissingValue", "MappingEnvironment", "ENV",
-           "parse_datetime", "is_missing"]
+           "parse_datetime", "is_missing", "to_json", "format_datetime"]
 
 MAX_OUTPUT = 1_000_000
 """The most characters (or items) any single template value may grow to."""
@@ -170,6 +170,11 @@ def _f_days_between(start: Any, end: Any) -> float | Missing:
 def _f_isoformat(value: Any) -> str | Missing:
     parsed = parse_datetime(value)
     return MISSING if parsed is None else format_datetime(parsed)
+
+
+def to_json(value: Any, sort_keys: bool = False) -> str:
+    """Compact JSON text, as the `tojson` filter and form bodies write it."""
+    return _f_tojson(value, sort_keys)
 
 
 def _f_tojson(value: Any, sort_keys: bool = False) -> str:

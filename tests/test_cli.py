@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .conftest import ROOT
@@ -160,3 +161,42 @@ def test_every_destination_names_a_missing_required_setting(slug: str, given: li
     result = run("map", "--destination", slug, *args)
     assert result.returncode == 2
     assert result.stderr.endswith(f"missing required setting '{missing}'\n")
+
+
+def test_map_shows_progress_on_a_terminal() -> None:
+    import os
+    import pty
+
+    line = json.dumps({"type": "identify", "userId": "u", "traits": {"email": "e"}}) + "\n"
+    leader, follower = pty.openpty()
+    try:
+        with subprocess.Popen([sys.executable, "-m", "engine", "map", *CALIXA], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=follower) as process:
+            os.close(follower)
+            follower = -1
+            for _ in range(60):  # a stream that lasts a few seconds
+                process.stdin.write((line * 2000).encode())  # type: ignore[union-attr]
+                process.stdin.flush()  # type: ignore[union-attr]
+                time.sleep(0.05)
+            process.stdin.close()  # type: ignore[union-attr]
+            process.wait(timeout=120)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert b"events mapped (" in shown
+    assert shown.rstrip().endswith(b"/s)")
+
+
+def test_map_shows_no_progress_when_stderr_is_not_a_terminal() -> None:
+    result = run("map", *CALIXA, stdin=json.dumps({"type": "identify", "userId": "u"}) * 1 + "\n")
+    assert result.stderr == ""
