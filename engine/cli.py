@@ -155,7 +155,8 @@ def _map(args: argparse.Namespace) -> int:
         bound = destination.bind(settings)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
-    if args.now is not None and parse_datetime(args.now) is None:
+    now = parse_datetime(args.now) if args.now is not None else None
+    if args.now is not None and now is None:
         raise UsageError(f"--now must be an ISO 8601 time, got {args.now!r}")
     for name in args.files:
         if name != "-" and not Path(name).is_file():
@@ -166,7 +167,7 @@ def _map(args: argparse.Namespace) -> int:
         if isinstance(event, BadJSON):
             records = [{"error": event.message}]
         else:
-            records = preview(bound, event, now=args.now, show_secrets=args.show_secrets)
+            records = preview(bound, event, now=now, show_secrets=args.show_secrets)
         for record in records:
             out.write(orjson.dumps({"event": number, **record}) + b"\n")
         progress.tick(number)

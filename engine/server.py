@@ -153,6 +153,8 @@ def _guard(handler: Any) -> Any:
 async def tracking(request: HTTPRequest) -> Response:
     state = _state(request)
     call = request.path_params["call"]
+    if call not in CALLS and call not in ("batch", "import"):
+        return _error(f"no such endpoint: POST /v1/{call}", 404, "not_found")
     body = await _read(request, MAX_MESSAGE if call in CALLS else MAX_BATCH)
     source = _source(state, request, body)
     if call in CALLS:

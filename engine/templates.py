@@ -16,6 +16,7 @@ compiled by the sandboxed Jinja compiler once and rendered as text.
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
@@ -358,12 +359,27 @@ def compile_template(source: str) -> Compiled | TemplateProblem | list[TemplateP
         except _Untranslatable:
             fn = None
         if fn is None and len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData):
-            expression = ENV.compile_expression(source.strip()[2:-2], undefined_to_none=False)
-            fn = lambda s: expression(**s)  # noqa: E731
+            fn = _native_expression(source)
     if fn is None:
         template = ENV.from_string(tree)
         fn = _block(template)
     return Compiled(_guard(fn, source), None, frozenset(settings), frozenset(names))
+
+
+_SINGLE = re.compile(r"^\s*\{\{[-+]?(.*?)[-+]?\}\}\s*$", re.DOTALL)
+
+
+def _native_expression(source: str) -> Renderer | None:
+    """A single `{{ expression }}` that could not be translated, compiled by Jinja as an
+    expression so that its value keeps its type (None: render it as text instead)."""
+    match = _SINGLE.match(source)
+    if match is None:
+        return None
+    try:
+        expression = ENV.compile_expression(match.group(1), undefined_to_none=False)
+    except TemplateError:
+        return None
+    return lambda s: expression(**s)
 
 
 def _mixed(parts: list[str | Renderer]) -> Renderer:

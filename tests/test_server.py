@@ -255,3 +255,10 @@ def test_no_secret_reaches_the_outbox_or_the_logs(tmp_path: Path, destinations: 
         assert secret.encode() not in stored, secret
         assert base64.b64encode(f"{secret}:".encode()) not in stored, secret
         assert secret not in logged, secret
+
+
+def test_unknown_endpoints_are_404(shim: RunningShim) -> None:
+    for path in ("/v1/click", "/v2/track", "/"):
+        reply = httpx.post(shim.url(path), json={}, auth=AUTH)
+        assert reply.status_code == 404 and reply.json()["code"] == "not_found", path
+    assert httpx.get(shim.url("/v1/track")).status_code == 405

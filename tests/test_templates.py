@@ -176,3 +176,12 @@ def test_output_size_is_bounded() -> None:
     assert isinstance(result, Compiled) and result.renderer is not None
     with pytest.raises(RenderError, match="sandbox"):
         result.renderer(SCOPE)
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{- traits.employees -}}", 329),
+    ("{{ traits.tags | map('upper') | list }}", ["A", "B"]),      # a filter that needs Jinja's context
+    ("{{- traits.tags | map('upper') | list -}}", ["A", "B"]),
+])
+def test_expressions_jinja_compiles_keep_their_type(template: str, expected: Any) -> None:
+    assert render({"v": template}) == {"v": expected}
