@@ -24,6 +24,9 @@ __all__ = ["Deliverer"]
 
 log = logging.getLogger("engine.delivery")
 
+PRUNE_INTERVAL = 600.0
+"""Seconds between two prunings of delivered jobs and old dedupe entries."""
+
 
 class Deliverer:
     """Delivers the outbox of `config`, `config.delivery.concurrency` requests at a time per
@@ -51,8 +54,12 @@ class Deliverer:
         Raises DeliveryLocked if another process delivers this outbox."""
         self.outbox.claim_delivery()
         tasks: set[asyncio.Task[None]] = set()
+        next_prune = 0.0
         async with self._client() as client:
             while not stop.is_set():
+                if time.monotonic() >= next_prune:  # keep the outbox from growing forever
+                    self.outbox.prune()
+                    next_prune = time.monotonic() + PRUNE_INTERVAL
                 started = self._start(client, tasks)
                 if started:
                     await asyncio.sleep(0)

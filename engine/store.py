@@ -215,15 +215,18 @@ class Outbox:
                     continue
                 slots[row[2]] -= 1
                 if once_key is not None:
+                    # A key is scoped to its source and destination: one customer in two
+                    # sources' accounts is two customers.
+                    claim_key = _claim_key(row[1], row[2], once_key)
                     claim = db.execute("SELECT claimed_at, outbox_id FROM once_claims WHERE key=?",
-                                       (once_key,)).fetchone()
+                                       (claim_key,)).fetchone()
                     if claim is not None and claim[1] != job_id and claim[0] > now - (once_window or 0):
                         db.execute("UPDATE outbox SET status='suppressed', finished_at=?, last_error=?"
                                    " WHERE id=?", (now, f"once: key already used at {claim[0]:.0f} "
                                                         f"(job {claim[1]}), inside its window", job_id))
                         continue
                     db.execute("INSERT OR REPLACE INTO once_claims VALUES (?, ?, ?)",
-                               (once_key, now, job_id))
+                               (claim_key, now, job_id))
                 db.execute("UPDATE outbox SET leased_until=? WHERE id=?", (now + lease_seconds, job_id))
                 data = orjson.loads(row[5])
                 jobs.append(Job(job_id, row[1], row[2], row[3], row[4], data["method"], data["url"],
@@ -248,7 +251,9 @@ class Outbox:
                        " last_status=?, last_error=?, last_body=?, finished_at=? WHERE id=?",
                        (status, error, (body or "")[:MAX_STORED_BODY] or None, self.clock(), job.id))
             # A key whose send failed for good is free again.
-            db.execute("DELETE FROM once_claims WHERE key=? AND outbox_id=?", (job.once_key, job.id))
+            if job.once_key is not None:
+                db.execute("DELETE FROM once_claims WHERE key=? AND outbox_id=?",
+                           (_claim_key(job.source, job.destination, job.once_key), job.id))
 
     def next_due(self, *, retries_only: bool = False) -> float | None:
         """When the next pending job is due (leases included), or None. `retries_only`
@@ -313,13 +318,20 @@ class Outbox:
             return cursor.rowcount
 
     def prune(self, older_than: float = DEDUPE_WINDOW) -> int:
-        """Forget delivered and suppressed jobs, and dedupe entries, older than `older_than`."""
-        cutoff = self.clock() - older_than
+        """Forget delivered and suppressed jobs, and dedupe entries, older than `older_than`
+        (24 hours: what dedupe needs). Once claims are kept for their own windows; dead
+        letters and dry-run recordings are kept until purged."""
+        now = self.clock()
+        cutoff = now - older_than
         with self._transaction() as db:
             cursor = db.execute("DELETE FROM outbox WHERE status IN ('delivered', 'suppressed')"
                                 " AND finished_at < ?", (cutoff,))
-            db.execute("DELETE FROM seen WHERE seen_at < ?", (cutoff,))
+            db.execute("DELETE FROM seen WHERE seen_at < ?", (now - DEDUPE_WINDOW,))
             return cursor.rowcount
+
+
+def _claim_key(source: str, destination: str, key: str) -> str:
+    return f"{source}\x1f{destination}\x1f{key}"
 
 
 class _Tx:

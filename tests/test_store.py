@@ -1,0 +1,99 @@
+"""The outbox on its own: leases, slots, secrets, once keys, pruning."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from engine.outcomes import Request
+from engine.store import DEDUPE_WINDOW, DeliveryLocked, Outbox, SecretInRequest
+
+from .delivery_helpers import open_outbox
+
+
+def request(n: int, destination: str = "calixa", **extra: object) -> Request:
+    return Request(destination=destination, rule="r", method="POST", url="https://x.example/in",
+                   headers={"A": "1", "Authorization": "Basic c2VjcmV0LWtleTo="}, body={"n": n},
+                   message_id=f"m{n}", secret_headers=frozenset({"Authorization"}), **extra)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> list[float]:
+    return [1_700_000_000.0]
+
+
+@pytest.fixture
+def outbox(tmp_path: Path, clock: list[float]) -> Outbox:
+    return open_outbox(tmp_path / "o.sqlite3", clock=lambda: clock[0])
+
+
+def test_auth_headers_are_not_stored(outbox: Outbox) -> None:
+    outbox.enqueue("web", [request(1)])
+    (job,) = outbox.lease({}, 4, 30)
+    assert job.headers == {"A": "1"}
+
+
+def test_a_secret_outside_auth_is_refused(outbox: Outbox) -> None:
+    leaky = Request("calixa", "r", "POST", "https://x.example/in?key=secret-key", {}, body={})
+    with pytest.raises(SecretInRequest, match="calixa: rule r puts a secret setting outside request.auth"):
+        outbox.enqueue("web", [leaky], secrets=["secret-key"])
+    assert outbox.counts() == {}
+
+
+def test_leases_respect_free_slots_per_destination(outbox: Outbox) -> None:
+    outbox.enqueue("web", [request(i) for i in range(5)] + [request(10 + i, "skalin") for i in range(5)])
+    jobs = outbox.lease({"calixa": 1}, 2, 30)
+    assert sorted(j.destination for j in jobs) == ["calixa", "skalin", "skalin"]
+    assert outbox.lease({"calixa": 0, "skalin": 0}, 2, 30) == []
+
+
+def test_leased_jobs_are_not_leased_twice_until_the_lease_ends(outbox: Outbox, clock: list[float]) -> None:
+    outbox.enqueue("web", [request(1)])
+    assert len(outbox.lease({}, 4, 30)) == 1
+    assert outbox.lease({}, 4, 30) == []
+    clock[0] += 31
+    assert len(outbox.lease({}, 4, 30)) == 1  # the holder died: at-least-once
+
+
+def test_claim_delivery_frees_stale_leases_and_is_exclusive(tmp_path: Path) -> None:
+    first = open_outbox(tmp_path / "o.sqlite3")
+    first.enqueue("web", [request(1)])
+    first.lease({}, 4, 3600)
+    assert first.claim_delivery() == 1
+    second = open_outbox(tmp_path / "o.sqlite3")
+    with pytest.raises(DeliveryLocked):
+        second.claim_delivery()
+    first.close()
+    assert second.claim_delivery() == 0
+
+
+def test_once_keys_are_scoped_to_source_and_destination(outbox: Outbox) -> None:
+    keyed = [request(1, once_key="k", once_window=3600.0), request(2, once_key="k", once_window=3600.0)]
+    outbox.enqueue("web", keyed)
+    outbox.enqueue("mobile", [request(3, once_key="k", once_window=3600.0)])
+    leased = outbox.lease({}, 10, 30)
+    assert sorted(j.message_id for j in leased) == ["m1", "m3"]
+    assert outbox.counts() == {"pending": 2, "suppressed": 1}
+
+
+def test_deferred_jobs_are_not_due_before_their_time(outbox: Outbox, clock: list[float]) -> None:
+    later = datetime.fromtimestamp(clock[0] + 60, timezone.utc)
+    outbox.enqueue("web", [request(1, deliver_after=later)])
+    assert outbox.lease({}, 4, 30) == []
+    assert outbox.next_due(retries_only=True) is None
+    assert outbox.next_due() == clock[0] + 60
+    clock[0] += 60
+    assert len(outbox.lease({}, 4, 30)) == 1
+
+
+def test_prune_forgets_old_delivered_jobs_and_dedupe_entries(outbox: Outbox, clock: list[float]) -> None:
+    outbox.enqueue("web", [request(1), request(2)])
+    first, second = outbox.lease({}, 4, 30)
+    outbox.mark_delivered(first, 200)
+    outbox.mark_dead(second, 400, "HTTP 400", "no")
+    clock[0] += DEDUPE_WINDOW + 1
+    assert outbox.prune() == 1
+    assert outbox.counts() == {"dead": 1}  # dead letters stay until purged
+    assert outbox.enqueue("web", [request(1)]).stored == 1  # the dedupe entry is gone too
