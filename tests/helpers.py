@@ -7,19 +7,6 @@ from pathlib import Path
 
 import engine
 
-MINIMAL = """\
-destination: Demo
-slug: demo
-settings:
-  api_key: {type: string, required: true, secret: true}
-request:
-  url: https://demo.example/events
-rules:
-  - name: all
-    request:
-      body: {{BODY}}
-"""
-
 
 def write(tmp_path: Path, text: str, name: str = "demo.yaml") -> Path:
     path = tmp_path / name
