@@ -212,9 +212,9 @@ class BoundDestination:
                 if value is not MISSING:
                     headers[name] = str(value)
             self._auth[id(rule)] = headers
-            for compiled in (spec.url, spec.body, *[c for _, c in spec.headers]):
-                if compiled is not None and compiled.renderer is not None and \
-                        compiled.names_used <= {"settings"}:
+            candidates = [spec.url, *[c for _, c in spec.headers]] + ([spec.body] if spec.body else [])
+            for compiled in candidates:
+                if compiled.renderer is not None and compiled.names_used <= {"settings"}:
                     # Depends on settings alone: render it once, here.
                     self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
 

@@ -249,6 +249,7 @@ _SMALL_RESULT_FILTERS = frozenset({
 def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
     if node.dyn_args is not None or node.dyn_kwargs is not None:
         raise _Untranslatable("dynamic arguments")
+    table: dict[str, Callable[..., Any]]
     table, kind = (ENV.filters, "filter") if isinstance(node, nodes.Filter) else (ENV.tests, "test")
     if node.name not in table:
         raise _Untranslatable(f"unknown {kind}")  # reported by Jinja's own compile
@@ -265,7 +266,7 @@ def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
         func = raw if node.name in _SMALL_RESULT_FILTERS else checked
     subject = _translate(node.node) if node.node is not None else (lambda s: MISSING)
     args = [_translate(a) for a in node.args]
-    kwargs = [(k.key, _translate(k.value)) for k in node.kwargs]
+    kwargs = [(str(k.key), _translate(k.value)) for k in node.kwargs]
     if not args and not kwargs:
         return lambda s: func(subject(s))
     if not kwargs and len(args) == 1:
