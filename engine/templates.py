@@ -138,7 +138,7 @@ def _as_path(node: nodes.Node) -> tuple[str, tuple[Any, ...]] | None:
             return None
 
 
-def _callable_of(table: dict[str, Callable[..., Any]], name: str, kind: str) -> Callable[..., Any]:
+def _callable_of(table: dict[str, Any], name: str, kind: str) -> Callable[..., Any]:
     func = table[name]
     pass_arg = _PassArg.from_obj(func)
     if pass_arg is _PassArg.environment:
@@ -249,7 +249,7 @@ _SMALL_RESULT_FILTERS = frozenset({
 def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
     if node.dyn_args is not None or node.dyn_kwargs is not None:
         raise _Untranslatable("dynamic arguments")
-    table: dict[str, Callable[..., Any]]
+    table: dict[str, Any]
     table, kind = (ENV.filters, "filter") if isinstance(node, nodes.Filter) else (ENV.tests, "test")
     if node.name not in table:
         raise _Untranslatable(f"unknown {kind}")  # reported by Jinja's own compile
