@@ -29,6 +29,7 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mapping.py
+	$(PY) benchmarks/bench_shim.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache var
