@@ -328,12 +328,21 @@ def command_serve(args: Any) -> int:
         "delivering in this process" if not args.no_deliver else "not delivering (--no-deliver)")
     log.info("%d destinations, %d sources, outbox %s; %s", len(config.destinations),
              len(config.sources), config.store, mode)
+    for source in config.sources:
+        if not source.webhook_secret:
+            log.warning("POST /webhook/%s is not signed: set webhook_secret to require X-Signature",
+                        source.name)
+    if not args.no_deliver and not config.dry_run:
+        # Say it now, plainly, rather than as a failed application startup.
+        probe = Outbox(config.store)
+        try:
+            probe.claim_delivery()
+        except DeliveryLocked as exc:
+            raise UsageError(f"{exc}; stop it, or serve with --no-deliver") from None
+        finally:
+            probe.close()
     app = create_app(config, deliver=not args.no_deliver)
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info",
-                    timeout_graceful_shutdown=15)
-    except DeliveryLocked as exc:
-        raise UsageError(str(exc)) from None
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=15)
     return 0
 
 

@@ -262,3 +262,29 @@ def test_unknown_endpoints_are_404(shim: RunningShim) -> None:
         reply = httpx.post(shim.url(path), json={}, auth=AUTH)
         assert reply.status_code == 404 and reply.json()["code"] == "not_found", path
     assert httpx.get(shim.url("/v1/track")).status_code == 405
+
+
+def test_more_bad_inputs(shim: RunningShim, destinations: ScriptedServer) -> None:
+    sign = lambda raw: hmac.new(b"hook-secret-123", raw, hashlib.sha1).hexdigest()  # noqa: E731
+    broken = b"{nope"
+    reply = httpx.post(shim.url("/webhook/web"), content=broken, headers={"X-Signature": sign(broken)})
+    assert (reply.status_code, reply.json()["message"][:26]) == (400, "the body is not valid JSON")
+    reply = httpx.post(shim.url("/inbound/callexa-sync-back"), content=b"[1,")
+    assert reply.status_code == 400
+    mixed = [{"id": "a", "email": "a@example.com", "rating": 5, "date": "2024-03-01T00:00:00Z"},
+             {"id": "b", "email": "b@example.com", "rating": "five", "date": "2024-03-01T00:00:00Z"},
+             {"id": "c", "rating": 5, "date": "2024-03-01T00:00:00Z"}]
+    assert httpx.post(shim.url("/inbound/callexa-sync-back"), json=mixed).json() == {"success": True, "results": [
+        {"index": 0, "stored": "identify"},
+        {"index": 1, "error": 'NPS rating must be an integer from 0 to 10, got "five"'},
+        {"index": 2, "skipped": "the reply names no customer: it has neither email nor userId"}]}
+    reply = httpx.post(shim.url("/v1/preview/calixa"), auth=AUTH, json=[1, 2])
+    assert (reply.status_code, reply.json()["message"]) == (400, "the body must be one message, a JSON object")
+    reply = httpx.post(shim.url("/v1/batch"), auth=AUTH, json={"batch": [{"type": "track"}, 7]})
+    assert reply.status_code == 400 and reply.json()["rejected"] == [
+        {"index": 0, "message": "a track event needs a userId or an anonymousId"},
+        {"index": 1, "message": "a message must be a JSON object"}]
+    reply = httpx.post(shim.url("/v1/track"), headers={"Authorization": "Basic ???"},
+                       json={"userId": "u", "event": "e"})
+    assert (reply.status_code, reply.json()["message"]) == (401, "the Authorization header is not valid Basic auth")
+    wait_for(lambda: len(destinations.at("/v1/identify")) == 1)

@@ -123,3 +123,21 @@ def test_serve_with_a_bad_config_exits_2(tmp_path: Path) -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr == f"error: invalid configuration:\n{config}:1:21: 'timeout': must be of number type\n"
+
+
+def test_serve_refuses_clearly_when_another_process_delivers(tmp_path: Path) -> None:
+    from engine.config import load_config
+    from engine.store import Outbox
+
+    with ScriptedServer() as destinations:
+        config = shim_config(tmp_path, destinations.url())
+        holder = Outbox(load_config(config).store)
+        holder.claim_delivery()
+        try:
+            result = subprocess.run([sys.executable, "-m", "engine", "serve", "--config", str(config),
+                                     "--port", str(free_port())], cwd=ROOT, capture_output=True,
+                                    text=True, timeout=60)
+        finally:
+            holder.close()
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("; stop it, or serve with --no-deliver")
