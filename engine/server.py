@@ -61,15 +61,20 @@ def _error(message: str, status: int = 400, code: str = "invalid_request") -> JS
     return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
 
 
-async def _read(request: HTTPRequest, limit: int = MAX_BATCH) -> Any:
-    """The decoded JSON body, read no further than `limit` bytes on the wire."""
+async def _read_raw(request: HTTPRequest, limit: int = MAX_BATCH) -> bytes:
+    """The body as sent, read no further than `limit` bytes on the wire."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise BadRequest(f"the body is larger than {limit // 1024} KB")
         chunks.append(chunk)
-    return decode_body(b"".join(chunks), request.headers.get("content-encoding"), limit)
+    return b"".join(chunks)
+
+
+async def _read(request: HTTPRequest, limit: int = MAX_BATCH) -> Any:
+    """The decoded JSON body (gunzipped if need be), never more than `limit` bytes."""
+    return decode_body(await _read_raw(request, limit), request.headers.get("content-encoding"), limit)
 
 
 def _state(request: HTTPRequest) -> _State:
@@ -174,7 +179,7 @@ async def webhook(request: HTTPRequest) -> Response:
     source = state.config.source(request.path_params["source"])
     if source is None:
         return _error("unknown source", 404, "not_found")
-    raw = await request.body()
+    raw = await _read_raw(request)
     _verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"))
     body = decode_body(raw, request.headers.get("content-encoding"))
     messages = body if isinstance(body, list) else [body]
@@ -188,7 +193,7 @@ async def inbound(request: HTTPRequest) -> Response:
     entry = state.config.inbound.get(slug)
     if entry is None:
         return _error(f"no inbound mapping '{slug}' is configured", 404, "not_found")
-    raw = await request.body()
+    raw = await _read_raw(request)
     _verify_signature(entry.secret, raw, request.headers.get("x-signature"))
     body = decode_body(raw, request.headers.get("content-encoding"))
     items = body if isinstance(body, list) else [body]

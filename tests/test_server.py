@@ -288,3 +288,9 @@ def test_more_bad_inputs(shim: RunningShim, destinations: ScriptedServer) -> Non
                        json={"userId": "u", "event": "e"})
     assert (reply.status_code, reply.json()["message"]) == (401, "the Authorization header is not valid Basic auth")
     wait_for(lambda: len(destinations.at("/v1/identify")) == 1)
+
+
+@pytest.mark.parametrize("path", ["/webhook/open-hooks", "/inbound/callexa-sync-back"])
+def test_webhook_and_inbound_bodies_are_bounded(shim: RunningShim, path: str) -> None:
+    reply = httpx.post(shim.url(path), content=b"[" + b" " * 600_000 + b"]")
+    assert (reply.status_code, reply.json()["message"]) == (400, "the body is larger than 500 KB")
