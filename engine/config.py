@@ -29,6 +29,7 @@ from cerberus import Validator
 
 from .destination import Destination
 from .errors import Location, MappingError, Problem, SettingsError
+from .format import flatten_errors
 from .loader import check
 from .source import SourceDocument, read_yaml
 
@@ -181,15 +182,15 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError(problems)
     validator = Validator(SCHEMA)
     if not validator.validate(data):
-        from .format import _flatten
-        for where, message, unknown in _flatten(validator.errors, ()):
+        for where, message, unknown in flatten_errors(validator.errors):
             problems.append(Problem(doc.locate(where, key=unknown), message))
     if problems:
         raise ConfigError(problems)
     data = validator.document
     base = Path(doc.path).parent
-    mappings = (base / data["mappings"]).resolve() if not Path(data["mappings"]).is_absolute() else Path(data["mappings"])
-    store = Path(data["store"]) if Path(data["store"]).is_absolute() else (base / data["store"]).resolve()
+    # Relative paths are relative to the configuration file, wherever it is run from.
+    mappings = (base / data["mappings"]).resolve()
+    store = (base / data["store"]).resolve()
     destinations, mapping_problems = check([mappings])
     if mapping_problems:
         raise ConfigError(mapping_problems)

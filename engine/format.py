@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from cerberus import Validator
 
-__all__ = ["CALL_TYPES", "check_document", "SETTING_TYPES"]
+__all__ = ["CALL_TYPES", "check_document", "flatten_errors", "SETTING_TYPES"]
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 SETTING_TYPES = ("string", "integer", "float", "number", "boolean", "dict", "list")
@@ -115,14 +115,15 @@ def check_document(data: Any, *, abstract: bool = False) -> Iterator[tuple[tuple
     validator = Validator(schema)
     if validator.validate(data):
         return
-    yield from _flatten(validator.errors, ())
+    yield from flatten_errors(validator.errors)
 
 
-def _flatten(tree: dict[Any, Any], prefix: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
+def flatten_errors(tree: dict[Any, Any], prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
+    """Cerberus' error tree as (path, message, is_unknown_key) triples, paths into the document."""
     for key, messages in tree.items():
         for message in messages:
             if isinstance(message, dict):
-                yield from _flatten(message, prefix + (key,))
+                yield from flatten_errors(message, prefix + (key,))
             else:
                 yield prefix + (key,), _explain(key, message), message == "unknown field"
 
