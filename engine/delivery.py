@@ -131,6 +131,10 @@ class Deliverer:
         except SettingsError as exc:
             self._failed(job, Attempt(False, True, None, redact(str(exc), self._secrets)))
             return
+        if auth is None:  # the mapping changed since the job was stored
+            self._dead(job, Attempt(False, False, None, f"rule '{job.rule}' is no longer in "
+                                                        f"{job.destination}'s mapping"))
+            return
         attempt = await send(client, job, auth, self.config.delivery.timeout)
         if attempt.delivered:
             self.outbox.mark_delivered(job, attempt.status or 200)

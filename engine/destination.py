@@ -218,12 +218,13 @@ class BoundDestination:
                     # Depends on settings alone: render it once, here.
                     self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
 
-    def auth_headers(self, rule_name: str) -> dict[str, str]:
-        """The secret headers of a rule, rendered from the current settings."""
+    def auth_headers(self, rule_name: str) -> dict[str, str] | None:
+        """The secret headers of a rule, rendered from the current settings; None when the
+        destination has no such rule (any more)."""
         for rule in self.destination.rules:
             if rule.name == rule_name:
                 return dict(self._auth.get(id(rule), {}))
-        return {}
+        return None
 
     def _c(self, compiled: Compiled) -> Compiled:
         return self._resolved.get(id(compiled), compiled)

@@ -189,3 +189,17 @@ def test_json_bodies_are_the_mapped_message(tmp_path: Path, server: ScriptedServ
     (received,) = server.at("/calixa")
     assert json.loads(received.body)["traits"] == {"email": "user1@example.com"}
     assert received.headers["User-Agent"] == "Segment.io/1.0"
+
+
+def test_a_job_whose_rule_was_removed_is_a_clear_dead_letter(tmp_path: Path, server: ScriptedServer) -> None:
+    import dataclasses
+
+    config, outbox = setup(tmp_path, server.url())
+    accept(config, outbox, identify(1))
+    calixa = config.destinations["calixa"]
+    config.destinations["calixa"] = dataclasses.replace(
+        calixa, rules=tuple(r for r in calixa.rules if r.name != "identify"))
+    drain(config, outbox)
+    assert server.at("/calixa") == []
+    (dead,) = outbox.rows("dead")
+    assert dead["last_error"] == "rule 'identify' is no longer in calixa's mapping"
