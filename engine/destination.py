@@ -165,7 +165,7 @@ class Destination:
     snake: SnakeCaseRule | None
     unmatched: Compiled | None
     examples: tuple[Example, ...] = ()
-    _last: tuple[Any, "BoundDestination"] | None = field(default=None, repr=False)
+    _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
 
     def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":
         """Check `settings` against the schema (raises SettingsError) and return a mapper
