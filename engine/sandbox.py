@@ -4,6 +4,8 @@ A mapping file may come from someone we do not trust, so templates run in Jinja'
 sandbox with more taken away: no globals (`range`, `lipsum`, `cycler`, ... ), no calls of
 Python functions or methods (filters do that work), no attributes that start with `_`, and
 bounded sizes for everything a template can grow (`*`, `**`, `+`, filter results, output).
+With every list bounded, and nested loops, recursive loops and macros refused at load
+(templates.py), the work a template can do is bounded too.
 """
 
 from __future__ import annotations

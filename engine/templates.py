@@ -289,6 +289,18 @@ def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[s
         for found in tree.find_all(klass):
             problems.append(TemplateProblem(f"'{word}' is not allowed in mapping templates",
                                             found.lineno))
+    # Every list a template can reach is bounded (MAX_OUTPUT items), so a loop is bounded;
+    # loops inside loops (or in macros, which loops can call) multiply, so they are refused.
+    for block in tree.find_all((nodes.Macro, nodes.CallBlock)):
+        problems.append(TemplateProblem("macros are not allowed in mapping templates", block.lineno))
+    for loop in tree.find_all(nodes.For):
+        if loop.recursive:
+            problems.append(TemplateProblem("recursive loops are not allowed in mapping templates",
+                                            loop.lineno))
+        inner = next(loop.find_all(nodes.For), None)
+        if inner is not None:
+            problems.append(TemplateProblem("loops inside loops are not allowed in mapping templates",
+                                            inner.lineno))
     for attr in tree.find_all(nodes.Getattr):
         if attr.attr.startswith("_"):
             problems.append(TemplateProblem(

@@ -107,6 +107,11 @@ def test_settings_and_names_used_are_collected() -> None:
     ("{% extends 'x.html' %}", "'extends' is not allowed in mapping templates"),
     ("{{ traits.__class__ }}", "attribute '__class__' is not allowed: names starting with '_' are private"),
     ("{{ traits['__class__'] }}", "key '__class__' is not allowed: names starting with '_' are private"),
+    ("{% for a in traits.tags %}{% for b in traits.tags %}{% endfor %}{% endfor %}",
+     "loops inside loops are not allowed in mapping templates"),
+    ("{% for a in traits.tags recursive %}{{ loop(a) }}{% endfor %}",
+     "recursive loops are not allowed in mapping templates"),
+    ("{% macro m(x) %}{{ x }}{% endmacro %}{{ m(1) }}", "macros are not allowed in mapping templates"),
 ])
 def test_problems_found_at_compile_time(template: str, message: str) -> None:
     result = compile_template(template)
