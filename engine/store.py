@@ -7,8 +7,9 @@ Guarantees (README, "Delivery"):
   job due again, so delivery is at-least-once;
 - (destination, messageId) is accepted once in 24 hours; later copies are duplicates;
 - `deliver_after` is `due_at`: a deferred job waits here, across restarts;
-- a `once` key is claimed when its job is leased: another job with the same key inside the
-  window is suppressed, not sent;
+- a `once` key is claimed when its job is leased: another job with the same key waits while
+  that job is being tried, is suppressed if it was delivered inside the window, and goes
+  ahead if it dead-lettered;
 - no secret is stored: requests come without their auth headers, and a request that still
   contains a secret value is refused.
 """
@@ -29,6 +30,8 @@ from .outcomes import Request
 __all__ = ["Outbox", "Job", "EnqueueResult", "SecretInRequest", "DeliveryLocked", "DEDUPE_WINDOW"]
 
 DEDUPE_WINDOW = 24 * 3600.0
+ONCE_RECHECK = 5.0
+"""Seconds a job waits while another job holding its once key is still being retried."""
 MAX_STORED_BODY = 4096
 
 _SCHEMA = """
@@ -47,6 +50,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     leased_until  REAL,
     once_key      TEXT,
     once_window   REAL,
+    waiting_on    INTEGER,              -- the job holding this job's once key, while it is tried
     last_status   INTEGER,
     last_error    TEXT,
     last_body     TEXT,
@@ -221,6 +225,14 @@ class Outbox:
                     claim = db.execute("SELECT claimed_at, outbox_id FROM once_claims WHERE key=?",
                                        (claim_key,)).fetchone()
                     if claim is not None and claim[1] != job_id and claim[0] > now - (once_window or 0):
+                        holder = db.execute("SELECT status FROM outbox WHERE id=?", (claim[1],)).fetchone()
+                        if holder is not None and holder[0] == "pending":
+                            # The key's holder is still being tried: wait for its outcome
+                            # rather than guess it (if it dead-letters, this job goes).
+                            db.execute("UPDATE outbox SET due_at=?, waiting_on=? WHERE id=?",
+                                       (now + ONCE_RECHECK, claim[1], job_id))
+                            slots[row[2]] += 1
+                            continue
                         db.execute("UPDATE outbox SET status='suppressed', finished_at=?, last_error=?"
                                    " WHERE id=?", (now, f"once: key already used at {claim[0]:.0f} "
                                                         f"(job {claim[1]}), inside its window", job_id))
@@ -239,6 +251,13 @@ class Outbox:
             db.execute("UPDATE outbox SET status='delivered', attempts=attempts+1, last_status=?,"
                        " leased_until=NULL, finished_at=?, last_error=NULL WHERE id=?",
                        (status, self.clock(), job.id))
+            self._wake_once_waiters(db, job)
+
+    def _wake_once_waiters(self, db: sqlite3.Connection, job: Job) -> None:
+        """Jobs waiting on `job`'s once key learn its outcome now, not at their next check."""
+        if job.once_key is not None:
+            db.execute("UPDATE outbox SET due_at=?, waiting_on=NULL WHERE waiting_on=? AND status='pending'",
+                       (self.clock(), job.id))
 
     def mark_retry(self, job: Job, due_at: float, status: int | None, error: str) -> None:
         with self._transaction() as db:
@@ -254,6 +273,7 @@ class Outbox:
             if job.once_key is not None:
                 db.execute("DELETE FROM once_claims WHERE key=? AND outbox_id=?",
                            (_claim_key(job.source, job.destination, job.once_key), job.id))
+            self._wake_once_waiters(db, job)
 
     def next_due(self, *, retries_only: bool = False) -> float | None:
         """When the next pending job is due (leases included), or None. `retries_only`

@@ -74,8 +74,7 @@ def test_once_keys_are_scoped_to_source_and_destination(outbox: Outbox) -> None:
     outbox.enqueue("web", keyed)
     outbox.enqueue("mobile", [request(3, once_key="k", once_window=3600.0)])
     leased = outbox.lease({}, 10, 30)
-    assert sorted(j.message_id for j in leased) == ["m1", "m3"]
-    assert outbox.counts() == {"pending": 2, "suppressed": 1}
+    assert sorted(j.message_id for j in leased) == ["m1", "m3"]  # m2 waits on m1; m3 is another source's
 
 
 def test_deferred_jobs_are_not_due_before_their_time(outbox: Outbox, clock: list[float]) -> None:
@@ -97,3 +96,38 @@ def test_prune_forgets_old_delivered_jobs_and_dedupe_entries(outbox: Outbox, clo
     assert outbox.prune() == 1
     assert outbox.counts() == {"dead": 1}  # dead letters stay until purged
     assert outbox.enqueue("web", [request(1)]).stored == 1  # the dedupe entry is gone too
+
+
+def test_a_once_competitor_waits_for_the_holder_then_follows_its_outcome(outbox: Outbox, clock: list[float]) -> None:
+    outbox.enqueue("web", [request(1, once_key="k", once_window=3600.0),
+                           request(2, once_key="k", once_window=3600.0)])
+    (holder,) = outbox.lease({}, 10, 30)  # job 2 waits: job 1 holds the key and is pending
+    assert holder.message_id == "m1" and outbox.counts() == {"pending": 2}
+    outbox.mark_retry(holder, clock[0] + 1, 503, "HTTP 503")
+    clock[0] += 2
+    (again,) = outbox.lease({}, 10, 30)
+    assert again.message_id == "m1"  # still the holder; job 2 still waits
+    outbox.mark_dead(again, 400, "HTTP 400", None)
+    clock[0] += 10
+    (follower,) = outbox.lease({}, 10, 30)  # the holder failed for good: job 2 goes
+    assert follower.message_id == "m2"
+
+
+def test_a_once_competitor_is_suppressed_after_the_holder_was_delivered(outbox: Outbox, clock: list[float]) -> None:
+    outbox.enqueue("web", [request(1, once_key="k", once_window=3600.0),
+                           request(2, once_key="k", once_window=3600.0)])
+    (holder,) = outbox.lease({}, 10, 30)
+    outbox.mark_delivered(holder, 200)
+    clock[0] += 10
+    assert outbox.lease({}, 10, 30) == []
+    assert outbox.counts() == {"delivered": 1, "suppressed": 1}
+
+
+def test_waking_once_waiters_leaves_deferred_jobs_deferred(outbox: Outbox, clock: list[float]) -> None:
+    later = datetime.fromtimestamp(clock[0] + 3 * 86400, timezone.utc)
+    outbox.enqueue("web", [request(1, once_key="k", once_window=3600.0),
+                           request(2, once_key="k", once_window=3600.0, deliver_after=later)])
+    (holder,) = outbox.lease({}, 10, 30)
+    outbox.mark_dead(holder, 400, "HTTP 400", None)
+    assert outbox.lease({}, 10, 30) == []  # job 2 keeps its deliver_after
+    assert outbox.next_due() == clock[0] + 3 * 86400
