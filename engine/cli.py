@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check mapping files; print file:line:col problems")
     validate.add_argument("paths", nargs="*", default=["mappings"], metavar="PATH")
+    validate.add_argument("--config", metavar="FILE",
+                          help="check this configuration file (and the mappings it names) too")
     validate.set_defaults(handler=_validate)
 
     map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")
@@ -104,6 +106,13 @@ def _lazy(name: str) -> Any:
 
 def _validate(args: argparse.Namespace) -> int:
     destinations, problems = check(args.paths)
+    if args.config:
+        try:
+            load_config(args.config)
+        except ConfigError as exc:
+            problems = sorted(set(problems) | set(exc.problems))
+        except OSError as exc:
+            raise UsageError(f"cannot read configuration {args.config}: {exc}") from None
     for problem in problems:
         print(problem)
     if problems:

@@ -110,3 +110,12 @@ def test_environment_interpolation(tmp_path: Path) -> None:
     assert config.sources[0].write_key == "wk-123"
     assert config.sources[0].destinations["skalin"] == {"api_key": "sk-456", "client_id": "default-client"}
     assert set(config.secrets()) == {"wk-123", "sk-456"}
+
+
+def test_validate_checks_a_configuration_too(tmp_path: Path) -> None:
+    good = write_config(tmp_path, "http://127.0.0.1:9")
+    assert run("validate", "--config", str(good)).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"mappings: {Path(__file__).parent.parent / 'mappings'}\ndelivery: {{retries: 3}}\n")
+    result = run("validate", "--config", str(bad))
+    assert (result.returncode, result.stdout) == (1, f"{bad}:2:12: unknown key 'retries'\n")
