@@ -4,7 +4,7 @@
     POST /v1/batch, /v1/import                          {"batch": [...], "context", "integrations"}
     POST /v1/preview/{destination}                      the outcomes of one message (redacted)
     GET  /v1/recorded                                   dry-run: what would have been sent
-    POST /webhook/{source}                              a Segment Webhooks destination's POSTs
+    POST|PUT|PATCH /webhook/{source}                    a Segment Webhooks destination's calls
     POST /inbound/{mapping}                             input for an inbound mapping
     GET  /health, /metrics
 
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -46,6 +47,9 @@ log = logging.getLogger("engine.server")
 
 CALLS = ("identify", "track", "page", "screen", "group", "alias")
 MAX_BATCH_MESSAGES = 2500
+# Segment's Actions Webhooks batch up to 4,000 events: 32 KB each at the most.
+MAX_WEBHOOK_MESSAGES = 4000
+MAX_WEBHOOK = MAX_WEBHOOK_MESSAGES * MAX_MESSAGE
 
 
 @dataclass
@@ -92,11 +96,31 @@ def _source(state: _State, request: HTTPRequest, body: Any) -> SourceConfig:
 
 
 def _verify_signature(secret: str | None, raw: bytes, signature: str | None) -> None:
+    """X-Signature is the hex HMAC-SHA1 of the body with the shared secret; for a batch from
+    Segment's Actions Webhooks it covers the batch's first event, as sent."""
     if not secret:
         return
-    expected = hmac.new(secret.encode(), raw, hashlib.sha1).hexdigest()
-    if not signature or not hmac.compare_digest(expected, signature.strip().lower()):
-        raise BadRequest("missing or wrong X-Signature (hex HMAC-SHA1 of the body)", 401)
+    given = (signature or "").strip().lower()
+    for signed in (raw, _first_element(raw)):
+        if signed is not None and given and hmac.compare_digest(
+                hmac.new(secret.encode(), signed, hashlib.sha1).hexdigest(), given):
+            return
+    raise BadRequest("missing or wrong X-Signature (hex HMAC-SHA1 of the body)", 401)
+
+
+def _first_element(raw: bytes) -> bytes | None:
+    """The exact bytes of the first element of a JSON array body, or None."""
+    text = raw.decode("utf-8", errors="replace")
+    start = len(text) - len(text.lstrip())
+    if not text[start:start + 1] == "[":
+        return None
+    rest = text[start + 1:]
+    offset = len(rest) - len(rest.lstrip())
+    try:
+        _, end = json.JSONDecoder().raw_decode(rest, offset)
+    except ValueError:
+        return None
+    return rest[offset:end].encode("utf-8")
 
 
 async def _accept(state: _State, source: SourceConfig, messages: list[Any],
@@ -179,10 +203,12 @@ async def webhook(request: HTTPRequest) -> Response:
     source = state.config.source(request.path_params["source"])
     if source is None:
         return _error("unknown source", 404, "not_found")
-    raw = await _read_raw(request)
+    raw = await _read_raw(request, MAX_WEBHOOK)
     _verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"))
-    body = decode_body(raw, request.headers.get("content-encoding"))
+    body = decode_body(raw, request.headers.get("content-encoding"), MAX_WEBHOOK)
     messages = body if isinstance(body, list) else [body]
+    if len(messages) > MAX_WEBHOOK_MESSAGES:
+        raise BadRequest(f"a webhook batch holds at most {MAX_WEBHOOK_MESSAGES} events")
     rejected, kept = await _accept(state, source, messages)
     return _batch_reply(rejected, kept, len(messages))
 
@@ -304,7 +330,7 @@ def create_app(config: Config, *, deliver: bool = True, transport: Any = None) -
         Route("/v1/preview/{destination}", _guard(preview_endpoint), methods=["POST"]),
         Route("/v1/recorded", _guard(recorded), methods=["GET"]),
         Route("/v1/{call:str}", _guard(tracking), methods=["POST"]),
-        Route("/webhook/{source}", _guard(webhook), methods=["POST"]),
+        Route("/webhook/{source}", _guard(webhook), methods=["POST", "PUT", "PATCH"]),
         Route("/inbound/{mapping}", _guard(inbound), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -290,7 +290,21 @@ def test_more_bad_inputs(shim: RunningShim, destinations: ScriptedServer) -> Non
     wait_for(lambda: len(destinations.at("/v1/identify")) == 1)
 
 
-@pytest.mark.parametrize("path", ["/webhook/open-hooks", "/inbound/callexa-sync-back"])
-def test_webhook_and_inbound_bodies_are_bounded(shim: RunningShim, path: str) -> None:
-    reply = httpx.post(shim.url(path), content=b"[" + b" " * 600_000 + b"]")
-    assert (reply.status_code, reply.json()["message"]) == (400, "the body is larger than 500 KB")
+@pytest.mark.parametrize(("path", "limit"), [("/webhook/open-hooks", 128000), ("/inbound/callexa-sync-back", 500)])
+def test_webhook_and_inbound_bodies_are_bounded(shim: RunningShim, path: str, limit: int) -> None:
+    reply = httpx.post(shim.url(path), content=b"[" + b" " * (limit * 1024 + 10) + b"]")
+    assert (reply.status_code, reply.json()["message"]) == (400, f"the body is larger than {limit} KB")
+
+
+def test_actions_webhooks_put_patch_and_first_event_signatures(shim: RunningShim, destinations: ScriptedServer) -> None:
+    events = [{"type": "track", "userId": f"u{i}", "event": "Signed Up", "messageId": f"a{i}"} for i in range(3)]
+    first = json.dumps(events[0], separators=(",", ":")).encode()
+    raw = b"[" + first + b"," + b",".join(json.dumps(e, separators=(",", ":")).encode() for e in events[1:]) + b"]"
+    signature = hmac.new(b"hook-secret-123", first, hashlib.sha1).hexdigest()
+    for method in ("PUT", "PATCH"):
+        reply = httpx.request(method, shim.url("/webhook/web"), content=raw, headers={"X-Signature": signature})
+        assert reply.json() == {"success": True}, method
+    forged = raw.replace(b"u1", b"uX")  # later events are not signed, the first one is
+    assert httpx.post(shim.url("/webhook/web"), content=forged.replace(b"u0", b"uY"),
+                      headers={"X-Signature": signature}).status_code == 401
+    wait_for(lambda: len(destinations.at("/calixa")) == 3)  # the PATCH repeated the PUT: deduplicated
