@@ -6,11 +6,13 @@ Memory stays bounded by the largest single value, whatever the input's size.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterator, TextIO
 
 __all__ = ["BadJSON", "iter_json"]
 
 _DECODER = json.JSONDecoder()
+_NUMBER_TAIL = re.compile(r"[0-9.eE+-]*")
 _CHUNK = 1 << 16
 
 
@@ -30,15 +32,17 @@ def iter_json(stream: TextIO) -> Iterator[Any | BadJSON]:
     stream after one BadJSON, since nothing after it can be trusted.
     """
     first = ""
+    consumed = 0
     while True:
         ch = stream.read(1)
         if not ch:
             return
+        consumed += 1
         if not ch.isspace():
             first = ch
             break
     if first == "[":
-        yield from _array(stream)
+        yield from _array(stream, consumed)
     else:
         yield from _lines(first, stream)
 
@@ -63,9 +67,9 @@ def _lines(first: str, stream: TextIO) -> Iterator[Any | BadJSON]:
             yield BadJSON(f"line 1: invalid JSON: {exc.msg}")
 
 
-def _array(stream: TextIO) -> Iterator[Any | BadJSON]:
+def _array(stream: TextIO, consumed: int) -> Iterator[Any | BadJSON]:
     buffer = ""
-    offset = 0  # characters consumed before `buffer`, for messages
+    offset = consumed  # characters read before `buffer`, for messages
     expect_value = True
     eof = False
     while True:
@@ -102,8 +106,9 @@ def _array(stream: TextIO) -> Iterator[Any | BadJSON]:
                 continue
             yield BadJSON(f"character {offset + exc.pos + 1}: invalid JSON: {exc.msg}")
             return
-        if end == len(buffer) and not eof and isinstance(value, (int, float)):
-            # A number at the end of the buffer may continue in the next chunk.
+        if not eof and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and _NUMBER_TAIL.fullmatch(buffer, end):
+            # What follows the number may be more of it ("0" | ".25" split across reads).
             chunk = stream.read(_CHUNK)
             if chunk:
                 buffer += chunk
