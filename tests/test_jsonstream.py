@@ -31,7 +31,7 @@ def test_ndjson_with_a_bad_line_goes_on() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("[1, 2", "the JSON array is not closed"),
     ("[1 2]", "character 4: expected ',' or ']' in the array"),
-    ("[1, {bad}]", "character 5: invalid JSON"),
+    ("[1, {bad}]", "character 6: invalid JSON"),
 ])
 def test_broken_arrays_end_with_one_error(text: str, message: str) -> None:
     found = list(iter_json(io.StringIO(text)))
