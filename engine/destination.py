@@ -74,6 +74,12 @@ class RequestSpec:
     once_window: Compiled | None
     message_id: Compiled
 
+    def templates(self) -> list[Compiled]:
+        """Every compiled value of the request except auth (which is rendered apart)."""
+        found = [self.url, *(c for _, c in self.headers), self.body, self.deliver_after,
+                 self.once_key, self.once_window, self.message_id]
+        return [c for c in found if c is not None]
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -212,8 +218,7 @@ class BoundDestination:
                 if value is not MISSING:
                     headers[name] = str(value)
             self._auth[id(rule)] = headers
-            candidates = [spec.url, *[c for _, c in spec.headers]] + ([spec.body] if spec.body else [])
-            for compiled in candidates:
+            for compiled in spec.templates():
                 if compiled.renderer is not None and compiled.names_used <= {"settings"}:
                     # Depends on settings alone: render it once, here.
                     self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
@@ -319,7 +324,7 @@ class BoundDestination:
                         for k, v in body.items() if v is not None}
         deliver_after = None
         if spec.deliver_after is not None:
-            raw = _value(spec.deliver_after, scope)
+            raw = _value(self._c(spec.deliver_after), scope)
             if raw is not MISSING:
                 due = parse_datetime(raw)
                 if due is None:
@@ -328,8 +333,8 @@ class BoundDestination:
                 deliver_after = due if due > now else None
         once_key = once_window = None
         if spec.once_key is not None and spec.once_window is not None:
-            key = _value(spec.once_key, scope)
-            window = _value(spec.once_window, scope)
+            key = _value(self._c(spec.once_key), scope)
+            window = _value(self._c(spec.once_window), scope)
             if key is not MISSING and window is not MISSING:
                 try:
                     once_window = float(window)
@@ -337,7 +342,7 @@ class BoundDestination:
                     raise EventError(f"{dest.slug}: rule {rule.name}: once.window_seconds "
                                      f"rendered {window!r}, not a number") from None
                 once_key = str(key)
-        message_id = _value(spec.message_id, scope)
+        message_id = _value(self._c(spec.message_id), scope)
         return Request(
             destination=dest.slug, rule=rule.name, method=spec.method, url=str(url),
             headers=headers, encoding=spec.encoding, body=body, deliver_after=deliver_after,
