@@ -23,27 +23,24 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from cerberus import Validator
 
-from .destination import Destination
-from .errors import Location, MappingError, Problem, SettingsError
-from .format import flatten_errors
-from .loader import check
-from .source import SourceDocument, read_yaml
+from .errors import ConfigError, Location, Problem, SettingsError
+from .mapping.destination import Destination
+from .mapping.loader import check
+from .mapping.schema import flatten_errors
+from .mapping.yaml_reader import SourceDocument, read_yaml
 
-__all__ = ["Config", "DeliveryConfig", "SourceConfig", "InboundConfig", "load_config",
-           "ConfigError", "INBOUND_SOURCE"]
+__all__ = ["Config", "DeliveryConfig", "SourceConfig", "InboundConfig", "Source", "load_config",
+           "RESERVED_SOURCE_NAMES"]
 
-INBOUND_SOURCE = "inbound"
-"""The source name under which requests made by inbound mappings are stored."""
+RESERVED_SOURCE_NAMES = frozenset({"inbound"})
+"""Names no source may take: "inbound" marked inbound jobs in outboxes written before inbound
+mappings were sources of their own."""
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(MappingError):
-    """The configuration file (or the mappings it names) has problems; all are listed."""
 
 
 @dataclass(frozen=True)
@@ -60,22 +57,44 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """A source: its write key, and the settings of each destination it sends to."""
+    """A Segment source: its write key, and the settings of each destination it sends to.
+    Its messages arrive through the tracking API, its webhook, or `engine enqueue`."""
 
     name: str
     write_key: str
     destinations: Mapping[str, Mapping[str, Any]]
     webhook_secret: str | None = None
+    kind: ClassVar[str] = "segment"
+
+    @property
+    def secret(self) -> str | None:
+        """The shared secret that signs its webhook calls (X-Signature), if any."""
+        return self.webhook_secret
 
 
 @dataclass(frozen=True)
 class InboundConfig:
-    """An inbound (`input: raw`) mapping served at POST /inbound/{slug}: its settings, and
-    the shared secret that signs requests to it (X-Signature), if any."""
+    """An inbound source: replies a partner sends back (e.g. Callexa's survey answers),
+    read by one `input: raw` mapping and served at POST /inbound/{slug}. It is named after
+    that mapping; `secret` signs its requests (X-Signature), if set."""
 
     slug: str
     settings: Mapping[str, Any]
     secret: str | None = None
+    kind: ClassVar[str] = "inbound"
+
+    @property
+    def name(self) -> str:
+        return self.slug
+
+    @property
+    def destinations(self) -> Mapping[str, Mapping[str, Any]]:
+        """The one mapping it feeds, with its settings."""
+        return {self.slug: self.settings}
+
+
+Source = SourceConfig | InboundConfig
+"""Where events come from: what the intake accepts them for."""
 
 
 @dataclass
@@ -97,12 +116,13 @@ class Config:
     def source_for_key(self, write_key: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.write_key == write_key), None)
 
+    def any_source(self, name: str) -> Source | None:
+        """The Segment or inbound source called `name`."""
+        return self.source(name) or self.inbound.get(name)
+
     def settings(self, source: str, destination: str) -> Mapping[str, Any] | None:
         """The current settings of `destination` for `source` (None if not configured)."""
-        if source == INBOUND_SOURCE:
-            inbound = self.inbound.get(destination)
-            return None if inbound is None else inbound.settings
-        found = self.source(source)
+        found = self.any_source(source)
         return None if found is None else found.destinations.get(destination)
 
     def secrets(self) -> list[str]:
@@ -234,6 +254,15 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         except SettingsError as exc:
             problems += [Problem(doc.locate(where, key=True), f"inbound {slug}: {m}") for m in exc.messages]
         inbound[slug] = InboundConfig(slug, raw["settings"], raw.get("secret"))
+    for i, source in enumerate(sources):
+        # Jobs are stored under their source's name: two sources must never share one.
+        if source.name in RESERVED_SOURCE_NAMES:
+            problems.append(Problem(doc.locate(("sources", i, "name")),
+                                    f"'{source.name}' is a reserved source name; pick another"))
+        elif source.name in inbound:
+            problems.append(Problem(doc.locate(("sources", i, "name")),
+                                    f"source name '{source.name}' is taken by the inbound mapping "
+                                    f"of that name; pick another"))
     if problems:
         raise ConfigError(problems)
     defaults = DeliveryConfig()

@@ -1,10 +1,21 @@
-"""Errors people read: where a mapping file is wrong, and why an event was rejected."""
+"""Every error the engine raises on purpose, under one root: `EngineError`.
+
+People read these: where a mapping or configuration file is wrong (`file:line:col:
+message`), why an event was rejected, why a request to the shim was refused. The HTTP layer
+turns each kind into a JSON error response; the command line turns them into exit codes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Location", "Problem", "MappingError", "EventError", "SettingsError"]
+__all__ = ["EngineError", "Location", "Problem", "MappingError", "ConfigError", "EventError",
+           "SettingsError", "RenderError", "UsageError", "BadRequest", "SecretInRequest",
+           "DeliveryLocked"]
+
+
+class EngineError(Exception):
+    """The root of every error the engine raises on purpose."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -30,7 +41,7 @@ class Problem:
         return f"{self.location}: {self.message}"
 
 
-class MappingError(Exception):
+class MappingError(EngineError):
     """A mapping file (or several) could not be loaded; `problems` lists every one found."""
 
     def __init__(self, problems: list[Problem]) -> None:
@@ -38,14 +49,47 @@ class MappingError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-class EventError(ValueError):
+class ConfigError(MappingError):
+    """The configuration file (or the mappings it names) has problems; all are listed."""
+
+
+class EventError(EngineError, ValueError):
     """An event was rejected: it is not a valid Segment message, or a rule refused it."""
 
 
-class SettingsError(ValueError):
+class SettingsError(EngineError, ValueError):
     """Destination settings do not satisfy the destination's settings schema."""
 
     def __init__(self, destination: str, messages: list[str]) -> None:
         self.destination = destination
         self.messages = messages
         super().__init__(f"{destination}: invalid settings: " + "; ".join(messages))
+
+
+class RenderError(EngineError):
+    """A template or expression failed on an event for a reason other than a missing value
+    (a sandbox refusal, a bad type for a filter, ...). The message names the template."""
+
+
+class UsageError(EngineError):
+    """The command line was given bad arguments, mappings or settings (exit code 2)."""
+
+
+class BadRequest(EngineError):
+    """An HTTP request to the shim is refused as a whole: answered with `status` and a JSON
+    error whose `code` names the kind of refusal."""
+
+    def __init__(self, message: str, status: int = 400, code: str | None = None) -> None:
+        self.message = message
+        self.status = status
+        self.code = code or {401: "unauthorized", 404: "not_found"}.get(status, "invalid_request")
+        super().__init__(message)
+
+
+class SecretInRequest(EngineError, ValueError):
+    """A mapped request still holds a secret value outside its auth headers: it is not
+    stored, since the outbox never holds secrets."""
+
+
+class DeliveryLocked(EngineError, RuntimeError):
+    """Another process is delivering this outbox."""

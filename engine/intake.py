@@ -1,5 +1,11 @@
-"""Accept events from a source: map them for each of its destinations and store the
-requests durably, in one transaction, before anyone is told they were accepted."""
+"""The one way events come in: normalize, route, map, and store the requests durably.
+
+Every entry point uses it: the tracking API, webhooks and inbound replies (engine.http),
+and `engine enqueue`. So every event gets the same checks, the same metrics, the same
+redaction of secrets in what people read, and settings bound once per source and
+destination. Nothing is acknowledged before `accept` returns: by then the requests are
+committed to the outbox.
+"""
 
 from __future__ import annotations
 
@@ -7,84 +13,118 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
-from .config import Config, SourceConfig
-from .errors import EventError
+from .config import Config, Source
+from .delivery.outbox import EnqueueResult, JobStatus, NewJob, Outbox
+from .errors import EventError, SecretInRequest
+from .mapping.destination import BoundDestination
 from .metrics import Metrics
 from .normalize import normalize_event
 from .outcomes import Request, Skip
-from .redact import redact
-from .store import EnqueueResult, Outbox
+from .redact import MIN_SECRET_LENGTH, redact
+from .route import route
 
-__all__ = ["Intake", "EventResult"]
+__all__ = ["Intake", "EventResult", "Rejection"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A destination's rule refused the event (the other destinations may still take it)."""
+
+    destination: str
+    reason: str
 
 
 @dataclass
 class EventResult:
-    """What became of one event: requests stored, destinations that skipped it, or why it
-    was rejected (`error`)."""
+    """What became of one event: the requests it maps to, the destinations that skipped it,
+    those whose rules rejected it, or why it is not a valid event at all (`error`)."""
 
     requests: list[Request] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
     error: str | None = None
 
 
 class Intake:
-    """Maps events for a source's destinations and stores the requests in the outbox."""
+    """Accepts events from the sources of `config` into `outbox`."""
 
     def __init__(self, config: Config, outbox: Outbox, metrics: Metrics | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.metrics = metrics or Metrics()
         self._secrets = config.secrets()
-        self._status = "recorded" if config.dry_run else "pending"
-        self._bound: dict[tuple[str, str], Any] = {}
+        self._needles = [s.encode() for s in self._secrets if len(s) >= MIN_SECRET_LENGTH]
+        self._status: JobStatus = "recorded" if config.dry_run else "pending"
+        self._bound: dict[tuple[str, str], BoundDestination] = {}
 
-    def _bind(self, source: SourceConfig, slug: str) -> Any:
-        # Settings do not change while the configuration is loaded: check them once.
+    def bound(self, source: Source, slug: str) -> BoundDestination:
+        """Destination `slug` bound to `source`'s settings for it. Settings do not change
+        while a configuration is loaded, so they are checked and rendered once."""
         key = (source.name, slug)
         bound = self._bound.get(key)
         if bound is None:
-            bound = self._bound[key] = self.config.destinations[slug].bind(source.destinations[slug])
+            bound = self.config.destinations[slug].bind(source.destinations[slug])
+            self._bound[key] = bound
         return bound
 
-    def map(self, source: SourceConfig, event: Any, now: datetime | str | None = None) -> EventResult:
-        """Map one event for every destination of `source` (nothing is stored)."""
+    def map(self, source: Source, event: Any, now: datetime | str | None = None) -> EventResult:
+        """Map one event for every destination of `source`; nothing is stored."""
         result = EventResult()
         self.metrics.inc("events_received_total", source=source.name)
-        try:
-            event = normalize_event(event)
-        except EventError as exc:
-            result.error = str(exc)
-            self.metrics.inc("events_rejected_total", source=source.name)
-            return result
-        for slug in source.destinations:
-            if self.config.destinations[slug].input != "segment":
-                continue
+        if source.kind == "inbound":
+            if isinstance(event, dict):
+                self._map_for(source, source.name, event, now, result)
+            else:
+                result.error = "the input must be a JSON object"
+        else:
             try:
-                outcomes = self._bind(source, slug).map(event, now=now)
+                message = normalize_event(event)
             except EventError as exc:
-                result.skipped.append(Skip(slug, f"rejected: {redact(str(exc), self._secrets)}"))
-                self.metrics.inc("events_skipped_total", destination=slug, reason="rejected")
-                continue
-            for outcome in outcomes:
-                if isinstance(outcome, Request):
-                    result.requests.append(outcome)
-                    self.metrics.inc("events_mapped_total", destination=slug)
-                else:
-                    result.skipped.append(outcome)
-                    self.metrics.inc("events_skipped_total", destination=slug, reason=outcome.code)
+                result.error = str(exc)
+            else:
+                destinations = [self.config.destinations[slug] for slug in source.destinations]
+                targets, result.skipped = route(message, destinations)
+                for skip in result.skipped:
+                    self.metrics.inc("events_skipped_total", destination=skip.destination,
+                                     reason=skip.code)
+                for destination in targets:
+                    self._map_for(source, destination.slug, message, now, result)
+        if result.error is not None:
+            self.metrics.inc("events_rejected_total", source=source.name)
         return result
 
-    def accept(self, source: SourceConfig, events: Sequence[Any],
-               now: datetime | str | None = None) -> tuple[list[EventResult], EnqueueResult]:
-        """Map `events` and store every request they give in one durable transaction."""
-        results = [self.map(source, event, now) for event in events]
-        requests = [r for result in results for r in result.requests]
-        stored = self.store(source.name, requests)
-        return results, stored
+    def _map_for(self, source: Source, slug: str, message: dict[str, Any],
+                 now: datetime | str | None, result: EventResult) -> None:
+        try:
+            outcomes = self.bound(source, slug).map_message(message, now=now)
+        except EventError as exc:
+            result.rejected.append(Rejection(slug, redact(str(exc), self._secrets)))
+            self.metrics.inc("events_skipped_total", destination=slug, reason="rejected")
+            return
+        for outcome in outcomes:
+            if isinstance(outcome, Request):
+                result.requests.append(outcome)
+                self.metrics.inc("events_mapped_total", destination=slug)
+            else:
+                result.skipped.append(outcome)
+                self.metrics.inc("events_skipped_total", destination=slug, reason=outcome.code)
 
-    def store(self, source: str, requests: Sequence[Request]) -> EnqueueResult:
-        stored = self.outbox.enqueue(source, requests, secrets=self._secrets, status=self._status)
+    def accept(self, source: Source, events: Sequence[Any],
+               now: datetime | str | None = None) -> tuple[list[EventResult], EnqueueResult]:
+        """Map `events` and store every request they give in one durable transaction.
+        Raises SecretInRequest, storing nothing, if a request would hold a secret."""
+        results = [self.map(source, event, now) for event in events]
+        jobs = [self._job(r) for result in results for r in result.requests]
+        stored = self.outbox.enqueue(source.name, jobs, status=self._status)
         if stored.duplicates:
             self.metrics.inc("requests_duplicate_total", stored.duplicates)
-        return stored
+        return results, stored
+
+    def _job(self, request: Request) -> NewJob:
+        job = NewJob.from_request(request)
+        for needle in self._needles:
+            if needle in job.request:
+                raise SecretInRequest(
+                    f"{request.destination}: rule {request.rule} puts a secret setting "
+                    "outside request.auth; it would be stored")
+        return job

@@ -1,15 +1,32 @@
-"""Check an incoming message against the Segment spec and fix its known legacy shapes."""
+"""Make what a client sent a Segment message ready for routing and mapping, in one place.
+
+Three steps, each applied once per message:
+- `apply_batch_defaults`: a batch's top-level `context` and `integrations` apply to each of
+  its messages (the message's own keys win), as Segment's tracking API does;
+- `enrich`: `messageId`, `receivedAt` and `timestamp` filled in as Segment fills them, and
+  `writeKey` dropped (the shim does this for what clients send);
+- `normalize_event`: checked against the spec, legacy shapes fixed (every input does this).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any, Sequence
+
+import orjson
 
 from .errors import EventError
-from .format import CALL_TYPES
+from .serialization import format_datetime, parse_datetime
 
-__all__ = ["normalize_event"]
+__all__ = ["CALL_TYPES", "normalize_event", "apply_batch_defaults", "enrich"]
+
+CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+"""The six call types of the Segment spec."""
 
 _NEEDS = {"track": "event", "group": "groupId"}
+_BATCH_DEFAULTS = ("context", "integrations")
 
 
 def normalize_event(event: Any) -> dict[str, Any]:
@@ -44,6 +61,51 @@ def normalize_event(event: Any) -> dict[str, Any]:
         if value is not None and not isinstance(value, dict):
             raise EventError(f"'{name}' must be an object, got {_kind(value)}")
     return event
+
+
+def apply_batch_defaults(messages: Sequence[Any], batch: dict[str, Any]) -> list[Any]:
+    """The messages of a batch with its top-level `context` and `integrations` merged into
+    each one (the message's own keys win). Messages that are not objects are left as they
+    are, for `normalize_event` to reject."""
+    shared = {k: batch[k] for k in _BATCH_DEFAULTS if isinstance(batch.get(k), dict)}
+    if not shared:
+        return list(messages)
+    merged = []
+    for message in messages:
+        if isinstance(message, dict):
+            message = dict(message)
+            for key, value in shared.items():
+                own = message.get(key)
+                message[key] = {**value, **own} if isinstance(own, dict) else value
+        merged.append(message)
+    return merged
+
+
+def enrich(message: dict[str, Any], source: str, received_at: datetime,
+           sent_at: Any = None) -> dict[str, Any]:
+    """Fill in messageId, receivedAt and timestamp as Segment does; drop `writeKey` (it is a
+    secret and must not travel on to destinations).
+
+    `timestamp = receivedAt - (sentAt - originalTimestamp)`, correcting the client's clock.
+    """
+    out = {k: v for k, v in message.items() if k != "writeKey"}
+    if not out.get("messageId"):
+        # Derived from the content, so that a client's retry of the same message is
+        # recognised as a duplicate.
+        digest = hashlib.sha256(source.encode() + b"\0" + orjson.dumps(out, option=orjson.OPT_SORT_KEYS))
+        out["messageId"] = f"engine-{uuid.UUID(bytes=digest.digest()[:16])}"
+    out["receivedAt"] = format_datetime(received_at)
+    if not out.get("timestamp"):
+        original = parse_datetime(out.get("originalTimestamp"))
+        sent = parse_datetime(out.get("sentAt") or sent_at)
+        if original is not None and sent is not None:
+            stamp = received_at - (sent - original)
+        elif original is not None:
+            stamp = original
+        else:
+            stamp = received_at
+        out["timestamp"] = format_datetime(stamp)
+    return out
 
 
 def _present(value: Any) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from .sandbox import format_datetime
+from .serialization import format_datetime
 
 __all__ = ["Request", "Skip", "Outcome", "REDACTED"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config, load_config
-from engine.delivery import Deliverer
+from engine.delivery.worker import Deliverer
 from engine.intake import Intake
-from engine.store import Outbox
+from engine.delivery import SQLiteOutbox as Outbox
 
 from .conftest import MAPPINGS
 

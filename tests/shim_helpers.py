@@ -12,7 +12,7 @@ from typing import Callable
 import uvicorn
 
 from engine.config import load_config
-from engine.server import create_app
+from engine.http.app import create_app
 
 from .conftest import MAPPINGS
 

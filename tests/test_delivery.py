@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.store import Outbox
+from engine.delivery import SQLiteOutbox as Outbox
 
 from .delivery_helpers import accept, drain, identify, open_outbox, setup, write_config
 from .scripted_server import Reply, ScriptedServer

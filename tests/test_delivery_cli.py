@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, load_config
+from engine.config import load_config
+from engine.errors import ConfigError
 
 from .delivery_helpers import write_config
 from .scripted_server import Reply, ScriptedServer

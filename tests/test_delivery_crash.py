@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from engine.config import load_config
-from engine.store import Outbox
+from engine.delivery import SQLiteOutbox as Outbox
 
 from .conftest import ROOT
 from .delivery_helpers import accept, identify, write_config

@@ -12,7 +12,7 @@ import re
 import pytest
 
 import engine
-from engine.preview import preview
+from engine.mapping.preview import preview
 
 from .conftest import MAPPINGS
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.expressions import Expression, ExpressionProblem, compile_jmespath
+from engine.mapping.expressions import Expression, ExpressionProblem, compile_jmespath
 
 EVENT = {"traits": {"email": "a@example.com", "First Name": "Ann", "n": 0},
          "context": {"groupId": "g1"}, "event": "Account Created",
@@ -38,7 +38,7 @@ def test_expressions(source: str, expected: object) -> None:
 def test_compiled_closures_agree_with_the_reference_interpreter() -> None:
     import jmespath
 
-    from engine.expressions import FUNCTIONS
+    from engine.mapping.expressions import FUNCTIONS
     options = jmespath.Options(custom_functions=FUNCTIONS)
     for source in ["traits.email", "traits.missing.deeper", "traits.groupId || context.groupId",
                    "!traits.missing", "!(traits.missing)", "traits.n && event", "traits.n || event",

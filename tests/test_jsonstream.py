@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from engine import jsonstream
-from engine.jsonstream import BadJSON, iter_json
+from engine.cli import jsonstream
+from engine.cli.jsonstream import BadJSON, iter_json
 
 VALUES = [{"type": "identify", "userId": "u1", "n": 12345, "f": -1.5e3, "ok": True, "no": None,
            "s": "a \"quoted\" , ] string", "nested": [1, [2, {"x": "}"}]]},

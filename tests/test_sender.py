@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from datetime import datetime, timezone
 
@@ -10,8 +11,8 @@ import httpx
 import pytest
 
 from engine.config import DeliveryConfig
-from engine.sender import backoff, retry_after_seconds, send
-from engine.store import Job
+from engine.delivery.sender import backoff, retry_after_seconds, send
+from engine.delivery.outbox import Job
 
 JOB = Job(1, "web", "calixa", "identify", "m1", "POST", "https://partner.example/in",
           {"Content-Type": "application/json"}, "json", {"type": "identify"}, 0, 0.0, 0.0, None, None)
@@ -52,7 +53,7 @@ def test_request_carries_auth_and_body() -> None:
 
 def test_form_bodies_are_url_encoded() -> None:
     seen = {}
-    form = Job(**{**JOB.__dict__, "headers": {}, "encoding": "form", "body": {"a": "1", "event": '{"x":1}'}})
+    form = dataclasses.replace(JOB, headers={}, encoding="form", body={"a": "1", "event": '{"x":1}'})
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen["body"] = request.content

@@ -166,7 +166,7 @@ def test_ids_and_timestamps_are_filled_in(shim: RunningShim, destinations: Scrip
     assert sent["messageId"].startswith("engine-")
     received = sent["receivedAt"]
     # timestamp = receivedAt - (sentAt - originalTimestamp): ten seconds before receipt.
-    from engine.sandbox import parse_datetime
+    from engine.serialization import parse_datetime
     assert (parse_datetime(received) - parse_datetime(sent["timestamp"])).total_seconds() == pytest.approx(10, abs=0.002)
 
 

@@ -127,7 +127,7 @@ def test_serve_with_a_bad_config_exits_2(tmp_path: Path) -> None:
 
 def test_serve_refuses_clearly_when_another_process_delivers(tmp_path: Path) -> None:
     from engine.config import load_config
-    from engine.store import Outbox
+    from engine.delivery import SQLiteOutbox as Outbox
 
     with ScriptedServer() as destinations:
         config = shim_config(tmp_path, destinations.url())

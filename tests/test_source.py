@@ -1,6 +1,6 @@
 """Reading YAML: every value keeps its place; YAML 1.1 traps are named."""
 
-from engine.source import parse_yaml
+from engine.mapping.yaml_reader import parse_yaml
 
 
 def messages(text: str) -> list[str]:

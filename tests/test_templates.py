@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from engine.sandbox import MISSING
-from engine.templates import Compiled, RenderError, TemplateProblem, compile_template, compile_tree
+from engine.mapping.missing import MISSING
+from engine.errors import RenderError
+from engine.mapping.templates import Compiled, TemplateProblem, compile_template, compile_tree
 
 SCOPE: dict[str, Any] = {
     "traits": {"employees": 329, "zip": "12345", "name": "Initech", "nothing": None,

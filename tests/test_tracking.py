@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from engine.tracking import BadRequest, decode_body, enrich, messages_of, write_key_from
+from engine.errors import BadRequest
+from engine.http.tracking_api import decode_body, messages_of, write_key_from
+from engine.normalize import enrich
 
 RECEIVED = datetime(2024, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ..errors import EventError
+from ..outcomes import REDACTED, Request
+from ..redact import redact
 from .destination import BoundDestination
-from .errors import EventError
-from .outcomes import REDACTED, Request
-from .redact import redact
 
 __all__ = ["preview"]
 

@@ -6,11 +6,11 @@ from typing import Any, Callable
 
 from .destination import (Condition, Destination, Example, RequestSpec, Rule, SnakeCaseRule,
                           normalize_name)
-from .errors import Location, Problem
+from ..errors import Location, Problem
 from .expressions import Expression, ExpressionProblem, compile_jmespath
-from .format import CALL_TYPES, check_document
+from .schema import check_document
 from .settings import SettingsSchema
-from .source import Path_
+from .yaml_reader import Path_
 from .templates import Compiled, TemplateProblem, compile_expression, compile_tree
 
 __all__ = ["compile_destination", "SourceView"]
@@ -301,5 +301,3 @@ def compile_destination(data: dict[str, Any], view: SourceView) -> tuple[Destina
     problems += compiler.problems
     return (None if problems else destination), problems
 
-
-assert set(CALL_TYPES) == {"identify", "track", "page", "screen", "group", "alias"}

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Location, Problem
+from ..errors import EngineError, Location, Problem
 
 __all__ = ["SourceDocument", "Path_", "read_yaml"]
 
@@ -133,7 +133,7 @@ class _Builder:
         return None
 
 
-class _TooLarge(Exception):
+class _TooLarge(EngineError):
     pass
 
 

@@ -25,19 +25,18 @@ from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.utils import _PassArg
 
-from .sandbox import ENV, MAX_OUTPUT, MISSING, MissingValue, bounded_binop, format_datetime
+from ..errors import EngineError, RenderError
+from ..serialization import format_datetime
+from .bounds import MAX_OUTPUT, bounded_binop
+from .missing import MISSING, MissingValue
+from .sandbox import ENV
 
-__all__ = ["Renderer", "TemplateProblem", "compile_tree", "compile_expression", "is_template",
-           "RenderError"]
+__all__ = ["Renderer", "TemplateProblem", "Compiled", "compile_tree", "compile_expression",
+           "is_template"]
 
 Scope = dict[str, Any]
 Renderer = Callable[[Scope], Any]
 """A compiled value: called with the event's scope, returns the value or MISSING."""
-
-
-class RenderError(Exception):
-    """A template failed for a reason other than a missing value (a sandbox refusal, a bad
-    type for a filter, ...). The message names the template's place in the mapping."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def is_template(value: Any) -> bool:
 
 # ---- expression translation ------------------------------------------------------------
 
-class _Untranslatable(Exception):
+class _Untranslatable(EngineError):
     pass
 
 

@@ -6,9 +6,10 @@ from typing import Any, Iterator
 
 from cerberus import Validator
 
+from ..normalize import CALL_TYPES
+
 __all__ = ["CALL_TYPES", "check_document", "flatten_errors", "SETTING_TYPES"]
 
-CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 SETTING_TYPES = ("string", "integer", "float", "number", "boolean", "dict", "list")
 
 _STRINGS = {"type": ["string", "list"], "schema": {"type": "string"}}

@@ -13,40 +13,14 @@ from typing import Any, Callable
 
 import jmespath
 from jmespath import exceptions as jp_errors
-from jmespath import functions as jp_functions
 from jmespath.visitor import Options, TreeInterpreter
 
-from .casing import snake_case
+from .functions import JMESPATH_FUNCTIONS
 
 __all__ = ["Expression", "ExpressionProblem", "compile_jmespath", "FUNCTIONS"]
 
 
-class _ProjectFunctions(jp_functions.Functions):
-    """JMESPath's built-ins plus snake_case, snake_case_keys, coalesce, lower, upper."""
-
-    @jp_functions.signature({"types": ["string"]})
-    def _func_snake_case(self, value: str) -> str:
-        return snake_case(value)
-
-    @jp_functions.signature({"types": ["object"]}, {"types": ["array"]})
-    def _func_snake_case_keys(self, value: dict[str, Any], exceptions: list[Any]) -> dict[str, Any]:
-        keep = set(exceptions)
-        return {(k if k in keep else snake_case(k)): v for k, v in value.items()}
-
-    @jp_functions.signature({"types": [], "variadic": True})
-    def _func_coalesce(self, *values: Any) -> Any:
-        return next((v for v in values if v is not None and v != ""), None)
-
-    @jp_functions.signature({"types": ["string"]})
-    def _func_lower(self, value: str) -> str:
-        return value.lower()
-
-    @jp_functions.signature({"types": ["string"]})
-    def _func_upper(self, value: str) -> str:
-        return value.upper()
-
-
-FUNCTIONS = _ProjectFunctions()
+FUNCTIONS = JMESPATH_FUNCTIONS
 _OPTIONS = Options(custom_functions=FUNCTIONS)
 _INTERPRETER = TreeInterpreter(_OPTIONS)
 

@@ -6,15 +6,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from .errors import EventError, Location
-from .expressions import Getter
-from .normalize import normalize_event
-from .outcomes import Outcome, Request, Skip
-from .routing import is_enabled
-from .sandbox import MISSING, parse_datetime, to_json
+from ..errors import EventError, Location, RenderError
+from ..normalize import normalize_event
+from ..outcomes import Outcome, Request, Skip
+from ..route import route
+from ..serialization import parse_datetime, to_json
 from .casing import snake_case
+from .expressions import Getter
+from .missing import MISSING
 from .settings import SettingsSchema
-from .templates import Compiled, RenderError
+from .templates import Compiled
 
 __all__ = ["Destination", "BoundDestination", "Example"]
 
@@ -235,23 +236,25 @@ class BoundDestination:
         return self._resolved.get(id(compiled), compiled)
 
     def map(self, event: Any, *, now: datetime | str | None = None) -> list[Outcome]:
-        """Map one event; see Destination.map."""
+        """Map one event; see Destination.map. Normalizes and routes the event first, so
+        that the library is safe to use alone."""
+        if self.destination.input == "segment":
+            message = normalize_event(event)
+            targets, skips = route(message, (self.destination,))
+            if not targets:
+                return list(skips)
+            return self.map_message(message, now=now)
+        if not isinstance(event, dict):
+            raise EventError("the input must be a JSON object")
+        return self.map_message(event, now=now)
+
+    def map_message(self, event: dict[str, Any], *, now: datetime | str | None = None) -> list[Outcome]:
+        """Apply the rules to a message that is already normalized and routed here (the
+        intake does both once for all of a source's destinations), or to a raw input
+        object. Raises EventError when a rule rejects it."""
         dest = self.destination
         when = _clock(now)
-        if dest.input == "segment":
-            event = normalize_event(event)
-            call = event["type"]
-            if not is_enabled(event.get("integrations"), dest.name):
-                return [Skip(dest.slug, f"the event's integrations object turns {dest.name} off",
-                             code="integrations_off")]
-            if dest.accepts is not None and call not in dest.accepts:
-                accepted = ", ".join(sorted(dest.accepts))
-                return [Skip(dest.slug, f"{dest.name} does not accept {call} calls "
-                                        f"(it accepts {accepted})", code="not_accepted")]
-        else:
-            if not isinstance(event, dict):
-                raise EventError("the input must be a JSON object")
-            call = None
+        call = event["type"] if dest.input == "segment" else None
         if dest.snake is not None:
             event = dest.snake.apply(event)
         for rule in dest.rules:

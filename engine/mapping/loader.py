@@ -7,9 +7,9 @@ from typing import Any, Iterable
 
 from .compiler import SourceView, compile_destination
 from .destination import Destination
-from .errors import Location, MappingError, Problem
-from .format import check_document
-from .source import SourceDocument, read_yaml
+from ..errors import Location, MappingError, Problem
+from .schema import check_document
+from .yaml_reader import SourceDocument, read_yaml
 
 __all__ = ["load", "check", "mapping_files"]
 

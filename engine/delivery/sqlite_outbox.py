@@ -1,38 +1,26 @@
-"""The durable outbox: SQLite in WAL mode, one row per request to deliver.
+"""The outbox on SQLite: one file in WAL mode, `synchronous=FULL`, one row per job.
 
-Guarantees (README, "Delivery"):
-- a request is committed (fsync'd) before `enqueue` returns, so an event is acknowledged
-  only once what it maps to is on disk;
-- a job is leased while it is being sent; a lease that expires (the process died) makes the
-  job due again, so delivery is at-least-once;
-- (destination, messageId) is accepted once in 24 hours; later copies are duplicates;
-- `deliver_after` is `due_at`: a deferred job waits here, across restarts;
-- a `once` key is claimed when its job is leased: another job with the same key waits while
-  that job is being tried, is suppressed if it was delivered inside the window, and goes
-  ahead if it dead-lettered;
-- no secret is stored: requests come without their auth headers, and a request that still
-  contains a secret value is refused.
+It keeps every guarantee of the `Outbox` protocol (outbox.py). A commit is fsync'd before
+`enqueue` returns. One process delivers a file at a time (a lock file beside it), so a
+process that starts delivering frees the leases of one that died at once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 import orjson
 
-from .outcomes import Request
+from ..errors import DeliveryLocked
+from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Dead, Delivered,
+                     EnqueueResult, Job, JobOutcome, JobStatus, NewJob, Retry)
 
-__all__ = ["Outbox", "Job", "EnqueueResult", "SecretInRequest", "DeliveryLocked", "DEDUPE_WINDOW"]
-
-DEDUPE_WINDOW = 24 * 3600.0
-ONCE_RECHECK = 5.0
-"""Seconds a job waits while another job holding its once key is still being retried."""
-MAX_STORED_BODY = 4096
+__all__ = ["SQLiteOutbox"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -71,58 +59,16 @@ CREATE TABLE IF NOT EXISTS once_claims (
 """
 
 
-class DeliveryLocked(RuntimeError):
-    """Another process is delivering this outbox."""
+class SQLiteOutbox:
+    """The outbox in the SQLite file at `path`. Thread-safe: one connection, used under a
+    lock."""
 
-
-class SecretInRequest(ValueError):
-    """A mapped request still holds a secret value outside its auth headers."""
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    """What happened to the requests of one enqueue call."""
-
-    stored: int
-    duplicates: int
-
-
-@dataclass(frozen=True)
-class Job:
-    """A stored request, as the sender needs it (never with auth headers)."""
-
-    id: int
-    source: str
-    destination: str
-    rule: str
-    message_id: str | None
-    method: str
-    url: str
-    headers: dict[str, str]
-    encoding: str
-    body: Any
-    attempts: int
-    accepted_at: float
-    window_start: float
-    once_key: str | None
-    once_window: float | None
-
-
-def _request_blob(request: Request) -> bytes:
-    headers = {k: v for k, v in request.headers.items() if k not in request.secret_headers}
-    return orjson.dumps({"method": request.method, "url": request.url, "headers": headers,
-                         "encoding": request.encoding, "body": request.body})
-
-
-class Outbox:
-    """The outbox at `path`. Thread-safe: one connection, used under a lock."""
-
-    def __init__(self, path: str | Path, *, clock: Any = time.time) -> None:
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._lock = threading.Lock()
-        self._delivery_lock: Any = None
+        self._delivery_lock: IO[str] | None = None
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -142,8 +88,6 @@ class Outbox:
         process that died (the OS releases its lock when it dies, so they are stale).
         Returns how many leases were freed; raises DeliveryLocked if another process
         delivers this outbox now."""
-        import fcntl
-
         if self._delivery_lock is None:
             handle = open(self.path.with_name(self.path.name + ".deliver.lock"), "a+")
             try:
@@ -161,38 +105,29 @@ class Outbox:
 
     # -- intake --------------------------------------------------------------------------
 
-    def enqueue(self, source: str, requests: Sequence[Request], *, secrets: Iterable[str] = (),
-                status: str = "pending") -> EnqueueResult:
-        """Store `requests` durably; return how many were stored and how many were
-        duplicates of a (destination, messageId) accepted in the last 24 hours."""
+    def enqueue(self, source: str, jobs: Sequence[NewJob], *,
+                status: JobStatus = "pending") -> EnqueueResult:
+        """Store `jobs` durably; return how many were stored and how many were duplicates
+        of a (destination, messageId) accepted in the last 24 hours."""
         now = self.clock()
-        rows = []
-        for request in requests:
-            blob = _request_blob(request)
-            for secret in secrets:
-                if len(secret) >= 4 and secret.encode() in blob:
-                    raise SecretInRequest(
-                        f"{request.destination}: rule {request.rule} puts a secret setting "
-                        "outside request.auth; it would be stored")
-            due = request.deliver_after.timestamp() if request.deliver_after else now
-            rows.append((request, blob, due))
         stored = duplicates = 0
         with self._transaction() as db:
-            for request, blob, due in rows:
-                if request.message_id is not None:
+            for job in jobs:
+                if job.message_id is not None:
                     seen = db.execute("SELECT seen_at FROM seen WHERE destination=? AND message_id=?",
-                                      (request.destination, request.message_id)).fetchone()
+                                      (job.destination, job.message_id)).fetchone()
                     if seen is not None and seen[0] > now - DEDUPE_WINDOW:
                         duplicates += 1
                         continue
                     db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)",
-                               (request.destination, request.message_id, now))
+                               (job.destination, job.message_id, now))
+                due = now if job.deliver_after is None else job.deliver_after
                 db.execute(
                     "INSERT INTO outbox (source, destination, rule, message_id, request, status,"
                     " accepted_at, window_start, due_at, once_key, once_window, finished_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (source, request.destination, request.rule, request.message_id, blob, status,
-                     now, max(now, due), due, request.once_key, request.once_window,
+                    (source, job.destination, job.rule, job.message_id, job.request, status,
+                     now, max(now, due), due, job.once_key, job.once_window,
                      now if status != "pending" else None))
                 stored += 1
         return EnqueueResult(stored, duplicates)
@@ -246,34 +181,38 @@ class Outbox:
                                 row[8], once_key, once_window))
         return jobs
 
-    def mark_delivered(self, job: Job, status: int) -> None:
+    def record(self, outcomes: Sequence[JobOutcome]) -> None:
+        """Record what became of leased jobs, in one transaction."""
+        if not outcomes:
+            return
+        now = self.clock()
         with self._transaction() as db:
-            db.execute("UPDATE outbox SET status='delivered', attempts=attempts+1, last_status=?,"
-                       " leased_until=NULL, finished_at=?, last_error=NULL WHERE id=?",
-                       (status, self.clock(), job.id))
-            self._wake_once_waiters(db, job)
-
-    def _wake_once_waiters(self, db: sqlite3.Connection, job: Job) -> None:
-        """Jobs waiting on `job`'s once key learn its outcome now, not at their next check."""
-        if job.once_key is not None:
-            db.execute("UPDATE outbox SET due_at=?, waiting_on=NULL WHERE waiting_on=? AND status='pending'",
-                       (self.clock(), job.id))
-
-    def mark_retry(self, job: Job, due_at: float, status: int | None, error: str) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE outbox SET attempts=attempts+1, due_at=?, leased_until=NULL,"
-                       " last_status=?, last_error=? WHERE id=?", (due_at, status, error, job.id))
-
-    def mark_dead(self, job: Job, status: int | None, error: str, body: str | None) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE outbox SET status='dead', attempts=attempts+1, leased_until=NULL,"
-                       " last_status=?, last_error=?, last_body=?, finished_at=? WHERE id=?",
-                       (status, error, (body or "")[:MAX_STORED_BODY] or None, self.clock(), job.id))
-            # A key whose send failed for good is free again.
-            if job.once_key is not None:
-                db.execute("DELETE FROM once_claims WHERE key=? AND outbox_id=?",
-                           (_claim_key(job.source, job.destination, job.once_key), job.id))
-            self._wake_once_waiters(db, job)
+            for outcome in outcomes:
+                job = outcome.job
+                if isinstance(outcome, Delivered):
+                    db.execute("UPDATE outbox SET status='delivered', attempts=attempts+1,"
+                               " last_status=?, leased_until=NULL, finished_at=?, last_error=NULL"
+                               " WHERE id=?", (outcome.status, now, job.id))
+                elif isinstance(outcome, Retry):
+                    db.execute("UPDATE outbox SET attempts=attempts+1, due_at=?, leased_until=NULL,"
+                               " last_status=?, last_error=? WHERE id=?",
+                               (outcome.due_at, outcome.status, outcome.error, job.id))
+                    continue
+                else:
+                    db.execute("UPDATE outbox SET status='dead', attempts=attempts+1,"
+                               " leased_until=NULL, last_status=?, last_error=?, last_body=?,"
+                               " finished_at=? WHERE id=?",
+                               (outcome.status, outcome.error,
+                                (outcome.body or "")[:MAX_STORED_BODY] or None, now, job.id))
+                    # A key whose send failed for good is free again.
+                    if job.once_key is not None:
+                        db.execute("DELETE FROM once_claims WHERE key=? AND outbox_id=?",
+                                   (_claim_key(job.source, job.destination, job.once_key), job.id))
+                if job.once_key is not None:
+                    # Jobs waiting on this job's once key learn its outcome now, not at their
+                    # next check.
+                    db.execute("UPDATE outbox SET due_at=?, waiting_on=NULL WHERE waiting_on=?"
+                               " AND status='pending'", (now, job.id))
 
     def next_due(self, *, retries_only: bool = False) -> float | None:
         """When the next pending job is due (leases included), or None. `retries_only`
@@ -293,7 +232,7 @@ class Outbox:
             rows = self._db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
         return dict(rows)
 
-    def rows(self, status: str, limit: int = 100, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+    def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
         """Stored rows with a status, newest first, as dictionaries for people to read."""
         query = ("SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
                  " due_at, last_status, last_error, last_body, finished_at FROM outbox WHERE status=?")
@@ -322,7 +261,7 @@ class Outbox:
         """Delete dead letters for good."""
         return self._reset("dead", ids, all_dead, replay=False)
 
-    def _reset(self, status: str, ids: Sequence[int], everything: bool, *, replay: bool) -> int:
+    def _reset(self, status: JobStatus, ids: Sequence[int], everything: bool, *, replay: bool) -> int:
         if not ids and not everything:
             return 0
         now = self.clock()
@@ -370,7 +309,7 @@ class _Tx:
             raise
         return self.db
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
         try:
             self.db.execute("ROLLBACK" if kind else "COMMIT")
         finally:

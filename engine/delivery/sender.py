@@ -15,8 +15,8 @@ from typing import Any, Mapping
 import httpx
 import orjson
 
-from .config import DeliveryConfig
-from .store import Job
+from ..config import DeliveryConfig
+from .outbox import Job
 
 __all__ = ["Attempt", "send", "backoff", "retry_after_seconds", "is_retryable"]
 

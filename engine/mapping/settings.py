@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from cerberus import Validator
 
-from .errors import SettingsError
+from ..errors import SettingsError
+from ..redact import redact
 
 __all__ = ["SettingsSchema"]
 
@@ -51,7 +53,6 @@ class SettingsSchema:
                     messages.append(f"unknown setting '{name}' (known: {known})")
                 else:
                     messages.append(f"setting '{name}': {text}")
-        from .redact import redact
         secrets = [v for k, v in (settings or {}).items() if k in self.secret_names]
         raise SettingsError(self.destination, redact(messages, secrets))
 
@@ -74,7 +75,6 @@ class SettingsSchema:
                     return False
                 raise ValueError(text)
             if kind in ("dict", "list"):
-                import json
                 return json.loads(text)
         except ValueError:
             raise SettingsError(self.destination,

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
-
 
 import httpx
 
-from .config import Config
-from .metrics import Metrics
-from .redact import redact
+from ..config import Config
+from ..errors import SettingsError
+from ..metrics import Metrics
+from ..redact import redact
+from .outbox import Dead, Delivered, Job, Outbox, Retry
 from .sender import Attempt, backoff, send
-from .settings import SettingsError
-from .store import Job, Outbox
 
-__all__ = ["Deliverer"]
+__all__ = ["Deliverer", "run_forever"]
 
 log = logging.getLogger("engine.delivery")
 
@@ -137,7 +137,7 @@ class Deliverer:
             return
         attempt = await send(client, job, auth, self.config.delivery.timeout)
         if attempt.delivered:
-            self.outbox.mark_delivered(job, attempt.status or 200)
+            self.outbox.record([Delivered(job, attempt.status or 200)])
             self.metrics.inc("requests_delivered_total", destination=job.destination)
             self.metrics.observe_latency(job.destination, max(0.0, self.outbox.clock() - job.accepted_at))
         else:
@@ -156,14 +156,14 @@ class Deliverer:
                    f"{now - job.window_start:.0f}s: {attempt.error}")
             self._dead(job, Attempt(False, False, attempt.status, why, attempt.body))
             return
-        self.outbox.mark_retry(job, now + delay, attempt.status, redact(attempt.error, self._secrets))
+        self.outbox.record([Retry(job, now + delay, attempt.status, redact(attempt.error, self._secrets))])
         self.metrics.inc("requests_retried_total", destination=job.destination)
         log.info("job %s to %s: %s; retry in %.1fs", job.id, job.destination,
                  redact(attempt.error, self._secrets), delay)
 
     def _dead(self, job: Job, attempt: Attempt) -> None:
-        self.outbox.mark_dead(job, attempt.status, redact(attempt.error, self._secrets),
-                              redact(attempt.body, self._secrets) if attempt.body else None)
+        self.outbox.record([Dead(job, attempt.status, redact(attempt.error, self._secrets),
+                                 redact(attempt.body, self._secrets) if attempt.body else None)])
         self.metrics.inc("requests_dead_lettered_total", destination=job.destination)
         log.warning("job %s to %s is a dead letter: %s", job.id, job.destination,
                     redact(attempt.error, self._secrets))
@@ -171,8 +171,6 @@ class Deliverer:
 
 def run_forever(deliverer: Deliverer) -> None:
     """Run `deliverer` until SIGINT or SIGTERM, then drain (the `deliver` command)."""
-    import signal
-
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -181,5 +179,3 @@ def run_forever(deliverer: Deliverer) -> None:
         await deliverer.run(stop)
 
     asyncio.run(main())
-
-

@@ -1,0 +1,97 @@
+"""The command line: `python -m engine validate|map|enqueue|deliver|dead-letters|serve|recorded`
+(README.md documents each one and its output).
+
+Each command lives in a module of its own kind, imported when the command runs, so that a
+light command (`dead-letters`, `validate`) never loads the web framework or the HTTP client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+from ..errors import UsageError
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (0 done, 1 problems found, 2 usage)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        handler: Handler = args.handler
+        return handler(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `... | head` is a normal way to stop reading
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine",
+                                     description="Route Segment-spec events to destinations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="check mapping files; print file:line:col problems")
+    validate.add_argument("paths", nargs="*", default=["mappings"], metavar="PATH")
+    validate.add_argument("--config", metavar="FILE",
+                          help="check this configuration file (and the mappings it names) too")
+    validate.set_defaults(handler=_command("mapping_commands", "validate"))
+
+    map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")
+    map_.add_argument("--destination", required=True, metavar="SLUG")
+    map_.add_argument("--mappings", default="mappings", metavar="DIR")
+    map_.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE")
+    map_.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings")
+    map_.add_argument("--now", metavar="ISO8601", help="the clock, for repeatable output")
+    map_.add_argument("--show-secrets", action="store_true", help="do not redact secret settings")
+    map_.add_argument("files", nargs="*", metavar="FILE", help="event files (default: stdin)")
+    map_.set_defaults(handler=_command("mapping_commands", "map_events"))
+
+    enqueue = sub.add_parser("enqueue", help="map events for a source and store them in the outbox")
+    enqueue.add_argument("--config", required=True, metavar="FILE")
+    enqueue.add_argument("--source", required=True, metavar="NAME")
+    enqueue.add_argument("files", nargs="*", metavar="FILE", help="event files (default: stdin)")
+    enqueue.set_defaults(handler=_command("outbox_commands", "enqueue"))
+
+    deliver = sub.add_parser("deliver", help="deliver the outbox (until SIGTERM, or --until-idle)")
+    deliver.add_argument("--config", required=True, metavar="FILE")
+    deliver.add_argument("--until-idle", action="store_true",
+                         help="stop when nothing is due now (deferred requests stay stored)")
+    deliver.set_defaults(handler=_command("service_commands", "deliver"))
+
+    dead = sub.add_parser("dead-letters", help="list, show, replay or purge dead letters")
+    dead.add_argument("action", choices=["list", "show", "replay", "purge"])
+    dead.add_argument("ids", nargs="*", type=int, metavar="ID")
+    dead.add_argument("--config", required=True, metavar="FILE")
+    dead.add_argument("--all", action="store_true", help="replay or purge every dead letter")
+    dead.set_defaults(handler=_command("outbox_commands", "dead_letters"))
+
+    serve = sub.add_parser("serve", help="run the HTTP shim (Segment's tracking API)")
+    serve.add_argument("--config", required=True, metavar="FILE")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--no-deliver", action="store_true",
+                       help="accept and store only; run `deliver` in another process")
+    serve.set_defaults(handler=_command("service_commands", "serve"))
+
+    shown = sub.add_parser("recorded", help="list the requests a dry-run shim recorded")
+    shown.add_argument("--config", required=True, metavar="FILE")
+    shown.add_argument("--source", metavar="NAME")
+    shown.add_argument("--limit", type=int, default=100)
+    shown.set_defaults(handler=_command("outbox_commands", "recorded"))
+    return parser
+
+
+def _command(module: str, name: str) -> Handler:
+    """The function `name` of `engine.cli.<module>`, imported when the command runs."""
+    def run(args: argparse.Namespace) -> int:
+        handler: Handler = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return handler(args)
+    return run

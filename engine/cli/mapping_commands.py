@@ -1,0 +1,105 @@
+"""`validate` and `map`: the commands for mapping files (no outbox, no server)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from ..config import load_config
+from ..errors import ConfigError, MappingError, SettingsError, UsageError
+from ..mapping.destination import Destination
+from ..mapping.loader import check, load
+from ..mapping.preview import preview
+from ..serialization import parse_datetime
+from .common import Progress, events_from
+from .jsonstream import BadJSON
+
+__all__ = ["validate", "map_events", "load_destination", "read_settings"]
+
+
+def validate(args: argparse.Namespace) -> int:
+    """`engine validate`: every problem of the mapping files (and the configuration)."""
+    destinations, problems = check(args.paths)
+    if args.config:
+        try:
+            load_config(args.config)
+        except ConfigError as exc:
+            problems = sorted(set(problems) | set(exc.problems))
+        except OSError as exc:
+            raise UsageError(f"cannot read configuration {args.config}: {exc}") from None
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
+        return 1
+    print(f"ok: {len(destinations)} destination{'s' if len(destinations) != 1 else ''} valid",
+          file=sys.stderr)
+    return 0
+
+
+def load_destination(mappings: str, slug: str) -> Destination:
+    """Load `mappings` and return destination `slug`, or raise UsageError saying why not."""
+    try:
+        destinations = load(mappings)
+    except MappingError as exc:
+        raise UsageError(f"invalid mappings:\n{exc}") from None
+    if slug not in destinations:
+        known = ", ".join(sorted(destinations)) or "none"
+        raise UsageError(f"unknown destination '{slug}' (known: {known})")
+    return destinations[slug]
+
+
+def read_settings(destination: Destination, file: str | None, pairs: list[str]) -> dict[str, Any]:
+    """Settings from a YAML/JSON file and KEY=VALUE pairs (coerced by the schema)."""
+    settings: dict[str, Any] = {}
+    if file:
+        try:
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"cannot read settings file {file}: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UsageError(f"settings file {file} must hold a mapping of setting names to values")
+        settings.update(loaded or {})
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--setting takes KEY=VALUE, got {pair!r}")
+        try:
+            settings[key] = destination.settings_schema.coerce(key, value)
+        except SettingsError as exc:
+            raise UsageError(str(exc)) from None
+    return settings
+
+
+def map_events(args: argparse.Namespace) -> int:
+    """`engine map`: one JSON line per outcome of each event read."""
+    destination = load_destination(args.mappings, args.destination)
+    settings = read_settings(destination, args.settings, args.setting)
+    try:
+        bound = destination.bind(settings)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    now = parse_datetime(args.now) if args.now is not None else None
+    if args.now is not None and now is None:
+        raise UsageError(f"--now must be an ISO 8601 time, got {args.now!r}")
+    for name in args.files:
+        if name != "-" and not Path(name).is_file():
+            raise UsageError(f"no such events file: {name}")
+    out = sys.stdout.buffer
+    progress = Progress(sys.stderr)
+    for number, event in enumerate(events_from(args.files), start=1):
+        if isinstance(event, BadJSON):
+            records = [{"error": event.message}]
+        else:
+            records = preview(bound, event, now=now, show_secrets=args.show_secrets)
+        for record in records:
+            out.write(orjson.dumps({"event": number, **record}) + b"\n")
+        progress.tick(number)
+    out.flush()
+    progress.done()
+    return 0

@@ -1,0 +1,75 @@
+"""`serve` and `deliver`: the long-running processes (the HTTP shim, the delivery worker)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import uvicorn
+
+from ..delivery import open_outbox
+from ..delivery.worker import Deliverer, run_forever
+from ..errors import DeliveryLocked, UsageError
+from ..http.app import create_app
+from .common import open_config
+
+__all__ = ["serve", "deliver"]
+
+log = logging.getLogger("engine.serve")
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+
+
+def serve(args: argparse.Namespace) -> int:
+    """`engine serve`: the HTTP shim, delivering in the same process unless --no-deliver."""
+    config = open_config(args.config)
+    _log_to_stderr()
+    mode = "dry run: requests are recorded, not sent" if config.dry_run else (
+        "delivering in this process" if not args.no_deliver else "not delivering (--no-deliver)")
+    log.info("%d destinations, %d sources, outbox %s; %s", len(config.destinations),
+             len(config.sources), config.store, mode)
+    for source in config.sources:
+        if not source.webhook_secret:
+            log.warning("POST /webhook/%s is not signed: set webhook_secret to require X-Signature",
+                        source.name)
+    if not args.no_deliver and not config.dry_run:
+        # Say it now, plainly, rather than as a failed application startup.
+        probe = open_outbox(config.store)
+        try:
+            probe.claim_delivery()
+        except DeliveryLocked as exc:
+            raise UsageError(f"{exc}; stop it, or serve with --no-deliver") from None
+        finally:
+            probe.close()
+    app = create_app(config, deliver=not args.no_deliver)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=15)
+    return 0
+
+
+def deliver(args: argparse.Namespace) -> int:
+    """`engine deliver`: send the outbox until SIGTERM (or, `--until-idle`, until nothing
+    is due), then say what is in it."""
+    _log_to_stderr()
+    config = open_config(args.config)
+    if config.dry_run:
+        raise UsageError("the configuration has dry_run: true; nothing is sent in dry-run mode")
+    outbox = open_outbox(config.store)
+    deliverer = Deliverer(config, outbox)
+    try:
+        if args.until_idle:
+            asyncio.run(deliverer.drain(max_seconds=float("inf")))
+        else:
+            run_forever(deliverer)
+    except DeliveryLocked as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        counts = outbox.counts()
+        outbox.close()
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "outbox empty",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,207 @@
+"""The outbox: where mapped requests wait, durably, until they are delivered.
+
+The intake and the delivery worker talk to it only through the `Outbox` protocol below,
+so that a backend (SQLite today) can be added without touching either of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
+
+import orjson
+
+from ..outcomes import Request
+
+__all__ = ["Outbox", "NewJob", "Job", "EnqueueResult", "Delivered", "Retry", "Dead",
+           "JobOutcome", "JobStatus", "recorded_view", "DEDUPE_WINDOW", "ONCE_RECHECK", "MAX_STORED_BODY"]
+
+DEDUPE_WINDOW = 24 * 3600.0
+"""Seconds during which a second request with the same (destination, messageId) is a
+duplicate."""
+ONCE_RECHECK = 5.0
+"""Seconds a job waits while another job holding its once key is still being retried."""
+MAX_STORED_BODY = 4096
+"""The most characters of a failed response's body kept with a dead letter."""
+
+JobStatus = Literal["pending", "delivered", "dead", "suppressed", "recorded"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A request as it is stored: never with its secret (auth) headers.
+
+    `request` is the stored form, JSON bytes of {method, url, headers, encoding, body}."""
+
+    destination: str
+    rule: str
+    message_id: str | None
+    request: bytes
+    deliver_after: float | None = None
+    once_key: str | None = None
+    once_window: float | None = None
+
+    @classmethod
+    def from_request(cls, request: Request) -> NewJob:
+        """The stored form of a mapped request, without the headers rendered from secret
+        settings (delivery renders them again from the current settings)."""
+        headers = {k: v for k, v in request.headers.items() if k not in request.secret_headers}
+        blob = orjson.dumps({"method": request.method, "url": request.url, "headers": headers,
+                             "encoding": request.encoding, "body": request.body})
+        due = request.deliver_after.timestamp() if request.deliver_after is not None else None
+        return cls(request.destination, request.rule, request.message_id, blob, due,
+                   request.once_key, request.once_window)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """What happened to the requests of one enqueue call."""
+
+    stored: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A stored request, as the sender needs it (never with auth headers)."""
+
+    id: int
+    source: str
+    destination: str
+    rule: str
+    message_id: str | None
+    method: str
+    url: str
+    headers: dict[str, str]
+    encoding: str
+    body: Any
+    attempts: int
+    accepted_at: float
+    window_start: float
+    once_key: str | None
+    once_window: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The destination took the job (a 2xx `status`)."""
+
+    job: Job
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The attempt failed for now: try again at `due_at` (epoch seconds)."""
+
+    job: Job
+    due_at: float
+    status: int | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """The job failed for good: keep it as a dead letter, with what the destination said
+    (`body` is cut to MAX_STORED_BODY characters)."""
+
+    job: Job
+    status: int | None
+    error: str
+    body: str | None = None
+
+
+JobOutcome = Delivered | Retry | Dead
+
+
+class Outbox(Protocol):
+    """The durable outbox: one record per request to deliver.
+
+    Every implementation guarantees (README, "Delivery"):
+    - **durable before it returns**: `enqueue` commits (to disk, or to a server that has
+      it on disk) before returning, so an event is acknowledged only once what it maps to
+      is stored; a batch is stored whole or not at all;
+    - **leases**: a job given out by `lease` is not given out again until its lease expires
+      or its outcome is recorded; a lease left by a process that died expires, so delivery
+      is at-least-once;
+    - **dedupe**: a job whose (destination, message_id) was accepted in the last
+      DEDUPE_WINDOW seconds is a duplicate and is not stored;
+    - **deferral**: a job with `deliver_after` is not leased before that time, across
+      restarts;
+    - **once keys**: among jobs with the same once key (scoped to source and destination),
+      one is sent per window: a job is suppressed when another with its key was delivered
+      inside the window; while that other one is still being tried, it waits for the
+      outcome, and goes ahead if the other one dead-lettered;
+    - **dead letters** are kept, with their last status, error and response body, until
+      replayed or purged; delivered and suppressed jobs are pruned after DEDUPE_WINDOW.
+    It never sees secrets: jobs come without their auth headers (see NewJob).
+    """
+
+    clock: Callable[[], float]
+    """Seconds since the epoch; replaced in tests."""
+
+    def enqueue(self, source: str, jobs: Sequence[NewJob], *,
+                status: JobStatus = "pending") -> EnqueueResult:
+        """Store `jobs` from `source` durably, in one transaction; say how many were stored
+        and how many were duplicates. `status="recorded"` keeps them without sending
+        (dry run)."""
+        ...
+
+    def claim_delivery(self) -> int:
+        """Become a delivering process of this outbox; free the leases of processes that
+        died. Returns how many leases were freed; raises DeliveryLocked when the backend
+        allows one delivering process and another one has it."""
+        ...
+
+    def lease(self, free: dict[str, int], default_free: int, lease_seconds: float) -> list[Job]:
+        """Take due jobs for `lease_seconds`: at most `free[destination]` (else
+        `default_free`) per destination, so that nothing leased waits behind a busy
+        destination. Jobs suppressed by their once key are settled here, not returned."""
+        ...
+
+    def record(self, outcomes: Sequence[JobOutcome]) -> None:
+        """Record what became of leased jobs, in one transaction; the jobs' leases end."""
+        ...
+
+    def next_due(self, *, retries_only: bool = False) -> float | None:
+        """When the next pending job is due (leases included), or None. `retries_only`
+        leaves out deferred jobs that were never attempted (deliver_after)."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs there are in each status."""
+        ...
+
+    def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+        """Stored jobs with a status, newest first, as dictionaries for people to read."""
+        ...
+
+    def replay(self, ids: Sequence[int] = (), *, all_dead: bool = False) -> int:
+        """Make dead letters pending again, due now, with a fresh retry budget."""
+        ...
+
+    def purge(self, ids: Sequence[int] = (), *, all_dead: bool = False) -> int:
+        """Delete dead letters for good."""
+        ...
+
+    def prune(self, older_than: float = DEDUPE_WINDOW) -> int:
+        """Forget delivered and suppressed jobs, and dedupe entries, older than `older_than`
+        seconds. Dead letters and dry-run recordings are kept until purged."""
+        ...
+
+    def close(self) -> None:
+        """Release the store (and the right to deliver it). Closing twice is harmless."""
+        ...
+
+
+def recorded_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of `Outbox.rows` as `/v1/recorded` and `engine recorded` show it: the request
+    with its body under "json" or "form", as `engine map` prints requests."""
+    request = dict(row["request"])
+    body = request.pop("body")
+    if body is not None:
+        request["form" if request.pop("encoding") == "form" else "json"] = body
+    else:
+        request.pop("encoding")
+    return {"id": row["id"], "destination": row["destination"], "rule": row["rule"],
+            "message_id": row["message_id"], "request": request}

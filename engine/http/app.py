@@ -1,0 +1,301 @@
+"""The HTTP shim: Segment's tracking API in front of the engine (Starlette, served by uvicorn).
+
+    POST /v1/identify|track|page|screen|group|alias    one message
+    POST /v1/batch, /v1/import                          {"batch": [...], "context", "integrations"}
+    POST /v1/preview/{destination}                      the outcomes of one message (redacted)
+    GET  /v1/recorded                                   dry-run: what would have been sent
+    POST|PUT|PATCH /webhook/{source}                    a Segment Webhooks destination's calls
+    POST /inbound/{mapping}                             input for an inbound mapping
+    GET  /health, /metrics
+
+Every message goes through the one intake (engine.intake): `{"success": true}` is answered
+only after every request it maps to is committed to the outbox. Every error is a JSON body
+`{"success": false, "code", "message"}`, the unexpected ones too. Delivery runs in the same
+process unless `deliver=False` (or dry_run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..config import Config, Source, SourceConfig
+from ..delivery import Outbox, open_outbox
+from ..delivery.outbox import recorded_view
+from ..delivery.worker import Deliverer
+from ..errors import BadRequest, EngineError, SecretInRequest
+from ..intake import EventResult, Intake
+from ..mapping.preview import preview
+from ..metrics import Metrics
+from ..normalize import enrich
+from ..redact import redact
+from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK, MAX_WEBHOOK_MESSAGES,
+                           decode_body, message_size, messages_of, verify_signature,
+                           write_key_from)
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("engine.http")
+
+
+@dataclass
+class _State:
+    config: Config
+    outbox: Outbox
+    intake: Intake
+    metrics: Metrics
+    deliverer: Deliverer | None = None
+
+
+def _error(message: str, status: int = 400, code: str = "invalid_request") -> JSONResponse:
+    return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
+
+
+async def _read_raw(request: HTTPRequest, limit: int = MAX_BATCH) -> bytes:
+    """The body as sent, read no further than `limit` bytes on the wire."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"the body is larger than {limit // 1024} KB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read(request: HTTPRequest, limit: int = MAX_BATCH) -> Any:
+    """The decoded JSON body (gunzipped if need be), never more than `limit` bytes."""
+    return decode_body(await _read_raw(request, limit), request.headers.get("content-encoding"), limit)
+
+
+def _state(request: HTTPRequest) -> _State:
+    state: _State = request.app.state.shim
+    return state
+
+
+def _source(state: _State, request: HTTPRequest, body: Any) -> SourceConfig:
+    key = write_key_from(request.headers.get("authorization"), body)
+    if key is None:
+        raise BadRequest("no write key: send it as Basic auth (the username) or as writeKey", 401)
+    source = state.config.source_for_key(key)
+    if source is None:
+        raise BadRequest("unknown write key", 401)
+    return source
+
+
+async def _accept(state: _State, source: Source, events: list[Any]) -> list[EventResult]:
+    """Take `events` in through the intake, off the event loop; durable when it returns."""
+    results, _ = await asyncio.to_thread(state.intake.accept, source, events)
+    if state.deliverer is not None:
+        state.deliverer.wakeup.set()
+    return results
+
+
+async def _accept_messages(state: _State, source: SourceConfig, messages: list[Any],
+                           sent_at: Any = None) -> JSONResponse:
+    """Enrich Segment messages as the tracking API does, take them in, and answer with the
+    ones rejected (`{"index", "message"}`); the others are kept."""
+    received_at = datetime.now(timezone.utc)
+    rejected: list[dict[str, Any]] = []
+    kept: list[tuple[int, dict[str, Any]]] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            rejected.append({"index": index, "message": "a message must be a JSON object"})
+        elif message_size(message) > MAX_MESSAGE:
+            rejected.append({"index": index, "message": f"the message is larger than {MAX_MESSAGE // 1024} KB"})
+        else:
+            kept.append((index, enrich(message, source.name, received_at, sent_at)))
+    results = await _accept(state, source, [message for _, message in kept])
+    for (index, _), result in zip(kept, results, strict=True):
+        if result.error is not None:
+            rejected.append({"index": index, "message": result.error})
+    rejected.sort(key=lambda r: r["index"])
+    total = len(messages)
+    if total and len(rejected) == total:
+        if total == 1:
+            return _error(rejected[0]["message"], code="invalid_message")
+        return JSONResponse({"success": False, "code": "invalid_messages",
+                             "message": "no message in the batch is valid", "rejected": rejected},
+                            status_code=400)
+    reply: dict[str, Any] = {"success": True}
+    if rejected:
+        reply["rejected"] = rejected
+    return JSONResponse(reply)
+
+
+async def tracking(request: HTTPRequest) -> Response:
+    state = _state(request)
+    call = request.path_params["call"]
+    if call not in CALL_TYPES and call not in ("batch", "import"):
+        raise BadRequest(f"no such endpoint: POST /v1/{call}", 404)
+    body = await _read(request, MAX_MESSAGE if call in CALL_TYPES else MAX_BATCH)
+    source = _source(state, request, body)
+    if call in CALL_TYPES:
+        return await _accept_messages(state, source, messages_of(body, call))
+    return await _accept_messages(state, source, messages_of(body, None), body.get("sentAt"))
+
+
+async def webhook(request: HTTPRequest) -> Response:
+    state = _state(request)
+    source = state.config.source(request.path_params["source"])
+    if source is None:
+        raise BadRequest("unknown source", 404)
+    raw = await _read_raw(request, MAX_WEBHOOK)
+    verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"))
+    body = decode_body(raw, request.headers.get("content-encoding"), MAX_WEBHOOK)
+    messages = body if isinstance(body, list) else [body]
+    if len(messages) > MAX_WEBHOOK_MESSAGES:
+        raise BadRequest(f"a webhook batch holds at most {MAX_WEBHOOK_MESSAGES} events")
+    return await _accept_messages(state, source, messages)
+
+
+async def inbound(request: HTTPRequest) -> Response:
+    state = _state(request)
+    slug = request.path_params["mapping"]
+    source = state.config.inbound.get(slug)
+    if source is None:
+        raise BadRequest(f"no inbound mapping '{slug}' is configured", 404)
+    raw = await _read_raw(request)
+    verify_signature(source.secret, raw, request.headers.get("x-signature"))
+    body = decode_body(raw, request.headers.get("content-encoding"))
+    items = body if isinstance(body, list) else [body]
+    replies: list[dict[str, Any]] = []
+    for index, result in enumerate(await _accept(state, source, items)):
+        if result.error is not None or result.rejected:
+            error = result.error if result.error is not None else result.rejected[0].reason
+            replies.append({"index": index, "error": error})
+            continue
+        replies += [{"index": index, "stored": r.rule} for r in result.requests]
+        replies += [{"index": index, "skipped": s.reason} for s in result.skipped]
+    if len(items) == 1 and "error" in replies[0]:
+        raise BadRequest(replies[0]["error"], code="invalid_message")
+    return JSONResponse({"success": True, "results": replies})
+
+
+async def preview_endpoint(request: HTTPRequest) -> Response:
+    state = _state(request)
+    body = await _read(request, MAX_MESSAGE)
+    source = _source(state, request, body)
+    slug = request.path_params["destination"]
+    if slug not in source.destinations:
+        raise BadRequest(f"source '{source.name}' does not send to '{slug}'", 404)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be one message, a JSON object")
+    message = enrich(body, source.name, datetime.now(timezone.utc))
+    records = preview(state.intake.bound(source, slug), message)
+    return JSONResponse({"outcomes": redact(records, state.config.secrets())})
+
+
+async def recorded(request: HTTPRequest) -> Response:
+    state = _state(request)
+    source = _source(state, request, None)
+    try:
+        limit = max(1, min(1000, int(request.query_params.get("limit", "100"))))
+    except ValueError:
+        raise BadRequest("limit must be a number") from None
+    rows = await asyncio.to_thread(state.outbox.rows, "recorded", limit * 4)
+    mine = [recorded_view(row) for row in rows if row["source"] == source.name][:limit]
+    return JSONResponse({"dry_run": state.config.dry_run, "recorded": mine})
+
+
+async def health(request: HTTPRequest) -> Response:
+    state = _state(request)
+    counts = await asyncio.to_thread(state.outbox.counts)
+    return JSONResponse({"status": "ok", "dry_run": state.config.dry_run,
+                         "delivering": state.deliverer is not None, "outbox": counts})
+
+
+async def metrics(request: HTTPRequest) -> Response:
+    text = await asyncio.to_thread(_state(request).metrics.render)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+# ---- errors: every one a JSON body -------------------------------------------------------
+
+async def _bad_request(request: HTTPRequest, exc: Exception) -> Response:
+    assert isinstance(exc, BadRequest)
+    return _error(exc.message, exc.status, exc.code)
+
+
+async def _secret_in_request(request: HTTPRequest, exc: Exception) -> Response:
+    log.error("refused to store a request: %s", exc)
+    return _error("a mapping would store a secret; the event was not accepted", 500, "mapping_error")
+
+
+async def _engine_error(request: HTTPRequest, exc: Exception) -> Response:
+    # The intake turns rejected events into outcomes, so little gets here; what does is
+    # still an error the engine raised on purpose, for the client to read.
+    return _error(redact(str(exc), _state(request).config.secrets()), 400, "invalid_request")
+
+
+async def _http_error(request: HTTPRequest, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _error(f"no such endpoint: {request.method} {request.url.path}", 404, "not_found")
+    if exc.status_code == 405:
+        return _error(f"{request.method} is not allowed on {request.url.path}", 405,
+                      "method_not_allowed")
+    return _error(str(exc.detail), exc.status_code, "http_error")
+
+
+async def _unexpected(request: HTTPRequest, exc: Exception) -> Response:
+    # Starlette logs the traceback; the client gets no detail of it.
+    return _error("internal error; the request was not accepted", 500, "internal_error")
+
+
+ExceptionHandler = Callable[[HTTPRequest, Exception], Awaitable[Response]]
+_HANDLERS: Mapping[Any, ExceptionHandler] = {
+    BadRequest: _bad_request,
+    SecretInRequest: _secret_in_request,
+    EngineError: _engine_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+
+def create_app(config: Config, *, deliver: bool = True,
+               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """The ASGI app for `config`. Delivery runs inside it when `deliver` and not dry-run;
+    `transport` replaces the network for delivery in tests."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        metrics_ = Metrics()
+        outbox = open_outbox(config.store)
+        metrics_.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
+        state = _State(config, outbox, Intake(config, outbox, metrics_), metrics_)
+        task = stop = None
+        if deliver and not config.dry_run:
+            state.deliverer = Deliverer(config, outbox, metrics=metrics_, transport=transport)
+            outbox.claim_delivery()  # fails now, clearly, if another process delivers it
+            stop = asyncio.Event()
+            task = asyncio.create_task(state.deliverer.run(stop, drain_timeout=10))
+        app.state.shim = state
+        try:
+            yield
+        finally:
+            if task is not None and stop is not None:
+                stop.set()  # requests in flight finish; the rest stays stored for next time
+                await task
+            outbox.close()
+
+    routes = [
+        Route("/v1/preview/{destination}", preview_endpoint, methods=["POST"]),
+        Route("/v1/recorded", recorded, methods=["GET"]),
+        Route("/v1/{call:str}", tracking, methods=["POST"]),
+        Route("/webhook/{source}", webhook, methods=["POST", "PUT", "PATCH"]),
+        Route("/inbound/{mapping}", inbound, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(_HANDLERS))

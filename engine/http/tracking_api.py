@@ -1,0 +1,115 @@
+"""The rules of Segment's HTTP tracking API for a request, before its messages are
+normalized (engine.normalize) and taken in (engine.intake).
+
+Source: segment-docs, connections/sources/catalog/libraries/server/http-api. Limits: 32 KB
+per message, 500 KB per batch, 2,500 messages per batch. The write key comes as Basic auth
+(the username) or as `writeKey` in the body. Webhook and inbound calls are signed with
+X-Signature, the hex HMAC-SHA1 of the body with a shared secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import zlib
+from typing import Any
+
+import orjson
+
+from ..errors import BadRequest
+from ..normalize import CALL_TYPES, apply_batch_defaults
+
+__all__ = ["MAX_MESSAGE", "MAX_BATCH", "MAX_BATCH_MESSAGES", "MAX_WEBHOOK_MESSAGES",
+           "MAX_WEBHOOK", "CALL_TYPES", "decode_body", "write_key_from", "messages_of",
+           "message_size", "verify_signature"]
+
+MAX_MESSAGE = 32 * 1024
+MAX_BATCH = 500 * 1024
+MAX_BATCH_MESSAGES = 2500
+# Segment's Actions Webhooks batch up to 4,000 events: 32 KB each at the most.
+MAX_WEBHOOK_MESSAGES = 4000
+MAX_WEBHOOK = MAX_WEBHOOK_MESSAGES * MAX_MESSAGE
+
+
+def decode_body(raw: bytes, encoding: str | None, limit: int = MAX_BATCH) -> Any:
+    """The JSON body, gunzipped when `Content-Encoding: gzip`, never past `limit` bytes."""
+    if encoding and encoding.strip().lower() not in ("identity", ""):
+        if encoding.strip().lower() not in ("gzip", "x-gzip"):
+            raise BadRequest(f"unsupported Content-Encoding: {encoding}", 415)
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            raw = inflater.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise BadRequest(f"the body is not valid gzip: {exc}") from None
+        if len(raw) > limit or inflater.unconsumed_tail:
+            raise BadRequest(f"the body is larger than {limit // 1024} KB")
+    if len(raw) > limit:
+        raise BadRequest(f"the body is larger than {limit // 1024} KB")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def write_key_from(authorization: str | None, body: Any) -> str | None:
+    """The write key: Basic auth's username, else `writeKey` in the body."""
+    if authorization and authorization[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the Authorization header is not valid Basic auth", 401) from None
+        return decoded.split(":", 1)[0] or None
+    if isinstance(body, dict) and isinstance(body.get("writeKey"), str):
+        return body["writeKey"] or None
+    return None
+
+
+def messages_of(body: Any, call: str | None) -> list[Any]:
+    """The messages of a request: one for /v1/<call>, the batch's for /v1/batch, with the
+    batch's `context` and `integrations` applied to each."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    if call is not None:
+        return [{**body, "type": call}]
+    batch = body.get("batch")
+    if not isinstance(batch, list):
+        raise BadRequest("a batch body needs a 'batch' array")
+    if len(batch) > MAX_BATCH_MESSAGES:
+        raise BadRequest(f"a batch holds at most {MAX_BATCH_MESSAGES} messages")
+    return apply_batch_defaults(batch, body)
+
+
+def message_size(message: Any) -> int:
+    """Bytes of the message as compact JSON, the size its limit applies to."""
+    return len(orjson.dumps(message))
+
+
+def verify_signature(secret: str | None, raw: bytes, signature: str | None) -> None:
+    """Raise BadRequest (401) unless X-Signature is the hex HMAC-SHA1 of the body with the
+    shared secret, or, for a batch from Segment's Actions Webhooks, of its first event as
+    sent. Nothing is checked when there is no secret."""
+    if not secret:
+        return
+    given = (signature or "").strip().lower()
+    for signed in (raw, _first_element(raw)):
+        if signed is not None and given and hmac.compare_digest(
+                hmac.new(secret.encode(), signed, hashlib.sha1).hexdigest(), given):
+            return
+    raise BadRequest("missing or wrong X-Signature (hex HMAC-SHA1 of the body)", 401)
+
+
+def _first_element(raw: bytes) -> bytes | None:
+    """The exact bytes of the first element of a JSON array body, or None."""
+    text = raw.decode("utf-8", errors="replace")
+    start = len(text) - len(text.lstrip())
+    if not text[start:start + 1] == "[":
+        return None
+    rest = text[start + 1:]
+    offset = len(rest) - len(rest.lstrip())
+    try:
+        _, end = json.JSONDecoder().raw_decode(rest, offset)
+    except ValueError:
+        return None
+    return rest[offset:end].encode("utf-8")
