@@ -17,7 +17,9 @@ run: $(STAMP)
 	$(PY) -m engine validate mappings
 	$(PY) -m engine serve --config docs/dev-config.yaml $(if $(PORT),--port $(PORT))
 
+# Types first (mypy --strict on engine/, see pyproject.toml), then every test.
 test: $(STAMP)
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 map-sample: $(STAMP)

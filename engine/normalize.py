@@ -40,6 +40,10 @@ def normalize_event(event: Any) -> dict[str, Any]:
     """
     if not isinstance(event, dict):
         raise EventError(f"an event must be a JSON object, got {_kind(event)}")
+    return _checked(event)
+
+
+def _checked(event: dict[str, Any]) -> dict[str, Any]:
     call = event.get("type")
     if call is None and "action" in event:
         call = event["action"]

@@ -61,7 +61,7 @@ def backoff(attempt: int, config: DeliveryConfig, retry_after: float | None = No
     backoff_initial, capped at backoff_max, with jitter over its upper half; never less
     than what the server asked for in Retry-After."""
     ceiling = min(config.backoff_max, config.backoff_initial * (2 ** max(attempt - 1, 0)))
-    delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    delay: float = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay

@@ -223,7 +223,8 @@ class SQLiteOutbox:
             query += " AND (attempts > 0 OR leased_until IS NOT NULL OR due_at <= ?)"
         with self._lock:
             row = self._db.execute(query, (self.clock(),) if retries_only else ()).fetchone()
-        return row[0]
+        due: float | None = row[0]
+        return due
 
     # -- inspection and repair -----------------------------------------------------------
 

@@ -10,7 +10,7 @@ from ..errors import Location, Problem
 from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .schema import check_document
 from .settings import SettingsSchema
-from .yaml_reader import Path_
+from .yaml_reader import Path_, SourceDocument
 from .templates import Compiled, TemplateProblem, compile_expression, compile_tree
 
 __all__ = ["compile_destination", "SourceView"]
@@ -22,10 +22,10 @@ class SourceView:
     """Where each path of a (possibly merged) document was written: the first document in
     `docs` that has the path wins, so a file's own values shadow its base's."""
 
-    def __init__(self, docs: list[Any]) -> None:
+    def __init__(self, docs: list[SourceDocument]) -> None:
         self.docs = docs
 
-    def _doc_for(self, path: Path_) -> tuple[Any, Path_]:
+    def _doc_for(self, path: Path_) -> tuple[SourceDocument, Path_]:
         probe = path
         while True:
             for doc in self.docs:

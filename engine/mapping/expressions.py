@@ -159,7 +159,7 @@ def _json_equal(a: Any, b: Any) -> bool:
     # JMESPath equality: true is not 1.
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
-    return a == b
+    return bool(a == b)
 
 
 def _field_path(keys: tuple[str, ...]) -> Getter:

@@ -121,27 +121,32 @@ TESTS: dict[str, Callable[..., bool]] = {
 
 # ---- JMESPath functions -----------------------------------------------------------------
 
-class _ProjectFunctions(jp_functions.Functions):
+class _ProjectFunctions(jp_functions.Functions):  # type: ignore[misc]  # jmespath is untyped
     """JMESPath's built-ins plus snake_case, snake_case_keys, coalesce, lower, upper."""
 
-    @jp_functions.signature({"types": ["string"]})
+    @jp_functions.signature(  # type: ignore[untyped-decorator]
+        {"types": ["string"]})
     def _func_snake_case(self, value: str) -> str:
         return snake_case(value)
 
-    @jp_functions.signature({"types": ["object"]}, {"types": ["array"]})
+    @jp_functions.signature(  # type: ignore[untyped-decorator]
+        {"types": ["object"]}, {"types": ["array"]})
     def _func_snake_case_keys(self, value: dict[str, Any], exceptions: list[Any]) -> dict[str, Any]:
         keep = set(exceptions)
         return {(k if k in keep else snake_case(k)): v for k, v in value.items()}
 
-    @jp_functions.signature({"types": [], "variadic": True})
+    @jp_functions.signature(  # type: ignore[untyped-decorator]
+        {"types": [], "variadic": True})
     def _func_coalesce(self, *values: Any) -> Any:
         return next((v for v in values if v is not None and v != ""), None)
 
-    @jp_functions.signature({"types": ["string"]})
+    @jp_functions.signature(  # type: ignore[untyped-decorator]
+        {"types": ["string"]})
     def _func_lower(self, value: str) -> str:
         return value.lower()
 
-    @jp_functions.signature({"types": ["string"]})
+    @jp_functions.signature(  # type: ignore[untyped-decorator]
+        {"types": ["string"]})
     def _func_upper(self, value: str) -> str:
         return value.upper()
 

@@ -41,7 +41,8 @@ class SettingsSchema:
         problem (a missing required setting is named). Secret values never appear in it."""
         validator = Validator(self.cerberus_schema(), allow_unknown=False)
         if validator.validate(dict(settings or {}), normalize=True):
-            return validator.document
+            checked: dict[str, Any] = validator.document
+            return checked
         messages = []
         for name, errors in sorted(validator.errors.items()):
             for error in errors:

@@ -143,12 +143,12 @@ def _callable_of(table: dict[str, Any], name: str, kind: str) -> Callable[..., A
     if pass_arg is _PassArg.environment:
         return lambda *a, **k: func(ENV, *a, **k)
     if pass_arg is _PassArg.eval_context:
-        from jinja2.nodes import EvalContext
-        ctx = EvalContext(ENV)
+        ctx = nodes.EvalContext(ENV)
         return lambda *a, **k: func(ctx, *a, **k)
     if pass_arg is _PassArg.context:
         raise _Untranslatable(f"{kind} {name} needs a template context")
-    return func
+    plain: Callable[..., Any] = func
+    return plain
 
 
 def _translate(node: nodes.Node) -> Renderer:
