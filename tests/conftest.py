@@ -1,33 +1,38 @@
-"""Shared fixtures: snapshots live in snapshots/ at the top of the repository."""
+"""Shared fixtures: snapshots live in snapshots/ at the top of the repository; async tests
+run on asyncio (anyio's pytest plugin, which comes with httpx)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
-ROOT = Path(__file__).resolve().parent.parent
-MAPPINGS = ROOT / "mappings"
-SNAPSHOTS = ROOT / "snapshots"
+from tests.support.delivery import OPEN
+from tests.support.paths import SNAPSHOTS
 
 
 class ProjectSnapshots(JSONSnapshotExtension):
     """One JSON file per snapshot, under snapshots/<test module>/."""
 
     @classmethod
-    def dirname(cls, *, test_location) -> str:  # type: ignore[override]
+    def dirname(cls, *, test_location: Any) -> str:  # type: ignore[override]
         return str(SNAPSHOTS / Path(test_location.filepath).stem)
 
 
 @pytest.fixture
-def snapshot(snapshot):  # noqa: F811 - syrupy's fixture, narrowed to our directory
+def snapshot(snapshot: Any) -> Any:  # noqa: F811 - syrupy's fixture, narrowed to our directory
     return snapshot.use_extension(ProjectSnapshots)
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
 @pytest.fixture(autouse=True)
-def _close_outboxes():
-    from .delivery_helpers import OPEN
+def _close_outboxes() -> Iterator[None]:
     yield
     while OPEN:
         OPEN.pop().close()

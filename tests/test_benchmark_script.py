@@ -5,7 +5,7 @@ import sys
 
 import engine
 
-from .conftest import MAPPINGS, ROOT
+from tests.support.paths import MAPPINGS, ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 

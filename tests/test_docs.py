@@ -8,8 +8,8 @@ from pathlib import Path
 
 import engine
 
-from .conftest import ROOT
-from .test_cli import run
+from tests.support.paths import ROOT
+from tests.support.cli import run
 
 
 def yaml_blocks(path: Path) -> list[str]:

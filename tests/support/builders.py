@@ -7,6 +7,8 @@ from pathlib import Path
 
 import engine
 
+from .paths import MAPPINGS
+
 
 def write(tmp_path: Path, text: str, name: str = "demo.yaml") -> Path:
     path = tmp_path / name
@@ -24,3 +26,9 @@ def problems(tmp_path: Path, text: str, name: str = "demo.yaml") -> list[str]:
 def destination(tmp_path: Path, text: str, name: str = "demo.yaml") -> engine.Destination:
     path = write(tmp_path, text, name)
     return next(iter(engine.load(path).values()))
+
+
+def shipped_slugs() -> str:
+    """The slugs of the mappings in mappings/, as error messages list them: tests that
+    quote such a message must not break when a destination is added."""
+    return ", ".join(sorted(engine.load(MAPPINGS)))

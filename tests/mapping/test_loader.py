@@ -8,7 +8,7 @@ import pytest
 
 import engine
 
-from .helpers import problems, write
+from tests.support.builders import problems, write
 
 
 def test_a_valid_file_has_no_problems(tmp_path: Path) -> None:

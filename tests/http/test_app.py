@@ -14,8 +14,8 @@ import httpx
 import pytest
 from segment.analytics.client import Client
 
-from .scripted_server import Reply, ScriptedServer
-from .shim_helpers import SECRETS, WRITE_KEY, RunningShim, shim_config, wait_for
+from tests.support.scripted_server import Reply, ScriptedServer
+from tests.support.shim import SECRETS, WRITE_KEY, RunningShim, shim_config, wait_for
 
 AUTH = (WRITE_KEY, "")
 

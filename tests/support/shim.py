@@ -14,7 +14,7 @@ import uvicorn
 from engine.config import load_config
 from engine.http.app import create_app
 
-from .conftest import MAPPINGS
+from .paths import MAPPINGS
 
 WRITE_KEY = "web-write-key-123"
 SECRETS = ("calixa-key-123", "callexa-key-123", "skalin-key-123", WRITE_KEY, "hook-secret-123",

@@ -8,20 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import ROOT
-from .helpers import write
+from tests.support.cli import lines, run
+from tests.support.paths import ROOT
+from tests.support.builders import shipped_slugs, write
 
 CALIXA = ["--destination", "calixa", "--setting", "api_key=calixa-secret-key",
           "--setting", "endpoint=https://calixa.example/in", "--now", "2024-01-01T00:00:00Z"]
-
-
-def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], input=stdin, text=True,
-                          capture_output=True, cwd=ROOT, timeout=60)
-
-
-def lines(result: subprocess.CompletedProcess[str]) -> list[dict]:
-    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def test_validate_default_directory() -> None:
@@ -100,7 +92,7 @@ def test_map_missing_required_setting_is_named() -> None:
 
 def test_map_bad_arguments_exit_2(tmp_path: Path) -> None:
     cases = {
-        ("map", "--destination", "nope"): "error: unknown destination 'nope' (known: calixa, callexa, callexa-sync-back, skalin)\n",
+        ("map", "--destination", "nope"): f"error: unknown destination 'nope' (known: {shipped_slugs()})\n",
         ("map", *CALIXA[:-2], "--now", "soon"): "error: --now must be an ISO 8601 time, got 'soon'\n",
         ("map", *CALIXA, "--setting", "novalue"): "error: --setting takes KEY=VALUE, got 'novalue'\n",
         ("map", "--destination", "callexa", "--setting", "min_delay_days=three"):

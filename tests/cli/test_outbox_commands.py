@@ -11,9 +11,11 @@ import pytest
 from engine.config import load_config
 from engine.errors import ConfigError
 
-from .delivery_helpers import write_config
-from .scripted_server import Reply, ScriptedServer
-from .test_cli import run
+from tests.support.delivery import write_config
+from tests.support.scripted_server import Reply, ScriptedServer
+from tests.support.builders import shipped_slugs
+from tests.support.cli import run
+from tests.support.paths import MAPPINGS
 
 
 def test_enqueue_deliver_and_manage_dead_letters(tmp_path: Path) -> None:
@@ -82,14 +84,14 @@ def write(tmp_path: Path, text: str) -> Path:
     ("sources: [{name: web, write_key: '${NOPE_NOT_SET}'}]\n",
      ["config.yaml:1:34: environment variable NOPE_NOT_SET is not set"]),
     ("sources: [{name: web, write_key: k, destinations: {nowhere: {}}}]\n",
-     ["config.yaml:1:52: unknown destination 'nowhere' (known: calixa, callexa, callexa-sync-back, skalin)"]),
+     [f"config.yaml:1:52: unknown destination 'nowhere' (known: {shipped_slugs()})"]),
     ("sources: [{name: web, write_key: k, destinations: {calixa: {api_key: x}}}]\n",
      ["config.yaml:1:52: source 'web', calixa: missing required setting 'endpoint'"]),
     ("sources: [{name: a, write_key: k}, {name: a, write_key: k}]\n",
      ["config.yaml:1:43: duplicate source name 'a'", "config.yaml:1:57: two sources share a write key"]),
 ])
 def test_config_errors_have_locations(tmp_path: Path, text: str, messages: list[str]) -> None:
-    path = write(tmp_path, f"mappings: {Path(__file__).parent.parent / 'mappings'}\n" + text)
+    path = write(tmp_path, f"mappings: {MAPPINGS}\n" + text)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     found = [str(p).replace(str(tmp_path) + "/", "").replace("config.yaml:", "config.yaml:", 1)
@@ -100,7 +102,7 @@ def test_config_errors_have_locations(tmp_path: Path, text: str, messages: list[
 
 def test_environment_interpolation(tmp_path: Path) -> None:
     path = write(tmp_path, f"""\
-        mappings: {Path(__file__).parent.parent / 'mappings'}
+        mappings: {MAPPINGS}
         sources:
           - name: web
             write_key: ${{WEB_KEY}}
@@ -117,6 +119,6 @@ def test_validate_checks_a_configuration_too(tmp_path: Path) -> None:
     good = write_config(tmp_path, "http://127.0.0.1:9")
     assert run("validate", "--config", str(good)).returncode == 0
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"mappings: {Path(__file__).parent.parent / 'mappings'}\ndelivery: {{retries: 3}}\n")
+    bad.write_text(f"mappings: {MAPPINGS}\ndelivery: {{retries: 3}}\n")
     result = run("validate", "--config", str(bad))
     assert (result.returncode, result.stdout) == (1, f"{bad}:2:12: unknown key 'retries'\n")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import ROOT
-from .scripted_server import Reply, ScriptedServer
-from .shim_helpers import WRITE_KEY, shim_config, wait_for
+from tests.support.paths import ROOT
+from tests.support.scripted_server import Reply, ScriptedServer
+from tests.support.shim import WRITE_KEY, shim_config, wait_for
 
 COUNT = 40
 

@@ -14,7 +14,7 @@ import pytest
 import engine
 from engine.mapping.preview import preview
 
-from .conftest import MAPPINGS
+from tests.support.paths import MAPPINGS
 
 DESTINATIONS = engine.load(MAPPINGS)
 

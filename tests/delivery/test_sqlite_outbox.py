@@ -12,7 +12,7 @@ from engine.delivery.outbox import DEDUPE_WINDOW, Dead, Delivered, NewJob, Retry
 from engine.errors import DeliveryLocked
 from engine.outcomes import Request
 
-from .delivery_helpers import open_outbox
+from tests.support.delivery import open_outbox
 
 
 def request(n: int, destination: str = "calixa", **extra: object) -> NewJob:

@@ -13,9 +13,9 @@ from pathlib import Path
 from engine.config import load_config
 from engine.delivery import SQLiteOutbox as Outbox
 
-from .conftest import ROOT
-from .delivery_helpers import accept, identify, write_config
-from .scripted_server import Reply, ScriptedServer
+from tests.support.paths import ROOT
+from tests.support.delivery import accept, identify, write_config
+from tests.support.scripted_server import Reply, ScriptedServer
 
 COUNT = 60
 

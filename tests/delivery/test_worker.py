@@ -11,8 +11,8 @@ import pytest
 from engine.config import load_config
 from engine.delivery import SQLiteOutbox as Outbox
 
-from .delivery_helpers import accept, drain, identify, open_outbox, setup, write_config
-from .scripted_server import Reply, ScriptedServer
+from tests.support.delivery import accept, drain, identify, open_outbox, setup, write_config
+from tests.support.scripted_server import Reply, ScriptedServer
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import engine
 from engine import EventError, Request, SettingsError, Skip
 
-from .helpers import destination
+from tests.support.builders import destination
 
 DEMO = """\
 destination: Demo

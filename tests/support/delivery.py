@@ -13,7 +13,7 @@ from engine.delivery.worker import Deliverer
 from engine.intake import Intake
 from engine.delivery import SQLiteOutbox as Outbox
 
-from .conftest import MAPPINGS
+from .paths import MAPPINGS
 
 
 DELIVERY = {"timeout": 0.5, "backoff_initial": 0.01, "backoff_max": 0.05, "max_attempts": 5,
