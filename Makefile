@@ -17,10 +17,11 @@ run: $(STAMP)
 	$(PY) -m engine validate mappings
 	$(PY) -m engine serve --config docs/dev-config.yaml $(if $(PORT),--port $(PORT))
 
-# Types first (mypy --strict on engine/, see pyproject.toml), then every test.
+# Types first (mypy --strict on engine/, see pyproject.toml), then every test, on every
+# core (most tests wait on servers and processes; `-n 0` runs them in one process).
 test: $(STAMP)
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal
 
 map-sample: $(STAMP)
 	$(PY) -m engine map --destination calixa --setting api_key=demo-key \

@@ -114,6 +114,8 @@ class Deliverer:
             log.exception("delivery of job %s failed unexpectedly", job.id)
         finally:
             self._in_flight[job.destination] -= 1
+            # A slot is free, and a retry may now be due sooner than the loop's next look.
+            self.wakeup.set()
 
     async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:
         destination = self.config.destinations.get(job.destination)

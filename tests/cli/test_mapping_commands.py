@@ -158,6 +158,7 @@ def test_every_destination_names_a_missing_required_setting(slug: str, given: li
 def test_map_shows_progress_on_a_terminal() -> None:
     import os
     import pty
+    import select
 
     line = json.dumps({"type": "identify", "userId": "u", "traits": {"email": "e"}}) + "\n"
     leader, follower = pty.openpty()
@@ -166,21 +167,16 @@ def test_map_shows_progress_on_a_terminal() -> None:
                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=follower) as process:
             os.close(follower)
             follower = -1
-            for _ in range(60):  # a stream that lasts a few seconds
+            shown = b""
+            deadline = time.monotonic() + 60
+            # A stream that lasts until the progress line shows (it waits for a second).
+            while b"events mapped (" not in shown and time.monotonic() < deadline:
                 process.stdin.write((line * 2000).encode())  # type: ignore[union-attr]
                 process.stdin.flush()  # type: ignore[union-attr]
-                time.sleep(0.05)
+                while select.select([leader], [], [], 0)[0]:
+                    shown += os.read(leader, 4096)
             process.stdin.close()  # type: ignore[union-attr]
             process.wait(timeout=120)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
     finally:
         os.close(leader)
         if follower != -1:

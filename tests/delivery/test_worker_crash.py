@@ -23,7 +23,7 @@ COUNT = 60
 def test_sigkill_while_delivering_loses_nothing(tmp_path: Path) -> None:
     with ScriptedServer() as server:
         # Slow answers, so that the kill lands while requests are in flight.
-        server.script("/calixa", Reply(200, delay=0.05))
+        server.script("/calixa", Reply(200, delay=0.02))
         path = write_config(tmp_path, server.url(), delivery={"timeout": 2, "concurrency": 2})
         config = load_config(path)
         outbox = Outbox(config.store)

@@ -1,4 +1,7 @@
-"""The HTTP shim, served for real on 127.0.0.1, with a scripted server as the destinations."""
+"""The HTTP shim's app, called in process through httpx.ASGITransport with its lifespan
+running; delivery goes to a real scripted server on 127.0.0.1. (The official client, which
+needs a host, and the process-level tests are in test_official_client.py and
+test_shim_process.py.)"""
 
 from __future__ import annotations
 
@@ -7,15 +10,17 @@ import gzip
 import hashlib
 import hmac
 import json
+import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import httpx
 import pytest
-from segment.analytics.client import Client
 
+from engine.intake import Intake
+from engine.serialization import parse_datetime
 from tests.support.scripted_server import Reply, ScriptedServer
-from tests.support.shim import SECRETS, WRITE_KEY, RunningShim, shim_config, wait_for
+from tests.support.shim import SECRETS, WRITE_KEY, arrived, in_process, shim_config, until
 
 AUTH = (WRITE_KEY, "")
 
@@ -27,71 +32,29 @@ def destinations() -> Iterator[ScriptedServer]:
 
 
 @pytest.fixture
-def shim(tmp_path: Path, destinations: ScriptedServer) -> Iterator[RunningShim]:
-    with RunningShim(shim_config(tmp_path, destinations.url())) as running:
-        yield running
+async def shim(tmp_path: Path, destinations: ScriptedServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process(shim_config(tmp_path, destinations.url())) as client:
+        yield client
+
+
+async def metrics_show(shim: httpx.AsyncClient, line: str) -> bool:
+    return line in (await shim.get("/metrics")).text
 
 
 def bodies(server: ScriptedServer, path: str) -> list[Any]:
     return [json.loads(r.body) for r in server.at(path)]
 
 
-def test_the_official_python_client_reaches_the_destinations(shim: RunningShim, destinations: ScriptedServer) -> None:
-    client = Client(WRITE_KEY, host=shim.url())  # the host changed, nothing else
-    client.identify("userId123", {"email": "john.doe@example.com", "createdAt": "2020-01-01T00:00:00Z"})
-    client.group("userId123", "0e8c78ea9d97a7b8185e8632",
-                 {"name": "Initech", "industry": "Technology", "employees": 329, "total billed": 830})
-    client.track("userId123", "Account Created", {"account_name": "Initech"}, context={"groupId": "acct_123"})
-    client.track("userId123", "myFeature")
-    client.page("userId123", name="myFeature")
-    client.flush()
-    client.shutdown()
-
-    # Calixa: identify, group and the B2B track; not the other track, not the page.
-    wait_for(lambda: len(destinations.at("/calixa")) == 3 and len(destinations.at("/skalin")) == 4
-             and len(destinations.at("/callexa")) == 1)
-    calixa = {b["type"]: b for b in bodies(destinations, "/calixa")}
-    assert set(calixa) == {"identify", "group", "track"}
-    assert calixa["track"]["event"] == "Account Created"
-    assert calixa["track"]["context"]["groupId"] == "acct_123"
-    assert calixa["group"]["traits"]["total_billed"] == 830 and calixa["group"]["traits"]["employees"] == 329
-    assert calixa["identify"]["traits"]["email"] == "john.doe@example.com"
-    assert calixa["identify"]["context"]["library"]["name"] == "analytics-python"
-    assert "writeKey" not in calixa["identify"]
-    received = destinations.at("/calixa")[0]
-    assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"calixa-key-123:").decode()
-    assert received.headers["User-Agent"] == "Segment.io/1.0"
-
-    # Callexa: the identify, with its email; surveyed once per customer.
-    (callexa,) = bodies(destinations, "/callexa")
-    assert callexa["traits"]["email"] == "john.doe@example.com"
-
-    # Skalin: page and track as features, identify as an identity; group skipped.
-    forms = [dict(httpx.QueryParams(r.body.decode())) for r in destinations.at("/skalin")]
-    features = sorted(json.loads(f["event"])["name"] for f in forms if f["action"] == "ev")
-    assert features == ["Account Created", "myFeature", "myFeature"]
-    (identity,) = [f for f in forms if f["action"] == "ui"]
-    assert json.loads(identity["identity"]) == {"email": "john.doe@example.com"}
-    assert all(f["client_id"] == "client-1" and len(f["event_id"]) == 16 for f in forms)
-
-
-def test_the_official_client_with_gzip(shim: RunningShim, destinations: ScriptedServer) -> None:
-    client = Client(WRITE_KEY, host=shim.url(), gzip=True)
-    client.track("u1", "Signed Up", {"email": "a@example.com"})
-    client.flush()
-    client.shutdown()
-    wait_for(lambda: len(destinations.at("/calixa")) == 1)
-    assert bodies(destinations, "/calixa")[0]["event"] == "Signed Up"
-
-
-def test_gzip_bodies(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_gzip_bodies(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     body = gzip.compress(json.dumps({"userId": "u1", "event": "Signed Up"}).encode())
-    reply = httpx.post(shim.url("/v1/track"), content=body, auth=AUTH,
+    reply = await shim.post("/v1/track", content=body, auth=AUTH,
                        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert reply.json() == {"success": True}
-    wait_for(lambda: len(destinations.at("/calixa")) == 1)
+    await arrived(destinations, "/calixa", 1)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(("path", "body", "headers", "status", "message"), [
     ("/v1/track", b"{not json", {}, 400, "the body is not valid JSON"),
     ("/v1/track", b"[1, 2]", {}, 400, "the body must be a JSON object"),
@@ -107,27 +70,30 @@ def test_gzip_bodies(shim: RunningShim, destinations: ScriptedServer) -> None:
     ("/v1/track", b"{}", {"Content-Encoding": "br"}, 415, "unsupported Content-Encoding: br"),
     ("/v1/track", json.dumps({"userId": "u"}).encode(), {}, 400, "a track event needs 'event'"),
 ])
-def test_bad_requests_get_a_json_error(shim: RunningShim, path: str, body: bytes, headers: dict,
+@pytest.mark.anyio
+async def test_bad_requests_get_a_json_error(shim: httpx.AsyncClient, path: str, body: bytes, headers: dict,
                                        status: int, message: str) -> None:
-    reply = httpx.post(shim.url(path), content=body, auth=AUTH, headers=headers)
+    reply = await shim.post(path, content=body, auth=AUTH, headers=headers)
     assert reply.status_code == status
     assert reply.json()["success"] is False
     assert reply.json()["message"].startswith(message)
 
 
-def test_write_keys(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_write_keys(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     event = {"userId": "u1", "event": "Signed Up"}
-    assert httpx.post(shim.url("/v1/track"), json=event, auth=("nope", "")).status_code == 401
-    missing = httpx.post(shim.url("/v1/track"), json=event)
+    assert (await shim.post("/v1/track", json=event, auth=("nope", ""))).status_code == 401
+    missing = await shim.post("/v1/track", json=event)
     assert (missing.status_code, missing.json()["message"]) == (
         401, "no write key: send it as Basic auth (the username) or as writeKey")
-    in_body = httpx.post(shim.url("/v1/track"), json={**event, "writeKey": WRITE_KEY})
+    in_body = await shim.post("/v1/track", json={**event, "writeKey": WRITE_KEY})
     assert in_body.json() == {"success": True}
-    wait_for(lambda: len(destinations.at("/calixa")) == 1)
+    await arrived(destinations, "/calixa", 1)
     assert "writeKey" not in bodies(destinations, "/calixa")[0]  # never passed on
 
 
-def test_a_batch_with_one_bad_message_keeps_the_others(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_a_batch_with_one_bad_message_keeps_the_others(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     batch = {"batch": [
         {"type": "identify", "userId": "u1", "traits": {"email": "a@example.com"}, "messageId": "b1"},
         {"type": "track", "userId": "u1", "messageId": "b2"},  # no event: invalid
@@ -135,65 +101,68 @@ def test_a_batch_with_one_bad_message_keeps_the_others(shim: RunningShim, destin
          "properties": {"pad": "x" * 40000}},  # over 32 KB
         {"type": "track", "userId": "u1", "event": "Account Deleted", "messageId": "b4"},
     ]}
-    reply = httpx.post(shim.url("/v1/batch"), json=batch, auth=AUTH)
+    reply = await shim.post("/v1/batch", json=batch, auth=AUTH)
     assert reply.status_code == 200
     assert reply.json() == {"success": True, "rejected": [
         {"index": 1, "message": "a track event needs 'event'"},
         {"index": 2, "message": "the message is larger than 32 KB"}]}
-    wait_for(lambda: len(destinations.at("/calixa")) == 2)
+    await arrived(destinations, "/calixa", 2)
     assert sorted(b["messageId"] for b in bodies(destinations, "/calixa")) == ["b1", "b4"]
 
 
-def test_batch_context_and_integrations_are_merged(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_batch_context_and_integrations_are_merged(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     batch = {"batch": [{"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "i1",
                         "context": {"ip": "203.0.113.9"}}],
              "context": {"groupId": "acct_9", "ip": "198.51.100.1"},
              "integrations": {"All": False, "Skalin": True}}
-    assert httpx.post(shim.url("/v1/import"), json=batch, auth=AUTH).json() == {"success": True}
-    wait_for(lambda: len(destinations.at("/skalin")) == 1)
+    assert (await shim.post("/v1/import", json=batch, auth=AUTH)).json() == {"success": True}
+    await arrived(destinations, "/skalin", 1)
     form = dict(httpx.QueryParams(destinations.at("/skalin")[0].body.decode()))
     assert form["customer_id"] == "acct_9" and form["cip"] == "203.0.113.9"
     assert destinations.at("/calixa") == []  # turned off by the batch's integrations
 
 
-def test_ids_and_timestamps_are_filled_in(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_ids_and_timestamps_are_filled_in(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     event = {"userId": "u1", "event": "Signed Up", "originalTimestamp": "2024-01-01T00:00:00Z",
              "sentAt": "2024-01-01T00:00:10Z"}
-    httpx.post(shim.url("/v1/track"), json=event, auth=AUTH)
-    httpx.post(shim.url("/v1/track"), json=event, auth=AUTH)  # a client's retry: same message
-    wait_for(lambda: len(destinations.at("/calixa")) >= 1)
+    await shim.post("/v1/track", json=event, auth=AUTH)
+    await shim.post("/v1/track", json=event, auth=AUTH)  # a client's retry: same message
+    await arrived(destinations, "/calixa", 1)
     (sent,) = bodies(destinations, "/calixa")
     assert sent["messageId"].startswith("engine-")
     received = sent["receivedAt"]
     # timestamp = receivedAt - (sentAt - originalTimestamp): ten seconds before receipt.
-    from engine.serialization import parse_datetime
     assert (parse_datetime(received) - parse_datetime(sent["timestamp"])).total_seconds() == pytest.approx(10, abs=0.002)
 
 
-def test_webhook_intake_verifies_signatures(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_webhook_intake_verifies_signatures(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     events = [{"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "w1"},
               {"type": "track", "userId": "u2", "event": "Signed Up", "messageId": "w2"}]
     raw = json.dumps(events).encode()
     good = hmac.new(b"hook-secret-123", raw, hashlib.sha1).hexdigest()
-    assert httpx.post(shim.url("/webhook/web"), content=raw).status_code == 401
-    assert httpx.post(shim.url("/webhook/web"), content=raw, headers={"X-Signature": "0" * 40}).status_code == 401
-    reply = httpx.post(shim.url("/webhook/web"), content=raw, headers={"X-Signature": good})
+    assert (await shim.post("/webhook/web", content=raw)).status_code == 401
+    assert (await shim.post("/webhook/web", content=raw, headers={"X-Signature": "0" * 40})).status_code == 401
+    reply = await shim.post("/webhook/web", content=raw, headers={"X-Signature": good})
     assert reply.json() == {"success": True}
     single = {"type": "identify", "userId": "u3", "messageId": "w3"}
-    assert httpx.post(shim.url("/webhook/open-hooks"), json=single).json() == {"success": True}
-    assert httpx.post(shim.url("/webhook/nobody"), json=single).status_code == 404
-    wait_for(lambda: len(destinations.at("/calixa")) == 3)
+    assert (await shim.post("/webhook/open-hooks", json=single)).json() == {"success": True}
+    assert (await shim.post("/webhook/nobody", json=single)).status_code == 404
+    await arrived(destinations, "/calixa", 3)
 
 
-def test_inbound_callexa_sync_back(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_inbound_callexa_sync_back(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     reply = {"id": "r1", "userId": "cus_1", "email": "jane@example.com", "rating": 9,
              "comment": "Great", "date": "2024-03-01T17:45:12Z"}
-    assert httpx.post(shim.url("/inbound/callexa-sync-back"), json=reply).json() == {
+    assert (await shim.post("/inbound/callexa-sync-back", json=reply)).json() == {
         "success": True, "results": [{"index": 0, "stored": "identify"}]}
-    bad = httpx.post(shim.url("/inbound/callexa-sync-back"), json={**reply, "rating": 11})
+    bad = await shim.post("/inbound/callexa-sync-back", json={**reply, "rating": 11})
     assert (bad.status_code, bad.json()["message"]) == (400, "NPS rating must be an integer from 0 to 10, got 11")
-    assert httpx.post(shim.url("/inbound/nothing"), json=reply).status_code == 404
-    wait_for(lambda: len(destinations.at("/v1/identify")) == 1)
+    assert (await shim.post("/inbound/nothing", json=reply)).status_code == 404
+    await arrived(destinations, "/v1/identify", 1)
     received = destinations.at("/v1/identify")[0]
     assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"sync-write-key-123:").decode()
     sent = json.loads(received.body)
@@ -201,24 +170,27 @@ def test_inbound_callexa_sync_back(shim: RunningShim, destinations: ScriptedServ
                               "NPS_date": "2024-03-01T17:45:12.000Z"}
 
 
-def test_preview_redacts_secrets(shim: RunningShim) -> None:
-    reply = httpx.post(shim.url("/v1/preview/calixa"), auth=AUTH,
+@pytest.mark.anyio
+async def test_preview_redacts_secrets(shim: httpx.AsyncClient) -> None:
+    reply = await shim.post("/v1/preview/calixa", auth=AUTH,
                        json={"type": "identify", "userId": "u1", "traits": {"note": "calixa-key-123"}})
     (outcome,) = reply.json()["outcomes"]
     assert outcome["request"]["headers"]["Authorization"] == "[redacted]"
     assert outcome["request"]["json"]["traits"] == {"note": "[redacted]"}
-    assert httpx.post(shim.url("/v1/preview/nowhere"), auth=AUTH, json={}).status_code == 404
+    assert (await shim.post("/v1/preview/nowhere", auth=AUTH, json={})).status_code == 404
 
 
-def test_health_and_metrics(shim: RunningShim, destinations: ScriptedServer) -> None:
-    httpx.post(shim.url("/v1/track"), json={"userId": "u1", "event": "Signed Up"}, auth=AUTH)
-    httpx.post(shim.url("/v1/page"), json={"userId": "u1", "name": "Home"}, auth=AUTH)
-    httpx.post(shim.url("/v1/track"), json={"userId": "u1"}, auth=AUTH)
-    wait_for(lambda: len(destinations.at("/calixa")) == 1 and len(destinations.at("/skalin")) == 2)
-    wait_for(lambda: "engine_requests_delivered_total{destination=\"skalin\"} 2" in httpx.get(shim.url("/metrics")).text)
-    health = httpx.get(shim.url("/health")).json()
+@pytest.mark.anyio
+async def test_health_and_metrics(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
+    await shim.post("/v1/track", json={"userId": "u1", "event": "Signed Up"}, auth=AUTH)
+    await shim.post("/v1/page", json={"userId": "u1", "name": "Home"}, auth=AUTH)
+    await shim.post("/v1/track", json={"userId": "u1"}, auth=AUTH)
+    await arrived(destinations, "/calixa", 1)
+    await arrived(destinations, "/skalin", 2)
+    await until(lambda: metrics_show(shim, 'engine_requests_delivered_total{destination="skalin"} 2'))
+    health = (await shim.get("/health")).json()
     assert health["status"] == "ok" and health["delivering"] is True
-    text = httpx.get(shim.url("/metrics")).text
+    text = (await shim.get("/metrics")).text
     for line in ['engine_events_received_total{source="web"} 3',
                  'engine_events_rejected_total{source="web"} 1',
                  'engine_events_mapped_total{destination="calixa"} 1',
@@ -230,25 +202,28 @@ def test_health_and_metrics(shim: RunningShim, destinations: ScriptedServer) -> 
     assert "# TYPE engine_delivery_latency_seconds histogram" in text
 
 
-def test_retries_and_dead_letters_through_the_shim(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_retries_and_dead_letters_through_the_shim(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     destinations.script("/calixa", Reply(503), Reply(200))
     destinations.script("/skalin", Reply(400, body=b"bad"))
-    httpx.post(shim.url("/v1/track"), json={"userId": "u1", "event": "Signed Up"}, auth=AUTH)
-    wait_for(lambda: 'engine_requests_dead_lettered_total{destination="skalin"} 1' in httpx.get(shim.url("/metrics")).text)
-    wait_for(lambda: 'engine_requests_delivered_total{destination="calixa"} 1' in httpx.get(shim.url("/metrics")).text)
-    assert 'engine_requests_retried_total{destination="calixa"} 1' in httpx.get(shim.url("/metrics")).text
+    await shim.post("/v1/track", json={"userId": "u1", "event": "Signed Up"}, auth=AUTH)
+    await until(lambda: metrics_show(shim, 'engine_requests_dead_lettered_total{destination="skalin"} 1'))
+    await until(lambda: metrics_show(shim, 'engine_requests_delivered_total{destination="calixa"} 1'))
+    assert 'engine_requests_retried_total{destination="calixa"} 1' in (await shim.get("/metrics")).text
 
 
-def test_no_secret_reaches_the_outbox_or_the_logs(tmp_path: Path, destinations: ScriptedServer,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.anyio
+async def test_no_secret_reaches_the_outbox_or_the_logs(tmp_path: Path, destinations: ScriptedServer,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     destinations.script("/calixa", Reply(400, body=b'{"message": "bad key calixa-key-123"}'))
-    with RunningShim(shim_config(tmp_path, destinations.url())) as shim:
-        client = Client(WRITE_KEY, host=shim.url())
-        client.identify("u1", {"email": "a@example.com"})
-        client.flush()
-        client.shutdown()
-        wait_for(lambda: len(destinations.at("/calixa")) == 1 and len(destinations.at("/skalin")) == 1)
-        wait_for(lambda: "dead_lettered_total{destination=\"calixa\"} 1" in httpx.get(shim.url("/metrics")).text)
+    async with in_process(shim_config(tmp_path, destinations.url())) as shim:
+        reply = await shim.post("/v1/identify", auth=AUTH,
+                                json={"userId": "u1", "traits": {"email": "a@example.com"}})
+        assert reply.json() == {"success": True}
+        await arrived(destinations, "/calixa", 1)
+        await arrived(destinations, "/skalin", 1)
+        await until(lambda: metrics_show(shim, 'dead_lettered_total{destination="calixa"} 1'))
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
     logged = caplog.text
     for secret in SECRETS:
@@ -257,54 +232,59 @@ def test_no_secret_reaches_the_outbox_or_the_logs(tmp_path: Path, destinations: 
         assert secret not in logged, secret
 
 
-def test_unknown_endpoints_are_404(shim: RunningShim) -> None:
+@pytest.mark.anyio
+async def test_unknown_endpoints_are_404(shim: httpx.AsyncClient) -> None:
     for path in ("/v1/click", "/v2/track", "/"):
-        reply = httpx.post(shim.url(path), json={}, auth=AUTH)
+        reply = await shim.post(path, json={}, auth=AUTH)
         assert reply.status_code == 404 and reply.json()["code"] == "not_found", path
-    assert httpx.get(shim.url("/v1/track")).status_code == 405
+    assert (await shim.get("/v1/track")).status_code == 405
 
 
-def test_more_bad_inputs(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_more_bad_inputs(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     sign = lambda raw: hmac.new(b"hook-secret-123", raw, hashlib.sha1).hexdigest()  # noqa: E731
     broken = b"{nope"
-    reply = httpx.post(shim.url("/webhook/web"), content=broken, headers={"X-Signature": sign(broken)})
+    reply = await shim.post("/webhook/web", content=broken, headers={"X-Signature": sign(broken)})
     assert (reply.status_code, reply.json()["message"][:26]) == (400, "the body is not valid JSON")
-    reply = httpx.post(shim.url("/inbound/callexa-sync-back"), content=b"[1,")
+    reply = await shim.post("/inbound/callexa-sync-back", content=b"[1,")
     assert reply.status_code == 400
     mixed = [{"id": "a", "email": "a@example.com", "rating": 5, "date": "2024-03-01T00:00:00Z"},
              {"id": "b", "email": "b@example.com", "rating": "five", "date": "2024-03-01T00:00:00Z"},
              {"id": "c", "rating": 5, "date": "2024-03-01T00:00:00Z"}]
-    assert httpx.post(shim.url("/inbound/callexa-sync-back"), json=mixed).json() == {"success": True, "results": [
+    assert (await shim.post("/inbound/callexa-sync-back", json=mixed)).json() == {"success": True, "results": [
         {"index": 0, "stored": "identify"},
         {"index": 1, "error": 'NPS rating must be an integer from 0 to 10, got "five"'},
         {"index": 2, "skipped": "the reply names no customer: it has neither email nor userId"}]}
-    reply = httpx.post(shim.url("/v1/preview/calixa"), auth=AUTH, json=[1, 2])
+    reply = await shim.post("/v1/preview/calixa", auth=AUTH, json=[1, 2])
     assert (reply.status_code, reply.json()["message"]) == (400, "the body must be one message, a JSON object")
-    reply = httpx.post(shim.url("/v1/batch"), auth=AUTH, json={"batch": [{"type": "track"}, 7]})
+    reply = await shim.post("/v1/batch", auth=AUTH, json={"batch": [{"type": "track"}, 7]})
     assert reply.status_code == 400 and reply.json()["rejected"] == [
         {"index": 0, "message": "a track event needs a userId or an anonymousId"},
         {"index": 1, "message": "a message must be a JSON object"}]
-    reply = httpx.post(shim.url("/v1/track"), headers={"Authorization": "Basic ???"},
+    reply = await shim.post("/v1/track", headers={"Authorization": "Basic ???"},
                        json={"userId": "u", "event": "e"})
     assert (reply.status_code, reply.json()["message"]) == (401, "the Authorization header is not valid Basic auth")
-    wait_for(lambda: len(destinations.at("/v1/identify")) == 1)
+    await arrived(destinations, "/v1/identify", 1)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize(("path", "limit"), [("/webhook/open-hooks", 128000), ("/inbound/callexa-sync-back", 500)])
-def test_webhook_and_inbound_bodies_are_bounded(shim: RunningShim, path: str, limit: int) -> None:
-    reply = httpx.post(shim.url(path), content=b"[" + b" " * (limit * 1024 + 10) + b"]")
+@pytest.mark.anyio
+async def test_webhook_and_inbound_bodies_are_bounded(shim: httpx.AsyncClient, path: str, limit: int) -> None:
+    reply = await shim.post(path, content=b"[" + b" " * (limit * 1024 + 10) + b"]")
     assert (reply.status_code, reply.json()["message"]) == (400, f"the body is larger than {limit} KB")
 
 
-def test_actions_webhooks_put_patch_and_first_event_signatures(shim: RunningShim, destinations: ScriptedServer) -> None:
+@pytest.mark.anyio
+async def test_actions_webhooks_put_patch_and_first_event_signatures(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
     events = [{"type": "track", "userId": f"u{i}", "event": "Signed Up", "messageId": f"a{i}"} for i in range(3)]
     first = json.dumps(events[0], separators=(",", ":")).encode()
     raw = b"[" + first + b"," + b",".join(json.dumps(e, separators=(",", ":")).encode() for e in events[1:]) + b"]"
     signature = hmac.new(b"hook-secret-123", first, hashlib.sha1).hexdigest()
     for method in ("PUT", "PATCH"):
-        reply = httpx.request(method, shim.url("/webhook/web"), content=raw, headers={"X-Signature": signature})
+        reply = await shim.request(method, "/webhook/web", content=raw, headers={"X-Signature": signature})
         assert reply.json() == {"success": True}, method
     forged = raw.replace(b"u1", b"uX")  # later events are not signed, the first one is
-    assert httpx.post(shim.url("/webhook/web"), content=forged.replace(b"u0", b"uY"),
-                      headers={"X-Signature": signature}).status_code == 401
-    wait_for(lambda: len(destinations.at("/calixa")) == 3)  # the PATCH repeated the PUT: deduplicated
+    assert (await shim.post("/webhook/web", content=forged.replace(b"u0", b"uY"),
+                      headers={"X-Signature": signature})).status_code == 401
+    await arrived(destinations, "/calixa", 3)  # the PATCH repeated the PUT: deduplicated

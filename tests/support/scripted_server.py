@@ -32,6 +32,7 @@ class ScriptedServer:
     def __init__(self) -> None:
         self._scripts: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self.received: list[Received] = []
         server = self
 
@@ -43,9 +44,10 @@ class ScriptedServer:
                 body = self.rfile.read(length) if length else b""
                 path = self.path.split("?")[0]
                 reply = server._next(path)
-                with server._lock:
+                with server._arrived:
                     server.received.append(Received(self.command, self.path, dict(self.headers),
                                                     body, time.time()))
+                    server._arrived.notify_all()
                 if reply.delay:
                     time.sleep(reply.delay)
                 try:
@@ -65,7 +67,9 @@ class ScriptedServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the loop to look at its flag.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01},
+                                       daemon=True)
 
     def _next(self, path: str) -> Reply:
         with self._lock:
@@ -84,7 +88,19 @@ class ScriptedServer:
 
     def at(self, path: str) -> list[Received]:
         with self._lock:
-            return [r for r in self.received if r.path.split("?")[0] == path]
+            return self._at(path)
+
+    def _at(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.path.split("?")[0] == path]
+
+    def wait_for(self, path: str, count: int, timeout: float = 15.0) -> list[Received]:
+        """Block until `count` requests have arrived at `path`; return them all. Woken by
+        each arrival, so it returns as soon as the last one is in."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self._at(path)) >= count, timeout):
+                raise AssertionError(f"{len(self._at(path))} of {count} requests arrived at "
+                                     f"{path} in {timeout:g}s")
+            return self._at(path)
 
     def __enter__(self) -> "ScriptedServer":
         self.thread.start()

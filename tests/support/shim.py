@@ -1,20 +1,26 @@
-"""Run the real shim under uvicorn on 127.0.0.1, in a thread, for a test."""
+"""The shim for a test: in process through httpx.ASGITransport (`in_process`), or served
+for real by uvicorn on 127.0.0.1 in a thread (`RunningShim`), for clients that need a host."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import socket
 import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
+import httpx
 import uvicorn
 
 from engine.config import load_config
 from engine.http.app import create_app
 
 from .paths import MAPPINGS
+from .scripted_server import Received, ScriptedServer
 
 WRITE_KEY = "web-write-key-123"
 SECRETS = ("calixa-key-123", "callexa-key-123", "skalin-key-123", WRITE_KEY, "hook-secret-123",
@@ -85,3 +91,35 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
         if time.time() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def in_process(config_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The shim's app with its lifespan running (outbox open, delivery started), and a client
+    that calls it in process. Delivery reaches real servers: only the shim's socket is
+    left out."""
+    app = create_app(load_config(config_path))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
+            yield client
+
+
+async def until(condition: Callable[[], object], timeout: float = 15.0) -> None:
+    """Wait, without blocking the event loop, until `condition()` (or what it awaits) is
+    true; for state that announces no event of its own (metrics, outbox counts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.005)
+
+
+async def arrived(server: ScriptedServer, path: str, count: int) -> list[Received]:
+    """Wait, without blocking the event loop, until `count` requests reached `path`."""
+    return await asyncio.to_thread(server.wait_for, path, count)
