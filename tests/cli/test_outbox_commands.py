@@ -1,19 +1,14 @@
-"""`enqueue`, `deliver` and `dead-letters` from the command line, and configuration errors."""
+"""`enqueue`, `deliver`, `dead-letters` and `validate --config` from the command line."""
 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
-import pytest
-
 from engine.config import load_config
-from engine.errors import ConfigError
 
 from tests.support.delivery import write_config
 from tests.support.scripted_server import Reply, ScriptedServer
-from tests.support.builders import shipped_slugs
 from tests.support.cli import run
 from tests.support.paths import MAPPINGS
 
@@ -69,50 +64,6 @@ def test_purge_and_errors(tmp_path: Path) -> None:
         assert run("dead-letters", "purge", "--all", "--config", str(config)).stderr == "1 dead letter purged\n"
         result = run("enqueue", "--config", str(config), "--source", "mobile", stdin="")
         assert (result.returncode, result.stderr) == (2, "error: unknown source 'mobile' (known: web)\n")
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-@pytest.mark.parametrize(("text", "messages"), [
-    ("delivery: {timeout: -1}\n", ["config.yaml:1:21: 'timeout': min value is 0.001"]),
-    ("delivery: {retries: 3}\n", ["config.yaml:1:12: unknown key 'retries'"]),
-    ("sources: [{name: web}]\n", ["config.yaml:1:11: 'write_key' is required"]),
-    ("sources: [{name: web, write_key: '${NOPE_NOT_SET}'}]\n",
-     ["config.yaml:1:34: environment variable NOPE_NOT_SET is not set"]),
-    ("sources: [{name: web, write_key: k, destinations: {nowhere: {}}}]\n",
-     [f"config.yaml:1:52: unknown destination 'nowhere' (known: {shipped_slugs()})"]),
-    ("sources: [{name: web, write_key: k, destinations: {calixa: {api_key: x}}}]\n",
-     ["config.yaml:1:52: source 'web', calixa: missing required setting 'endpoint'"]),
-    ("sources: [{name: a, write_key: k}, {name: a, write_key: k}]\n",
-     ["config.yaml:1:43: duplicate source name 'a'", "config.yaml:1:57: two sources share a write key"]),
-])
-def test_config_errors_have_locations(tmp_path: Path, text: str, messages: list[str]) -> None:
-    path = write(tmp_path, f"mappings: {MAPPINGS}\n" + text)
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    found = [str(p).replace(str(tmp_path) + "/", "").replace("config.yaml:", "config.yaml:", 1)
-             for p in caught.value.problems]
-    # The first line of the file is the mappings path; the text under test starts on line 2.
-    assert found == [m.replace("config.yaml:1:", "config.yaml:2:") for m in messages]
-
-
-def test_environment_interpolation(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""\
-        mappings: {MAPPINGS}
-        sources:
-          - name: web
-            write_key: ${{WEB_KEY}}
-            destinations:
-              skalin: {{api_key: "${{SKALIN_KEY}}", client_id: "${{SKALIN_CLIENT:-default-client}}"}}
-        """)
-    config = load_config(path, env={"WEB_KEY": "wk-123", "SKALIN_KEY": "sk-456"})
-    assert config.sources[0].write_key == "wk-123"
-    assert config.sources[0].destinations["skalin"] == {"api_key": "sk-456", "client_id": "default-client"}
-    assert set(config.secrets()) == {"wk-123", "sk-456"}
 
 
 def test_validate_checks_a_configuration_too(tmp_path: Path) -> None:

@@ -288,3 +288,20 @@ async def test_actions_webhooks_put_patch_and_first_event_signatures(shim: httpx
     assert (await shim.post("/webhook/web", content=forged.replace(b"u0", b"uY"),
                       headers={"X-Signature": signature})).status_code == 401
     await arrived(destinations, "/calixa", 3)  # the PATCH repeated the PUT: deduplicated
+
+
+@pytest.mark.anyio
+async def test_every_error_is_json_the_unexpected_ones_too(shim: httpx.AsyncClient,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom: internal detail")
+
+    monkeypatch.setattr(Intake, "accept", broken)
+    reply = await shim.post("/v1/track", json={"userId": "u1", "event": "Signed Up"}, auth=AUTH)
+    assert reply.status_code == 500
+    assert reply.json() == {"success": False, "code": "internal_error",
+                            "message": "internal error; the request was not accepted"}
+    assert "boom" not in reply.text
+    wrong_method = await shim.delete("/v1/track")
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {
+        "success": False, "code": "method_not_allowed", "message": "DELETE is not allowed on /v1/track"})
