@@ -17,7 +17,7 @@ from typing import IO, Any, Callable, Sequence
 import orjson
 
 from ..errors import DeliveryLocked
-from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Dead, Delivered,
+from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Delivered,
                      EnqueueResult, Job, JobOutcome, JobStatus, NewJob, Retry)
 
 __all__ = ["SQLiteOutbox"]

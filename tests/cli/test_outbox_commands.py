@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.config import load_config
 
 from tests.support.delivery import write_config
 from tests.support.scripted_server import Reply, ScriptedServer
