@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from engine.config import load_config
@@ -33,9 +32,7 @@ def test_sigkill_while_delivering_loses_nothing(tmp_path: Path) -> None:
         command = [sys.executable, "-m", "engine", "deliver", "--config", str(path)]
         with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL) as first:
-            deadline = time.time() + 30
-            while len(server.at("/calixa")) < COUNT // 3 and time.time() < deadline:
-                time.sleep(0.02)
+            server.wait_for("/calixa", COUNT // 3, timeout=30)
             os.kill(first.pid, signal.SIGKILL)
             first.wait(timeout=10)
         delivered_before = len(server.at("/calixa"))

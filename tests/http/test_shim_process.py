@@ -59,7 +59,7 @@ def test_sigkill_after_acknowledging_loses_nothing(tmp_path: Path) -> None:
         port = free_port()
         with start(config, port) as shim:
             send_batch(port)
-            wait_for(lambda: len(destinations.at("/calixa")) >= 2)
+            destinations.wait_for("/calixa", 2)
             os.kill(shim.pid, signal.SIGKILL)
             shim.wait(timeout=10)
         assert len(delivered_ids(destinations)) < COUNT, "the kill must land mid-delivery"
@@ -76,7 +76,7 @@ def test_sigterm_drains_gracefully(tmp_path: Path) -> None:
         port = free_port()
         with start(config, port) as shim:
             send_batch(port)
-            wait_for(lambda: len(destinations.at("/calixa")) >= 1)
+            destinations.wait_for("/calixa", 1)
             shim.send_signal(signal.SIGTERM)
             # uvicorn shuts down gracefully, then re-raises the signal it caught.
             assert shim.wait(timeout=30) in (0, -signal.SIGTERM)
