@@ -21,8 +21,9 @@ COUNT = 60
 
 def test_sigkill_while_delivering_loses_nothing(tmp_path: Path) -> None:
     with ScriptedServer() as server:
-        # Slow answers, so that the kill lands while requests are in flight.
-        server.script("/calixa", Reply(200, delay=0.02))
+        # A third are answered at once; then two answers hang, holding both delivery slots,
+        # so that the kill lands while requests are in flight whatever the machine's load.
+        server.script("/calixa", *[Reply(200)] * (COUNT // 3), *[Reply(200, delay=2)] * 2, Reply(200))
         path = write_config(tmp_path, server.url(), delivery={"timeout": 2, "concurrency": 2})
         config = load_config(path)
         outbox = Outbox(config.store)
@@ -32,7 +33,7 @@ def test_sigkill_while_delivering_loses_nothing(tmp_path: Path) -> None:
         command = [sys.executable, "-m", "engine", "deliver", "--config", str(path)]
         with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL) as first:
-            server.wait_for("/calixa", COUNT // 3, timeout=30)
+            server.wait_for("/calixa", COUNT // 3 + 1, timeout=30)
             os.kill(first.pid, signal.SIGKILL)
             first.wait(timeout=10)
         delivered_before = len(server.at("/calixa"))

@@ -54,7 +54,9 @@ def delivered_ids(server: ScriptedServer) -> set[str]:
 
 def test_sigkill_after_acknowledging_loses_nothing(tmp_path: Path) -> None:
     with ScriptedServer() as destinations:
-        destinations.script("/calixa", Reply(200, delay=0.1))
+        # The first answers hang, holding every delivery slot, so that the kill lands while
+        # requests are in flight whatever the machine's load; the rest are answered at once.
+        destinations.script("/calixa", *[Reply(200, delay=2)] * 4, Reply(200))
         config = shim_config(tmp_path, destinations.url())
         port = free_port()
         with start(config, port) as shim:

@@ -42,6 +42,9 @@ class ScriptedServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if len(body) < length:  # the client went away mid-request (e.g. SIGKILL)
+                    self.close_connection = True
+                    return
                 path = self.path.split("?")[0]
                 reply = server._next(path)
                 with server._arrived:
