@@ -103,7 +103,7 @@ def test_no_module_imports_itself_round_a_circle() -> None:
 def test_engine_the_outbox_and_the_command_line_parser_load_nothing_heavy() -> None:
     # The mapping language and the web stack load when a command needs them, not before.
     probe = ("import sys, engine, engine.delivery, engine.cli, engine.errors, engine.normalize\n"
-             "heavy = {'jinja2', 'jmespath', 'cerberus', 'yaml', 'starlette', 'uvicorn', 'httpx'}\n"
+             "heavy = {'jinja2', 'jmespath', 'cerberus', 'yaml', 'starlette', 'uvicorn', 'aiohttp'}\n"
              "print(sorted(heavy & set(sys.modules)))\n")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=ROOT, check=True)

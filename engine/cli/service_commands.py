@@ -22,7 +22,6 @@ log = logging.getLogger("engine.serve")
 
 def _log_to_stderr() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Send one stored request with httpx and say what to do next: done, retry, or dead letter.
+"""Send one stored request with aiohttp and say what to do next: done, retry, or dead letter.
 
 The retry rule is Segment's: timeouts, connection errors, 408, 429 and 5xx other than 501
 are temporary; 501 ("this call type is not supported") and every other 4xx are not.
@@ -6,19 +6,22 @@ are temporary; 501 ("this call type is not supported") and every other 4xx are n
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Mapping
+from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 import orjson
 
 from ..config import DeliveryConfig
-from .outbox import Job
+from .outbox import MAX_STORED_BODY, Job
 
-__all__ = ["Attempt", "send", "backoff", "retry_after_seconds", "is_retryable"]
+__all__ = ["Attempt", "send", "client_session", "backoff", "retry_after_seconds", "is_retryable",
+           "MAX_RESPONSE_BODY"]
 
 
 @dataclass(frozen=True)
@@ -67,31 +70,60 @@ def backoff(attempt: int, config: DeliveryConfig, retry_after: float | None = No
     return delay
 
 
-def _content(job: Job) -> dict[str, Any]:
+MAX_RESPONSE_BODY = 65536
+"""Bytes of a response body read at the most: enough for a dead letter (which keeps
+MAX_STORED_BODY characters), never a whole large body in memory."""
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _body(job: Job, headers: dict[str, str]) -> bytes | None:
+    """The request body as bytes; a form body gets its content type unless the mapping set
+    one. (A JSON body is sent with the headers the mapping wrote.)"""
     if job.body is None:
-        return {}
+        return None
     if job.encoding == "form":
-        return {"data": job.body}
-    return {"content": orjson.dumps(job.body)}
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = _FORM
+        return urlencode(job.body).encode("ascii")
+    return orjson.dumps(job.body)
 
 
-async def send(client: httpx.AsyncClient, job: Job, auth_headers: Mapping[str, str],
+def client_session(connections: int, per_destination: int) -> aiohttp.ClientSession:
+    """The HTTP client delivery uses: keep-alive connections, `per_destination` at most to
+    one host and `connections` in all; no redirects followed, no cookies kept, and no
+    headers of its own but Host and Content-Length."""
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=per_destination)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                 skip_auto_headers=_NO_AUTO_HEADERS, auto_decompress=False)
+
+
+# What aiohttp would add by itself: a request carries the headers its mapping wrote.
+_NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+async def send(session: aiohttp.ClientSession, job: Job, auth_headers: Mapping[str, str],
                timeout: float) -> Attempt:
-    """One attempt at `job`, with `auth_headers` (rendered from the current settings)."""
+    """One attempt at `job`, with `auth_headers` (rendered from the current settings).
+    `timeout` bounds the whole exchange, from connecting to the last byte of the answer, so
+    a destination that trickles its answer cannot hold a slot past it."""
     headers = {**job.headers, **auth_headers}
+    body = _body(job, headers)
     try:
-        response = await client.request(job.method, job.url, headers=headers,
-                                        timeout=timeout, **_content(job))
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        async with session.request(job.method, job.url, headers=headers, data=body,
+                                   allow_redirects=False,
+                                   timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            status = response.status
+            text = (await response.content.read(MAX_RESPONSE_BODY)).decode("utf-8", "replace")
+            retry_after = response.headers.get("Retry-After")
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # not an http(s) URL
         return Attempt(False, False, None, f"bad url: {exc}")
-    except httpx.TimeoutException as exc:
-        return Attempt(False, True, None, f"timeout after {timeout:g}s ({type(exc).__name__})")
-    except httpx.TransportError as exc:
+    except asyncio.TimeoutError:
+        return Attempt(False, True, None, f"timeout after {timeout:g}s")
+    except aiohttp.ClientError as exc:
         return Attempt(False, True, None, f"connection error: {type(exc).__name__}: {exc}")
-    status = response.status_code
     if 200 <= status < 300:
         return Attempt(True, False, status, "")
-    body = response.text[:4096]
     reason = f"HTTP {status}" + (" (call type not supported)" if status == 501 else "")
-    return Attempt(False, is_retryable(status), status, reason, body,
-                   retry_after_seconds(response.headers.get("retry-after")))
+    return Attempt(False, is_retryable(status), status, reason, text[:MAX_STORED_BODY],
+                   retry_after_seconds(retry_after))

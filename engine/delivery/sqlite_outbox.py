@@ -22,6 +22,10 @@ from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Delivered,
 
 __all__ = ["SQLiteOutbox"]
 
+_KEYS_PER_QUERY = 400
+"""(destination, messageId) pairs looked up per query: two parameters each, well under
+SQLite's limit on parameters."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id            INTEGER PRIMARY KEY,
@@ -45,6 +49,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     finished_at   REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
+-- Nothing on the per-job path may cost more as the backlog grows: leases and once-key
+-- waiters are found through indexes that hold only the few rows concerned.
+CREATE INDEX IF NOT EXISTS outbox_leased ON outbox (leased_until) WHERE leased_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (waiting_on) WHERE waiting_on IS NOT NULL;
 CREATE TABLE IF NOT EXISTS seen (
     destination TEXT NOT NULL,
     message_id  TEXT NOT NULL,
@@ -110,27 +118,42 @@ class SQLiteOutbox:
         """Store `jobs` durably; return how many were stored and how many were duplicates
         of a (destination, messageId) accepted in the last 24 hours."""
         now = self.clock()
-        stored = duplicates = 0
         with self._transaction() as db:
+            seen = self._seen_since(db, now - DEDUPE_WINDOW,
+                                    {(j.destination, j.message_id) for j in jobs if j.message_id is not None})
+            rows, marks = [], []
             for job in jobs:
                 if job.message_id is not None:
-                    seen = db.execute("SELECT seen_at FROM seen WHERE destination=? AND message_id=?",
-                                      (job.destination, job.message_id)).fetchone()
-                    if seen is not None and seen[0] > now - DEDUPE_WINDOW:
-                        duplicates += 1
+                    key = (job.destination, job.message_id)
+                    if key in seen:
                         continue
-                    db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)",
-                               (job.destination, job.message_id, now))
+                    seen.add(key)  # a second copy in the same batch is a duplicate too
+                    marks.append((job.destination, job.message_id, now))
                 due = now if job.deliver_after is None else job.deliver_after
-                db.execute(
-                    "INSERT INTO outbox (source, destination, rule, message_id, request, status,"
-                    " accepted_at, window_start, due_at, once_key, once_window, finished_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (source, job.destination, job.rule, job.message_id, job.request, status,
-                     now, max(now, due), due, job.once_key, job.once_window,
-                     now if status != "pending" else None))
-                stored += 1
-        return EnqueueResult(stored, duplicates)
+                rows.append((source, job.destination, job.rule, job.message_id, job.request, status,
+                             now, max(now, due), due, job.once_key, job.once_window,
+                             now if status != "pending" else None))
+            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", marks)
+            db.executemany(
+                "INSERT INTO outbox (source, destination, rule, message_id, request, status,"
+                " accepted_at, window_start, due_at, once_key, once_window, finished_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return EnqueueResult(len(rows), len(jobs) - len(rows))
+
+    @staticmethod
+    def _seen_since(db: sqlite3.Connection, since: float,
+                    keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of `keys` (destination, message_id) were accepted after `since`."""
+        found: set[tuple[str, str]] = set()
+        pending = sorted(keys)
+        for start in range(0, len(pending), _KEYS_PER_QUERY):
+            chunk = pending[start:start + _KEYS_PER_QUERY]
+            values = ",".join("(?, ?)" for _ in chunk)
+            params = [part for key in chunk for part in key]
+            found.update(db.execute(
+                f"SELECT destination, message_id FROM seen WHERE (destination, message_id) IN"
+                f" (VALUES {values}) AND seen_at > ?", [*params, since]).fetchall())
+        return found
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -186,45 +209,45 @@ class SQLiteOutbox:
         if not outcomes:
             return
         now = self.clock()
+        delivered, retried, dead, freed, settled = [], [], [], [], []
+        for outcome in outcomes:
+            job = outcome.job
+            if isinstance(outcome, Delivered):
+                delivered.append((outcome.status, now, job.id))
+            elif isinstance(outcome, Retry):
+                retried.append((outcome.due_at, outcome.status, outcome.error, job.id))
+            else:
+                dead.append((outcome.status, outcome.error,
+                             (outcome.body or "")[:MAX_STORED_BODY] or None, now, job.id))
+                if job.once_key is not None:  # a key whose send failed for good is free again
+                    freed.append((_claim_key(job.source, job.destination, job.once_key), job.id))
+            if job.once_key is not None and not isinstance(outcome, Retry):
+                settled.append((now, job.id))
         with self._transaction() as db:
-            for outcome in outcomes:
-                job = outcome.job
-                if isinstance(outcome, Delivered):
-                    db.execute("UPDATE outbox SET status='delivered', attempts=attempts+1,"
-                               " last_status=?, leased_until=NULL, finished_at=?, last_error=NULL"
-                               " WHERE id=?", (outcome.status, now, job.id))
-                elif isinstance(outcome, Retry):
-                    db.execute("UPDATE outbox SET attempts=attempts+1, due_at=?, leased_until=NULL,"
-                               " last_status=?, last_error=? WHERE id=?",
-                               (outcome.due_at, outcome.status, outcome.error, job.id))
-                    continue
-                else:
-                    db.execute("UPDATE outbox SET status='dead', attempts=attempts+1,"
-                               " leased_until=NULL, last_status=?, last_error=?, last_body=?,"
-                               " finished_at=? WHERE id=?",
-                               (outcome.status, outcome.error,
-                                (outcome.body or "")[:MAX_STORED_BODY] or None, now, job.id))
-                    # A key whose send failed for good is free again.
-                    if job.once_key is not None:
-                        db.execute("DELETE FROM once_claims WHERE key=? AND outbox_id=?",
-                                   (_claim_key(job.source, job.destination, job.once_key), job.id))
-                if job.once_key is not None:
-                    # Jobs waiting on this job's once key learn its outcome now, not at their
-                    # next check.
-                    db.execute("UPDATE outbox SET due_at=?, waiting_on=NULL WHERE waiting_on=?"
-                               " AND status='pending'", (now, job.id))
+            db.executemany("UPDATE outbox SET status='delivered', attempts=attempts+1, last_status=?,"
+                           " leased_until=NULL, finished_at=?, last_error=NULL WHERE id=?", delivered)
+            db.executemany("UPDATE outbox SET attempts=attempts+1, due_at=?, leased_until=NULL,"
+                           " last_status=?, last_error=? WHERE id=?", retried)
+            db.executemany("UPDATE outbox SET status='dead', attempts=attempts+1, leased_until=NULL,"
+                           " last_status=?, last_error=?, last_body=?, finished_at=? WHERE id=?", dead)
+            db.executemany("DELETE FROM once_claims WHERE key=? AND outbox_id=?", freed)
+            # Jobs waiting on a settled job's once key learn its outcome now, not at their
+            # next check.
+            db.executemany("UPDATE outbox SET due_at=?, waiting_on=NULL WHERE waiting_on=?"
+                           " AND status='pending'", settled)
 
     def next_due(self, *, retries_only: bool = False) -> float | None:
         """When the next pending job is due (leases included), or None. `retries_only`
         leaves out deferred jobs that were never attempted (deliver_after)."""
-        query = ("SELECT MIN(MAX(due_at, COALESCE(leased_until, 0))) FROM outbox"
-                 " WHERE status='pending'")
-        if retries_only:
-            query += " AND (attempts > 0 OR leased_until IS NOT NULL OR due_at <= ?)"
+        query = ("SELECT due_at FROM outbox WHERE status='pending' AND leased_until IS NULL"
+                 + (" AND (attempts > 0 OR due_at <= ?)" if retries_only else "")
+                 + " ORDER BY due_at LIMIT 1")
         with self._lock:
-            row = self._db.execute(query, (self.clock(),) if retries_only else ()).fetchone()
-        due: float | None = row[0]
-        return due
+            first = self._db.execute(query, (self.clock(),) if retries_only else ()).fetchone()
+            lease = self._db.execute("SELECT MIN(leased_until) FROM outbox"
+                                     " WHERE leased_until IS NOT NULL AND status='pending'").fetchone()
+        times: list[float] = [t for t in (first[0] if first else None, lease[0]) if t is not None]
+        return min(times) if times else None
 
     # -- inspection and repair -----------------------------------------------------------
 

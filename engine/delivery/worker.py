@@ -1,7 +1,10 @@
 """The delivery worker: lease due jobs from the outbox, send them, record what happened.
 
 Authentication is applied here, at send time, from the current configuration: stored jobs
-never hold it, and a rotated key is used for pending work.
+never hold it, and a rotated key is used for pending work. Outcomes are recorded in batches:
+those of every send that finished since the loop last looked go in one transaction, before
+the next lease (a job stays leased until its outcome is recorded, so it is never sent twice
+by this process; a crash before the record sends it again: at least once).
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ import logging
 import signal
 import time
 
-import httpx
+import aiohttp
 
 from ..config import Config
 from ..errors import SettingsError
 from ..metrics import Metrics
 from ..redact import redact
-from .outbox import Dead, Delivered, Job, Outbox, Retry
-from .sender import Attempt, backoff, send
+from .outbox import Dead, Delivered, Job, JobOutcome, Outbox, Retry
+from .sender import Attempt, backoff, client_session, send
 
 __all__ = ["Deliverer", "run_forever"]
 
@@ -30,23 +33,27 @@ PRUNE_INTERVAL = 600.0
 
 class Deliverer:
     """Delivers the outbox of `config`, `config.delivery.concurrency` requests at a time per
-    destination. `transport` replaces the network in unit tests (httpx.MockTransport)."""
+    destination."""
 
-    def __init__(self, config: Config, outbox: Outbox, *, metrics: Metrics | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, config: Config, outbox: Outbox, *, metrics: Metrics | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.metrics = metrics or Metrics()
         self.wakeup = asyncio.Event()
-        self._transport = transport
         self._secrets = config.secrets()
         self._in_flight: dict[str, int] = {}
+        self._outcomes: list[JobOutcome] = []
 
-    def _client(self) -> httpx.AsyncClient:
-        limit = self.config.delivery.concurrency * max(1, len(self.config.destinations))
-        return httpx.AsyncClient(transport=self._transport, follow_redirects=False,
-                                 limits=httpx.Limits(max_connections=limit,
-                                                     max_keepalive_connections=limit))
+    def _client(self) -> aiohttp.ClientSession:
+        # Slots per destination are the worker's to count; destinations may share a host.
+        per_destination = self.config.delivery.concurrency
+        return client_session(per_destination * max(1, len(self.config.destinations)), 0)
+
+    def _flush(self) -> None:
+        """Record the outcomes of the sends that finished, in one transaction."""
+        if self._outcomes:
+            outcomes, self._outcomes = self._outcomes, []
+            self.outbox.record(outcomes)
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 30.0) -> None:
         """Deliver until `stop` is set; then let requests in flight finish (up to
@@ -67,6 +74,7 @@ class Deliverer:
                 await self._idle(stop)
             if tasks:
                 await asyncio.wait(tasks, timeout=drain_timeout)
+            self._flush()
 
     async def drain(self, *, max_seconds: float = 60.0) -> None:
         """Deliver until nothing is in flight or waiting for a retry (for tests and
@@ -78,14 +86,17 @@ class Deliverer:
             while time.monotonic() < deadline:
                 self._start(client, tasks)
                 if not tasks:
+                    self._flush()
                     due = self.outbox.next_due(retries_only=True)
                     if due is None:
                         return
                     await asyncio.sleep(min(0.25, max(0.0, due - self.outbox.clock())))
                     continue
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            self._flush()
 
-    def _start(self, client: httpx.AsyncClient, tasks: set[asyncio.Task[None]]) -> int:
+    def _start(self, client: aiohttp.ClientSession, tasks: set[asyncio.Task[None]]) -> int:
+        self._flush()
         limit = self.config.delivery.concurrency
         free = {slug: limit - count for slug, count in self._in_flight.items()}
         jobs = self.outbox.lease(free, limit, self.config.delivery.timeout + 30)
@@ -107,7 +118,7 @@ class Deliverer:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _deliver(self, client: httpx.AsyncClient, job: Job) -> None:
+    async def _deliver(self, client: aiohttp.ClientSession, job: Job) -> None:
         try:
             await self._attempt(client, job)
         except Exception:  # never lose the worker; the lease expires and the job comes back
@@ -117,7 +128,7 @@ class Deliverer:
             # A slot is free, and a retry may now be due sooner than the loop's next look.
             self.wakeup.set()
 
-    async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:
+    async def _attempt(self, client: aiohttp.ClientSession, job: Job) -> None:
         destination = self.config.destinations.get(job.destination)
         if destination is None:
             self._dead(job, Attempt(False, False, None,
@@ -139,7 +150,7 @@ class Deliverer:
             return
         attempt = await send(client, job, auth, self.config.delivery.timeout)
         if attempt.delivered:
-            self.outbox.record([Delivered(job, attempt.status or 200)])
+            self._outcomes.append(Delivered(job, attempt.status or 200))
             self.metrics.inc("requests_delivered_total", destination=job.destination)
             self.metrics.observe_latency(job.destination, max(0.0, self.outbox.clock() - job.accepted_at))
         else:
@@ -158,14 +169,14 @@ class Deliverer:
                    f"{now - job.window_start:.0f}s: {attempt.error}")
             self._dead(job, Attempt(False, False, attempt.status, why, attempt.body))
             return
-        self.outbox.record([Retry(job, now + delay, attempt.status, redact(attempt.error, self._secrets))])
+        self._outcomes.append(Retry(job, now + delay, attempt.status, redact(attempt.error, self._secrets)))
         self.metrics.inc("requests_retried_total", destination=job.destination)
         log.info("job %s to %s: %s; retry in %.1fs", job.id, job.destination,
                  redact(attempt.error, self._secrets), delay)
 
     def _dead(self, job: Job, attempt: Attempt) -> None:
-        self.outbox.record([Dead(job, attempt.status, redact(attempt.error, self._secrets),
-                                 redact(attempt.body, self._secrets) if attempt.body else None)])
+        self._outcomes.append(Dead(job, attempt.status, redact(attempt.error, self._secrets),
+                                   redact(attempt.body, self._secrets) if attempt.body else None))
         self.metrics.inc("requests_dead_lettered_total", destination=job.destination)
         log.warning("job %s to %s is a dead letter: %s", job.id, job.destination,
                     redact(attempt.error, self._secrets))

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
@@ -263,10 +262,8 @@ _HANDLERS: Mapping[Any, ExceptionHandler] = {
 }
 
 
-def create_app(config: Config, *, deliver: bool = True,
-               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
-    """The ASGI app for `config`. Delivery runs inside it when `deliver` and not dry-run;
-    `transport` replaces the network for delivery in tests."""
+def create_app(config: Config, *, deliver: bool = True) -> Starlette:
+    """The ASGI app for `config`. Delivery runs inside it when `deliver` and not dry-run."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -276,7 +273,7 @@ def create_app(config: Config, *, deliver: bool = True,
         state = _State(config, outbox, Intake(config, outbox, metrics_), metrics_)
         task = stop = None
         if deliver and not config.dry_run:
-            state.deliverer = Deliverer(config, outbox, metrics=metrics_, transport=transport)
+            state.deliverer = Deliverer(config, outbox, metrics=metrics_)
             outbox.claim_delivery()  # fails now, clearly, if another process delivers it
             stop = asyncio.Event()
             task = asyncio.create_task(state.deliverer.run(stop, drain_timeout=10))
