@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from typing import Callable
+from typing import Any, Callable
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "Snapshot"]
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -23,14 +23,53 @@ _HELP = {
 }
 
 
+Snapshot = dict[str, Any]
+"""Counters and latency buckets as plain JSON data, to carry them from one process to another."""
+
+
 class Metrics:
-    """Thread-safe counters keyed by name and labels; `gauges` are read when rendered."""
+    """Thread-safe counters keyed by name and labels; `gauges` are read when rendered.
+
+    Another process's figures (the delivery process that `serve` starts) are added in with
+    `absorb`, so that one scrape sees the whole deployment."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
         self._latency: dict[str, list[float]] = {}
+        self._peers: dict[str, Snapshot] = {}
         self.gauges: dict[str, Callable[[], dict[str, float]]] = {}
+
+    def snapshot(self) -> Snapshot:
+        """Every counter and latency bucket, cumulative, as JSON data."""
+        with self._lock:
+            return {"counters": [[name, [list(kv) for kv in labels], value]
+                                 for (name, labels), value in self._counters.items()],
+                    "latency": {k: list(v) for k, v in self._latency.items()}}
+
+    def absorb(self, peer: str, snapshot: Snapshot) -> None:
+        """Count `peer`'s cumulative figures in: its newest snapshot replaces its last one."""
+        with self._lock:
+            self._peers[peer] = snapshot
+
+    def retire(self, peer: str) -> None:
+        """`peer` ended (its counters restart with its successor): keep its last figures as
+        this process's own, so that counters never go down."""
+        with self._lock:
+            snapshot = self._peers.pop(peer, None)
+            if snapshot is not None:
+                self._add(snapshot, self._counters, self._latency)
+
+    @staticmethod
+    def _add(snapshot: Snapshot, counters: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+             latency: dict[str, list[float]]) -> None:
+        for name, labels, value in snapshot.get("counters", []):
+            key = (name, tuple((str(k), str(v)) for k, v in labels))
+            counters[key] = counters.get(key, 0.0) + float(value)
+        for destination, buckets in snapshot.get("latency", {}).items():
+            mine = latency.setdefault(destination, [0.0] * (len(_BUCKETS) + 2))
+            for i, value in enumerate(buckets[: len(mine)]):
+                mine[i] += float(value)
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -38,8 +77,17 @@ class Metrics:
             self._counters[key] += amount
 
     def value(self, name: str, **labels: str) -> float:
+        counters, _ = self._totals()
+        return counters.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def _totals(self) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], dict[str, list[float]]]:
         with self._lock:
-            return self._counters.get((name, tuple(sorted(labels.items()))), 0.0)
+            counters = dict(self._counters)
+            latency = {k: list(v) for k, v in self._latency.items()}
+            peers = list(self._peers.values())
+        for snapshot in peers:
+            self._add(snapshot, counters, latency)
+        return counters, latency
 
     def observe_latency(self, destination: str, seconds: float) -> None:
         with self._lock:
@@ -53,9 +101,7 @@ class Metrics:
     def render(self) -> str:
         """All metrics in Prometheus' text exposition format (version 0.0.4)."""
         lines: list[str] = []
-        with self._lock:
-            counters = dict(self._counters)
-            latency = {k: list(v) for k, v in self._latency.items()}
+        counters, latency = self._totals()
         by_name: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = defaultdict(list)
         for (name, labels), value in counters.items():
             by_name[name].append((labels, value))

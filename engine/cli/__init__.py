@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     deliver.add_argument("--config", required=True, metavar="FILE")
     deliver.add_argument("--until-idle", action="store_true",
                          help="stop when nothing is due now (deferred requests stay stored)")
+    # Set by `serve` for the delivery process it starts: its wake-up and metrics pipes.
+    deliver.add_argument("--wake-fd", type=int, help=argparse.SUPPRESS)
+    deliver.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
     deliver.set_defaults(handler=_command("service_commands", "deliver"))
 
     dead = sub.add_parser("dead-letters", help="list, show, replay or purge dead letters")
@@ -78,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--no-deliver", action="store_true",
-                       help="accept and store only; run `deliver` in another process")
+                       help="accept and store only; run `deliver` in another process "
+                            "(by default serve starts one beside itself)")
     serve.set_defaults(handler=_command("service_commands", "serve"))
 
     shown = sub.add_parser("recorded", help="list the requests a dry-run shim recorded")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -13,7 +14,9 @@ from ..delivery import open_outbox
 from ..delivery.worker import Deliverer, run_forever
 from ..errors import DeliveryLocked, UsageError
 from ..http.app import create_app
+from ..metrics import Metrics
 from .common import open_config
+from .delivery_process import DeliveryProcess
 
 __all__ = ["serve", "deliver"]
 
@@ -25,28 +28,43 @@ def _log_to_stderr() -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """`engine serve`: the HTTP shim, delivering in the same process unless --no-deliver."""
+    """`engine serve`: the HTTP shim (intake), and a delivery process beside it (on the other
+    core) unless --no-deliver or dry-run."""
     config = open_config(args.config)
     _log_to_stderr()
+    delivering = not args.no_deliver and not config.dry_run
     mode = "dry run: requests are recorded, not sent" if config.dry_run else (
-        "delivering in this process" if not args.no_deliver else "not delivering (--no-deliver)")
+        "delivering in a process of its own" if delivering else "not delivering (--no-deliver)")
     log.info("%d destinations, %d sources, outbox %s; %s", len(config.destinations),
              len(config.sources), config.store, mode)
     for source in config.sources:
         if not source.webhook_secret:
             log.warning("POST /webhook/%s is not signed: set webhook_secret to require X-Signature",
                         source.name)
-    if not args.no_deliver and not config.dry_run:
-        # Say it now, plainly, rather than as a failed application startup.
-        probe = open_outbox(config.store)
-        try:
-            probe.claim_delivery()
-        except DeliveryLocked as exc:
-            raise UsageError(f"{exc}; stop it, or serve with --no-deliver") from None
-        finally:
-            probe.close()
-    app = create_app(config, deliver=not args.no_deliver)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=15)
+    if not delivering:
+        uvicorn.run(create_app(config, deliver=False), host=args.host, port=args.port,
+                    log_level="info", timeout_graceful_shutdown=15)
+        return 0
+    # Say it now, plainly, rather than as a failed start of the delivery process.
+    probe = open_outbox(config.store)
+    try:
+        probe.claim_delivery()
+    except DeliveryLocked as exc:
+        raise UsageError(f"{exc}; stop it, or serve with --no-deliver") from None
+    finally:
+        probe.close()
+    metrics = Metrics()
+    delivery = DeliveryProcess(config.path, metrics)
+    # uvicorn stops on SIGTERM or SIGINT, then raises the signal again for the handler it
+    # found: with this one, the process lives on to stop its delivery process cleanly.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: None)
+    delivery.start()
+    try:
+        app = create_app(config, deliver=False, metrics=metrics, on_stored=delivery.wake)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=15)
+    finally:
+        delivery.stop()  # after the intake: what it accepted is stored, the rest is in flight
     return 0
 
 
@@ -63,7 +81,7 @@ def deliver(args: argparse.Namespace) -> int:
         if args.until_idle:
             asyncio.run(deliverer.drain(max_seconds=float("inf")))
         else:
-            run_forever(deliverer)
+            run_forever(deliverer, wake_fd=args.wake_fd, report_fd=args.report_fd)
     except DeliveryLocked as exc:
         raise UsageError(str(exc)) from None
     finally:

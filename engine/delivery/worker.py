@@ -10,11 +10,14 @@ by this process; a crash before the record sends it again: at least once).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import signal
 import time
 
 import aiohttp
+import orjson
 
 from ..config import Config
 from ..errors import SettingsError
@@ -182,13 +185,75 @@ class Deliverer:
                     redact(attempt.error, self._secrets))
 
 
-def run_forever(deliverer: Deliverer) -> None:
-    """Run `deliverer` until SIGINT or SIGTERM, then drain (the `deliver` command)."""
+def run_forever(deliverer: Deliverer, *, wake_fd: int | None = None,
+                report_fd: int | None = None) -> None:
+    """Run `deliverer` until SIGINT or SIGTERM, then drain (the `deliver` command).
+
+    Started by `serve` beside its intake, it also reads wake-ups from `wake_fd` (a byte
+    after each commit of new jobs; end of file: the shim is gone, so stop) and writes its
+    metrics to `report_fd` as JSON lines, for the shim's /metrics."""
+    if wake_fd is not None:
+        _die_with_parent()
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if wake_fd is not None:
+            os.set_blocking(wake_fd, False)
+
+            def woken() -> None:
+                try:
+                    data = os.read(wake_fd, 4096)
+                except BlockingIOError:
+                    return
+                if not data:
+                    loop.remove_reader(wake_fd)
+                    stop.set()
+                deliverer.wakeup.set()
+            loop.add_reader(wake_fd, woken)
+        reporter = asyncio.create_task(_report(deliverer.metrics, report_fd, stop)) \
+            if report_fd is not None else None
         await deliverer.run(stop)
+        if reporter is not None:
+            await reporter
 
     asyncio.run(main())
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when the shim that started it dies (even by
+    SIGKILL), as if both were one; its leased jobs are sent again by the next delivering
+    process. Elsewhere the process stops when its wake-up pipe closes."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the shim died before the line above
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+
+REPORT_INTERVAL = 0.5
+"""Seconds between two metric reports of a delivery process to the shim that started it."""
+
+
+async def _report(metrics: Metrics, fd: int, stop: asyncio.Event) -> None:
+    """Write `metrics` to `fd` every REPORT_INTERVAL seconds, and once more at the end.
+    (Blocking writes of a few KB: the shim reads them on a thread of its own.)"""
+    while True:
+        stopping = stop.is_set()
+        line = memoryview(orjson.dumps(metrics.snapshot()) + b"\n")
+        try:
+            while line:
+                line = line[os.write(fd, line):]
+        except OSError:  # the shim is gone
+            return
+        if stopping:
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
+        except asyncio.TimeoutError:
+            pass

@@ -55,6 +55,7 @@ class _State:
     intake: Intake
     metrics: Metrics
     deliverer: Deliverer | None = None
+    on_stored: Callable[[], None] | None = None
 
 
 def _error(message: str, status: int = 400, code: str = "invalid_request") -> JSONResponse:
@@ -94,9 +95,12 @@ def _source(state: _State, request: HTTPRequest, body: Any) -> SourceConfig:
 
 async def _accept(state: _State, source: Source, events: list[Any]) -> list[EventResult]:
     """Take `events` in through the intake, off the event loop; durable when it returns."""
-    results, _ = await asyncio.to_thread(state.intake.accept, source, events)
-    if state.deliverer is not None:
-        state.deliverer.wakeup.set()
+    results, stored = await asyncio.to_thread(state.intake.accept, source, events)
+    if stored.stored:
+        if state.deliverer is not None:
+            state.deliverer.wakeup.set()
+        if state.on_stored is not None:
+            state.on_stored()
     return results
 
 
@@ -211,10 +215,11 @@ async def health(request: HTTPRequest) -> Response:
     state = _state(request)
     counts = await asyncio.to_thread(state.outbox.counts)
     return JSONResponse({"status": "ok", "dry_run": state.config.dry_run,
-                         "delivering": state.deliverer is not None, "outbox": counts})
+                         "delivering": state.deliverer is not None or state.on_stored is not None,
+                         "outbox": counts})
 
 
-async def metrics(request: HTTPRequest) -> Response:
+async def metrics_endpoint(request: HTTPRequest) -> Response:
     text = await asyncio.to_thread(_state(request).metrics.render)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
@@ -262,15 +267,19 @@ _HANDLERS: Mapping[Any, ExceptionHandler] = {
 }
 
 
-def create_app(config: Config, *, deliver: bool = True) -> Starlette:
-    """The ASGI app for `config`. Delivery runs inside it when `deliver` and not dry-run."""
+def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None = None,
+               on_stored: Callable[[], None] | None = None) -> Starlette:
+    """The ASGI app for `config`. Delivery runs inside it when `deliver` and not dry-run;
+    otherwise `on_stored` is called after each commit of new jobs (to wake a delivery
+    process), and `metrics` may be shared with what reports that process's figures."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        metrics_ = Metrics()
+        metrics_ = metrics or Metrics()
         outbox = open_outbox(config.store)
         metrics_.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
-        state = _State(config, outbox, Intake(config, outbox, metrics_), metrics_)
+        state = _State(config, outbox, Intake(config, outbox, metrics_), metrics_,
+                       on_stored=on_stored)
         task = stop = None
         if deliver and not config.dry_run:
             state.deliverer = Deliverer(config, outbox, metrics=metrics_)
@@ -293,6 +302,6 @@ def create_app(config: Config, *, deliver: bool = True) -> Starlette:
         Route("/webhook/{source}", webhook, methods=["POST", "PUT", "PATCH"]),
         Route("/inbound/{mapping}", inbound, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(_HANDLERS))
