@@ -93,6 +93,44 @@ def test_sigterm_drains_gracefully(tmp_path: Path) -> None:
         assert len(destinations.at("/calixa")) == COUNT  # a clean stop sends nothing twice
 
 
+def children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    found: list[int] = []
+    for task in tasks.iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def metric(port: int, line: str) -> bool:
+    return line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+
+def test_serve_delivers_in_a_second_process_restarted_if_it_dies(tmp_path: Path) -> None:
+    with ScriptedServer() as destinations:
+        config = shim_config(tmp_path, destinations.url())
+        port = free_port()
+        with start(config, port) as shim:
+            assert httpx.get(f"http://127.0.0.1:{port}/health").json()["delivering"] is True
+            (first,) = children(shim.pid)
+            send_batch(port)
+            destinations.wait_for("/calixa", COUNT)
+            # Its figures reach the shim's own /metrics.
+            wait_for(lambda: metric(port, f'engine_requests_delivered_total{{destination="calixa"}} {COUNT}'))
+            os.kill(first, signal.SIGKILL)
+            wait_for(lambda: children(shim.pid) not in ([], [first]))
+            reply = httpx.post(f"http://127.0.0.1:{port}/v1/track", auth=(WRITE_KEY, ""),
+                               json={"userId": "u1", "event": "Signed Up", "messageId": "after"})
+            assert reply.json() == {"success": True}
+            destinations.wait_for("/calixa", COUNT + 1)
+            # Counters never go down across the restart.
+            wait_for(lambda: metric(port, f'engine_requests_delivered_total{{destination="calixa"}} {COUNT + 1}'))
+            shim.send_signal(signal.SIGTERM)
+            assert shim.wait(timeout=30) == 0
+            stderr = shim.stderr.read().decode()  # type: ignore[union-attr]
+        assert f"delivery process {first} exited with -9; starting another" in stderr
+        assert "Traceback" not in stderr
+
+
 def test_dry_run_records_and_the_cli_shows_them(tmp_path: Path) -> None:
     with ScriptedServer() as destinations:
         config = shim_config(tmp_path, destinations.url(), dry_run=True)
