@@ -45,6 +45,7 @@ class Deliverer:
         self.wakeup = asyncio.Event()
         self._secrets = config.secrets()
         self._in_flight: dict[str, int] = {}
+        self._sending: set[int] = set()
         self._outcomes: list[JobOutcome] = []
 
     def _client(self) -> aiohttp.ClientSession:
@@ -102,8 +103,12 @@ class Deliverer:
         self._flush()
         limit = self.config.delivery.concurrency
         free = {slug: limit - count for slug, count in self._in_flight.items()}
-        jobs = self.outbox.lease(free, limit, self.config.delivery.timeout + 30)
+        leased = self.outbox.lease(free, limit, self.config.delivery.timeout + 30)
+        # A job still in flight here is never sent a second time, even if its lease ran out
+        # (its outcome is on its way).
+        jobs = [job for job in leased if job.id not in self._sending]
         for job in jobs:
+            self._sending.add(job.id)
             self._in_flight[job.destination] = self._in_flight.get(job.destination, 0) + 1
             task = asyncio.create_task(self._deliver(client, job))
             tasks.add(task)
@@ -128,6 +133,7 @@ class Deliverer:
             log.exception("delivery of job %s failed unexpectedly", job.id)
         finally:
             self._in_flight[job.destination] -= 1
+            self._sending.discard(job.id)
             # A slot is free, and a retry may now be due sooner than the loop's next look.
             self.wakeup.set()
 
