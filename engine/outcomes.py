@@ -20,6 +20,9 @@ class Request:
     `secret_headers` names the headers rendered from secret settings (authentication): they
     are never stored, and delivery renders them again from the current settings.
     `body` is JSON data when `encoding` is "json", and a str->str mapping when it is "form".
+    `batch_item` is this request's item in the destination's bulk request (and `batch_into`
+    the list it joins), when the destination has one: delivery sends several due requests
+    as one bulk request, and a lone one as itself.
     """
 
     destination: str
@@ -34,6 +37,8 @@ class Request:
     once_window: float | None = None
     message_id: str | None = None
     secret_headers: frozenset[str] = field(default_factory=frozenset)
+    batch_into: str | None = None
+    batch_item: Any = None
 
     @property
     def json(self) -> Any:

@@ -40,6 +40,8 @@ class NewJob:
     deliver_after: float | None = None
     once_key: str | None = None
     once_window: float | None = None
+    batch_item: bytes | None = None
+    """JSON `[list name, item]`: the request's part of its destination's bulk request."""
 
     @classmethod
     def from_request(cls, request: Request) -> NewJob:
@@ -49,8 +51,10 @@ class NewJob:
         blob = orjson.dumps({"method": request.method, "url": request.url, "headers": headers,
                              "encoding": request.encoding, "body": request.body})
         due = request.deliver_after.timestamp() if request.deliver_after is not None else None
+        item = None if request.batch_into is None else orjson.dumps([request.batch_into,
+                                                                    request.batch_item])
         return cls(request.destination, request.rule, request.message_id, blob, due,
-                   request.once_key, request.once_window)
+                   request.once_key, request.once_window, item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,8 @@ class Job:
     window_start: float
     once_key: str | None
     once_window: float | None
+    batch_item: tuple[str, Any] | None = None
+    """The job's part of its destination's bulk request: (list name, item)."""
 
 
 @dataclass(frozen=True, slots=True)

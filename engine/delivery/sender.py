@@ -20,7 +20,7 @@ import orjson
 from ..config import DeliveryConfig
 from .outbox import MAX_STORED_BODY, Job
 
-__all__ = ["Attempt", "send", "client_session", "backoff", "retry_after_seconds", "is_retryable",
+__all__ = ["Attempt", "send", "exchange", "client_session", "backoff", "retry_after_seconds", "is_retryable",
            "MAX_RESPONSE_BODY"]
 
 
@@ -108,9 +108,15 @@ async def send(session: aiohttp.ClientSession, job: Job, auth_headers: Mapping[s
     `timeout` bounds the whole exchange, from connecting to the last byte of the answer, so
     a destination that trickles its answer cannot hold a slot past it."""
     headers = {**job.headers, **auth_headers}
-    body = _body(job, headers)
+    return await exchange(session, job.method, job.url, headers, _body(job, headers), timeout)
+
+
+async def exchange(session: aiohttp.ClientSession, method: str, url: str,
+                   headers: Mapping[str, str], body: bytes | None, timeout: float) -> Attempt:
+    """One HTTP exchange, classified. The answer's body is read up to MAX_RESPONSE_BODY bytes
+    (kept in the Attempt, cut to what a dead letter keeps)."""
     try:
-        async with session.request(job.method, job.url, headers=headers, data=body,
+        async with session.request(method, url, headers=headers, data=body,
                                    allow_redirects=False,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             status = response.status
@@ -123,7 +129,7 @@ async def send(session: aiohttp.ClientSession, job: Job, auth_headers: Mapping[s
     except aiohttp.ClientError as exc:
         return Attempt(False, True, None, f"connection error: {type(exc).__name__}: {exc}")
     if 200 <= status < 300:
-        return Attempt(True, False, status, "")
+        return Attempt(True, False, status, "", text)
     reason = f"HTTP {status}" + (" (call type not supported)" if status == 501 else "")
     return Attempt(False, is_retryable(status), status, reason, text[:MAX_STORED_BODY],
                    retry_after_seconds(retry_after))

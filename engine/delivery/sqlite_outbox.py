@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_status   INTEGER,
     last_error    TEXT,
     last_body     TEXT,
-    finished_at   REAL
+    finished_at   REAL,
+    batch_item    BLOB                  -- JSON [list name, item]: its part of a bulk request
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
 -- Nothing on the per-job path may cost more as the backlog grows: leases and once-key
@@ -82,6 +83,9 @@ class SQLiteOutbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "batch_item" not in columns:  # an outbox written before bulk requests
+            self._db.execute("ALTER TABLE outbox ADD COLUMN batch_item BLOB")
 
     def close(self) -> None:
         """Close the database (and give up delivering it). Closing twice is harmless."""
@@ -132,12 +136,12 @@ class SQLiteOutbox:
                 due = now if job.deliver_after is None else job.deliver_after
                 rows.append((source, job.destination, job.rule, job.message_id, job.request, status,
                              now, max(now, due), due, job.once_key, job.once_window,
-                             now if status != "pending" else None))
+                             now if status != "pending" else None, job.batch_item))
             db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", marks)
             db.executemany(
                 "INSERT INTO outbox (source, destination, rule, message_id, request, status,"
-                " accepted_at, window_start, due_at, once_key, once_window, finished_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                " accepted_at, window_start, due_at, once_key, once_window, finished_at,"
+                " batch_item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return EnqueueResult(len(rows), len(jobs) - len(rows))
 
     @staticmethod
@@ -167,7 +171,7 @@ class SQLiteOutbox:
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
-                " window_start, once_key, once_window FROM outbox"
+                " window_start, once_key, once_window, batch_item FROM outbox"
                 " WHERE status='pending' AND due_at<=? AND (leased_until IS NULL OR leased_until<?)"
                 " ORDER BY due_at, id LIMIT ?",
                 (now, now, max(1, sum(slots.values()) + default_free * 4))).fetchall()
@@ -197,11 +201,14 @@ class SQLiteOutbox:
                         continue
                     db.execute("INSERT OR REPLACE INTO once_claims VALUES (?, ?, ?)",
                                (claim_key, now, job_id))
-                db.execute("UPDATE outbox SET leased_until=? WHERE id=?", (now + lease_seconds, job_id))
                 data = orjson.loads(row[5])
+                item = orjson.loads(row[11]) if row[11] is not None else None
                 jobs.append(Job(job_id, row[1], row[2], row[3], row[4], data["method"], data["url"],
                                 data["headers"], data["encoding"], data["body"], row[6], row[7],
-                                row[8], once_key, once_window))
+                                row[8], once_key, once_window,
+                                (item[0], item[1]) if item is not None else None))
+            db.executemany("UPDATE outbox SET leased_until=? WHERE id=?",
+                           [(now + lease_seconds, job.id) for job in jobs])
         return jobs
 
     def record(self, outcomes: Sequence[JobOutcome]) -> None:

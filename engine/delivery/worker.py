@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+from collections import deque
 import logging
 import os
 import signal
 import time
+from typing import Any, Callable
 
 import aiohttp
 import orjson
 
 from ..config import Config
-from ..errors import SettingsError
+from ..errors import EventError, SettingsError
 from ..metrics import Metrics
 from ..redact import redact
 from .outbox import Dead, Delivered, Job, JobOutcome, Outbox, Retry
-from .sender import Attempt, backoff, client_session, send
+from .sender import Attempt, backoff, client_session, exchange, send
 
 __all__ = ["Deliverer", "run_forever"]
 
@@ -47,6 +49,10 @@ class Deliverer:
         self._in_flight: dict[str, int] = {}
         self._sending: set[int] = set()
         self._outcomes: list[JobOutcome] = []
+        # Leased jobs not sent yet: units (one job, or a bulk of several) waiting for a slot
+        # of their destination, and bulk items still gathering, per (source, destination).
+        self._queued: dict[str, deque[list[Job]]] = {}
+        self._forming: dict[tuple[str, str], tuple[float, list[Job]]] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         # Slots per destination are the worker's to count; destinations may share a host.
@@ -71,7 +77,7 @@ class Deliverer:
                 if time.monotonic() >= next_prune:  # keep the outbox from growing forever
                     self.outbox.prune()
                     next_prune = time.monotonic() + PRUNE_INTERVAL
-                started = self._start(client, tasks)
+                started = self._start(client, tasks, force=False)
                 if started:
                     await asyncio.sleep(0)
                     continue
@@ -88,7 +94,7 @@ class Deliverer:
         deadline = time.monotonic() + max_seconds
         async with self._client() as client:
             while time.monotonic() < deadline:
-                self._start(client, tasks)
+                self._start(client, tasks, force=True)
                 if not tasks:
                     self._flush()
                     due = self.outbox.next_due(retries_only=True)
@@ -99,25 +105,82 @@ class Deliverer:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self._flush()
 
-    def _start(self, client: aiohttp.ClientSession, tasks: set[asyncio.Task[None]]) -> int:
+    def _start(self, client: aiohttp.ClientSession, tasks: set[asyncio.Task[None]], *,
+               force: bool) -> int:
+        """Record finished outcomes, lease what the free slots can take, and start sending;
+        `force` sends bulk items without waiting for more. Returns how many sends started."""
         self._flush()
         limit = self.config.delivery.concurrency
-        free = {slug: limit - count for slug, count in self._in_flight.items()}
+        free: dict[str, int] = {}
+        for slug, compiled in self.config.destinations.items():
+            held = sum(len(unit) for unit in self._queued.get(slug, ()))
+            held += sum(len(jobs) for (_, d), (_, jobs) in self._forming.items() if d == slug)
+            per_slot = compiled.batch.max_items if compiled.batch is not None else 1
+            free[slug] = max(0, (limit - self._in_flight.get(slug, 0)) * per_slot - held)
         leased = self.outbox.lease(free, limit, self.config.delivery.timeout + 30)
-        # A job still in flight here is never sent a second time, even if its lease ran out
-        # (its outcome is on its way).
-        jobs = [job for job in leased if job.id not in self._sending]
-        for job in jobs:
+        now = time.monotonic()
+        for job in leased:
+            # A job still in flight here is never sent a second time, even if its lease ran
+            # out (its outcome is on its way).
+            if job.id in self._sending:
+                continue
             self._sending.add(job.id)
-            self._in_flight[job.destination] = self._in_flight.get(job.destination, 0) + 1
-            task = asyncio.create_task(self._deliver(client, job))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        return len(jobs)
+            destination = self.config.destinations.get(job.destination)
+            if job.batch_item is not None and destination is not None and destination.batch is not None:
+                key = (job.source, job.destination)
+                self._forming.setdefault(key, (now, []))[1].append(job)
+            else:
+                self._queued.setdefault(job.destination, deque()).append([job])
+        self._cut_bulks(now, force)
+        started = 0
+        for slug, units in self._queued.items():
+            while units and self._in_flight.get(slug, 0) < limit:
+                unit = units.popleft()
+                self._in_flight[slug] = self._in_flight.get(slug, 0) + 1
+                task = asyncio.create_task(self._deliver(client, unit))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                started += 1
+        return started
+
+    def _cut_bulks(self, now: float, force: bool) -> None:
+        """Move gathered bulk items into units: full ones (max_items, or max_bytes of items)
+        at once, the rest when they have waited max_wait (or when `force`)."""
+        for key, (since, jobs) in list(self._forming.items()):
+            batch = self.config.destinations[key[1]].batch
+            assert batch is not None
+            units = self._queued.setdefault(key[1], deque())
+            unit: list[Job] = []
+            size = 0
+            for job in jobs:
+                item_size = len(orjson.dumps(job.batch_item))
+                if unit and (len(unit) >= batch.max_items or size + item_size > batch.max_bytes):
+                    units.append(unit)
+                    unit, size = [], 0
+                unit.append(job)
+                size += item_size
+            if unit and (force or len(unit) >= batch.max_items or now - since >= batch.max_wait):
+                units.append(unit)
+                unit = []
+            if unit:
+                self._forming[key] = (since, unit)
+            else:
+                del self._forming[key]
+
+    def _next_bulk_deadline(self) -> float | None:
+        """Seconds until gathered bulk items must go, or None when none are gathering."""
+        if not self._forming:
+            return None
+        now = time.monotonic()
+        return min(max(0.0, since + self.config.destinations[dest].batch.max_wait - now)  # type: ignore[union-attr]
+                   for (_, dest), (since, _) in self._forming.items())
 
     async def _idle(self, stop: asyncio.Event) -> None:
         due = self.outbox.next_due()
         wait = 1.0 if due is None else min(1.0, max(0.01, due - self.outbox.clock()))
+        bulk = self._next_bulk_deadline()
+        if bulk is not None:
+            wait = min(wait, max(0.001, bulk))
         self.wakeup.clear()
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wakeup.wait())]
         try:
@@ -126,16 +189,52 @@ class Deliverer:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _deliver(self, client: aiohttp.ClientSession, job: Job) -> None:
+    async def _deliver(self, client: aiohttp.ClientSession, unit: list[Job]) -> None:
         try:
-            await self._attempt(client, job)
+            if len(unit) == 1:
+                await self._attempt(client, unit[0])
+            else:
+                await self._attempt_bulk(client, unit)
         except Exception:  # never lose the worker; the lease expires and the job comes back
-            log.exception("delivery of job %s failed unexpectedly", job.id)
+            log.exception("delivery of job %s failed unexpectedly", ", ".join(str(j.id) for j in unit))
         finally:
-            self._in_flight[job.destination] -= 1
-            self._sending.discard(job.id)
+            self._in_flight[unit[0].destination] -= 1
+            self._sending.difference_update(job.id for job in unit)
             # A slot is free, and a retry may now be due sooner than the loop's next look.
             self.wakeup.set()
+
+    async def _attempt_bulk(self, client: aiohttp.ClientSession, jobs: list[Job]) -> None:
+        """Send `jobs` as one bulk request; each job gets the outcome of its item."""
+        first = jobs[0]
+        destination = self.config.destinations.get(first.destination)
+        settings = self.config.settings(first.source, first.destination)
+        if destination is None or destination.batch is None or settings is None:
+            for job in jobs:  # the configuration changed: each goes on its own, or says why
+                await self._attempt(client, job)
+            return
+        try:
+            bulk = destination.bind(settings).bulk_request([job.batch_item for job in jobs
+                                                            if job.batch_item is not None])
+        except (EventError, SettingsError) as exc:
+            for job in jobs:
+                self._failed(job, Attempt(False, True, None, redact(str(exc), self._secrets)))
+            return
+        headers = bulk.headers
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+        attempt = await exchange(client, bulk.method, bulk.url, headers, orjson.dumps(bulk.body),
+                                 self.config.delivery.timeout)
+        if not attempt.delivered:
+            for job in jobs:
+                self._failed(job, attempt)
+            return
+        failed = _failed_items(destination.batch.failed_items, attempt.body, len(jobs))
+        for index, job in enumerate(jobs):
+            if index in failed:
+                self._failed(job, Attempt(False, True, attempt.status,
+                                          f"item {index} of a bulk request of {len(jobs)} failed"))
+            else:
+                self._delivered(job, attempt.status or 200)
 
     async def _attempt(self, client: aiohttp.ClientSession, job: Job) -> None:
         destination = self.config.destinations.get(job.destination)
@@ -159,11 +258,14 @@ class Deliverer:
             return
         attempt = await send(client, job, auth, self.config.delivery.timeout)
         if attempt.delivered:
-            self._outcomes.append(Delivered(job, attempt.status or 200))
-            self.metrics.inc("requests_delivered_total", destination=job.destination)
-            self.metrics.observe_latency(job.destination, max(0.0, self.outbox.clock() - job.accepted_at))
+            self._delivered(job, attempt.status or 200)
         else:
             self._failed(job, attempt)
+
+    def _delivered(self, job: Job, status: int) -> None:
+        self._outcomes.append(Delivered(job, status))
+        self.metrics.inc("requests_delivered_total", destination=job.destination)
+        self.metrics.observe_latency(job.destination, max(0.0, self.outbox.clock() - job.accepted_at))
 
     def _failed(self, job: Job, attempt: Attempt) -> None:
         if not attempt.retryable:
@@ -189,6 +291,19 @@ class Deliverer:
         self.metrics.inc("requests_dead_lettered_total", destination=job.destination)
         log.warning("job %s to %s is a dead letter: %s", job.id, job.destination,
                     redact(attempt.error, self._secrets))
+
+
+def _failed_items(getter: Callable[[Any], Any] | None, body: str | None, count: int) -> set[int]:
+    """The indexes of the items a bulk response says failed (none when it does not say)."""
+    if getter is None or not body:
+        return set()
+    try:
+        found = getter(orjson.loads(body))
+    except (orjson.JSONDecodeError, ValueError, TypeError, LookupError):
+        return set()
+    if not isinstance(found, list):
+        return set()
+    return {i for i in found if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < count}
 
 
 def run_forever(deliverer: Deliverer, *, wake_fd: int | None = None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .destination import (Condition, Destination, Example, RequestSpec, Rule, SnakeCaseRule,
-                          normalize_name)
+from .destination import (BatchSpec, Condition, Destination, Example, RequestSpec, Rule,
+                          SnakeCaseRule, normalize_name)
 from ..errors import Location, Problem
 from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .schema import check_document
@@ -141,6 +141,10 @@ class _Compiler:
                                    f"time, without the event); found: {', '.join(sorted(stray))}")
             auth.append((name, compiled))
         once = merged.get("once")
+        batch_item = merged.get("batch_item")
+        if batch_item is not None and "batch" not in self.data:
+            self.problem(origin("batch_item"), "batch_item needs a file-level 'batch' that says "
+                                               "how the bulk request is made", key=True)
         return RequestSpec(
             method=merged.get("method", "POST"),
             url=self.tree(merged.get("url", ""), origin("url")),
@@ -154,6 +158,42 @@ class _Compiler:
             once_window=self.tree(once["window_seconds"], origin("once") + ("window_seconds",))
             if once else None,
             message_id=self.tree(merged.get("message_id", "{{ messageId }}"), origin("message_id")),
+            batch_into=batch_item["into"] if batch_item else None,
+            batch_item=self.tree(batch_item["value"], origin("batch_item") + ("value",))
+            if batch_item else None,
+        )
+
+    def batch(self, rules: list[Rule]) -> BatchSpec | None:
+        """The bulk request, rendered at send time from settings and the jobs' items."""
+        spec = self.data.get("batch")
+        if spec is None:
+            return None
+        if not any(r.request is not None and r.request.batch_item is not None for r in rules):
+            self.problem(("batch",), "'batch' is declared but no rule's request has a batch_item",
+                         key=True)
+        request = spec["request"]
+        path: Path_ = ("batch", "request")
+
+        def part(value: Any, where: Path_, allowed: set[str]) -> Compiled:
+            compiled = self.tree(value if isinstance(value, (str, dict, list)) else str(value), where)
+            stray = compiled.names_used - allowed
+            if stray:
+                self.problem(where, f"the bulk request is rendered at send time from "
+                                    f"{' and '.join(sorted(allowed))} only; found: {', '.join(sorted(stray))}")
+            return compiled
+        return BatchSpec(
+            max_items=spec["max_items"],
+            max_bytes=spec.get("max_bytes", 1_000_000),
+            max_wait=float(spec.get("max_wait", 0)),
+            method=request.get("method", "POST"),
+            url=part(request["url"], path + ("url",), {"settings"}),
+            headers=tuple((name, part(value, path + ("headers", name), {"settings"}))
+                          for name, value in (request.get("headers") or {}).items()),
+            auth=tuple((name, part(value, path + ("auth", name), {"settings"}))
+                       for name, value in (request.get("auth") or {}).items()),
+            body=part(request["body"], path + ("body",), {"settings", "items"}),
+            failed_items=self.jmespath(spec["failed_items"], ("batch", "failed_items"))
+            if "failed_items" in spec else None,
         )
 
     def body(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_) -> Compiled | None:
@@ -259,6 +299,7 @@ class _Compiler:
         if not rules:
             self.problem(("rules",), "a destination needs at least one rule")
         unmatched = self.tree(data["unmatched"], ("unmatched",)) if "unmatched" in data else None
+        batch = self.batch(rules)
         secret = settings.secret_names
         for path, name in self.settings_used:
             if name in secret and not _in_auth(path):
@@ -273,7 +314,7 @@ class _Compiler:
             docs=data.get("docs"), input=data.get("input", "segment"),
             accepts=frozenset(accepts) if accepts is not None else None,
             settings_schema=settings, rules=tuple(rules), snake=snake, unmatched=unmatched,
-            examples=self.examples(self.view.docs[0].path),
+            examples=self.examples(self.view.docs[0].path), batch=batch,
         )
 
 

@@ -17,7 +17,7 @@ from .missing import MISSING
 from .settings import SettingsSchema
 from .templates import Compiled
 
-__all__ = ["Destination", "BoundDestination", "Example"]
+__all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkRequest"]
 
 Scope = dict[str, Any]
 
@@ -74,12 +74,43 @@ class RequestSpec:
     once_key: Compiled | None
     once_window: Compiled | None
     message_id: Compiled
+    batch_into: str | None = None
+    batch_item: Compiled | None = None
 
     def templates(self) -> list[Compiled]:
         """Every compiled value of the request except auth (which is rendered apart)."""
         found = [self.url, *(c for _, c in self.headers), self.body, self.deliver_after,
-                 self.once_key, self.once_window, self.message_id]
+                 self.once_key, self.once_window, self.message_id, self.batch_item]
         return [c for c in found if c is not None]
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """How several stored requests of one destination and source go as one bulk request:
+    at most `max_items` items and `max_bytes` of them, a due item waiting at most `max_wait`
+    seconds for others. The request is rendered at send time from settings and `items`
+    (each item list by name); `failed_items` reads the indexes of failed items from the
+    response."""
+
+    max_items: int
+    max_bytes: int
+    max_wait: float
+    method: str
+    url: Compiled
+    headers: tuple[tuple[str, Compiled], ...]
+    auth: tuple[tuple[str, Compiled], ...]
+    body: Compiled
+    failed_items: Getter | None
+
+
+@dataclass(frozen=True)
+class BulkRequest:
+    """A bulk request ready to send (its auth headers included: it is never stored)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: Any
 
 
 @dataclass(frozen=True)
@@ -172,6 +203,7 @@ class Destination:
     snake: SnakeCaseRule | None
     unmatched: Compiled | None
     examples: tuple[Example, ...] = ()
+    batch: BatchSpec | None = None
     _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
 
     def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":
@@ -223,6 +255,33 @@ class BoundDestination:
                 if compiled.renderer is not None and compiled.names_used <= {"settings"}:
                     # Depends on settings alone: render it once, here.
                     self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
+        self._bulk: tuple[str, dict[str, str]] | None = None
+        batch = destination.batch
+        if batch is not None:
+            headers = {}
+            for name, compiled in (*batch.headers, *batch.auth):
+                value = _value(compiled, base)
+                if value is not MISSING:
+                    headers[name] = str(value)
+            url = _value(batch.url, base)
+            self._bulk = ("" if url is MISSING else str(url), headers)
+
+    def bulk_request(self, items: Sequence[tuple[str, Any]]) -> BulkRequest:
+        """The destination's bulk request for `items` (each a list name and its item, in
+        order), rendered from the current settings; raises EventError if it cannot be."""
+        batch, bulk = self.destination.batch, self._bulk
+        if batch is None or bulk is None:
+            raise EventError(f"{self.destination.slug} declares no batch")
+        lists: dict[str, list[Any]] = {}
+        for into, item in items:
+            lists.setdefault(into, []).append(item)
+        try:
+            body = _value(batch.body, {"settings": self.settings, "items": lists})
+        except RenderError as exc:
+            raise EventError(f"{self.destination.slug}: batch: {exc}") from None
+        if not bulk[0]:
+            raise EventError(f"{self.destination.slug}: batch: the url template rendered nothing")
+        return BulkRequest(batch.method, bulk[0], dict(bulk[1]), None if body is MISSING else body)
 
     def auth_headers(self, rule_name: str) -> dict[str, str] | None:
         """The secret headers of a rule, rendered from the current settings; None when the
@@ -346,12 +405,19 @@ class BoundDestination:
                                      f"rendered {window!r}, not a number") from None
                 once_key = str(key)
         message_id = _value(self._c(spec.message_id), scope)
+        batch_item = None
+        if spec.batch_item is not None:
+            batch_item = _value(self._c(spec.batch_item), scope)
+            if batch_item is MISSING:
+                batch_item = None
         return Request(
             destination=dest.slug, rule=rule.name, method=spec.method, url=str(url),
             headers=headers, encoding=spec.encoding, body=body, deliver_after=deliver_after,
             once_key=once_key, once_window=once_window,
             message_id=None if message_id is MISSING else str(message_id),
             secret_headers=frozenset(auth),
+            batch_into=spec.batch_into if batch_item is not None else None,
+            batch_item=batch_item,
         )
 
 

@@ -29,7 +29,27 @@ _REQUEST = {
         "window_seconds": {**_SCALAR_TEMPLATE, "required": True},
     }},
     "message_id": _TEMPLATE,
+    # This request's part of a bulk request (see `batch`): joins the list `into`.
+    "batch_item": {"type": "dict", "schema": {
+        "into": {"type": "string", "required": True, "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
+        "value": {"required": True},
+    }},
 }
+
+_BATCH = {"type": "dict", "schema": {
+    "max_items": {"type": "integer", "min": 2, "max": 10000, "required": True},
+    "max_bytes": {"type": "integer", "min": 1024, "max": 50_000_000},
+    "max_wait": {"type": "number", "min": 0, "max": 10},
+    "failed_items": _TEMPLATE,
+    "request": {"type": "dict", "required": True, "schema": {
+        "method": _REQUEST["method"],
+        "url": {**_TEMPLATE, "required": True},
+        "headers": _REQUEST["headers"],
+        "auth": _REQUEST["auth"],
+        "encoding": {"type": "string", "allowed": ["json"]},
+        "body": {"required": True},
+    }},
+}}
 
 _SNAKE_CASE = {"type": ["dict", "boolean"], "schema": {
     "paths": {**_STRINGS, "required": True},
@@ -96,6 +116,7 @@ SCHEMA: dict[str, Any] = {
     "settings": {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
                  "valuesrules": _SETTING},
     "request": {"type": "dict", "schema": _REQUEST},
+    "batch": _BATCH,
     "snake_case": _SNAKE_CASE,
     "rules": {"type": "list", "schema": _RULE},
     "unmatched": _TEMPLATE,
