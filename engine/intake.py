@@ -113,12 +113,37 @@ class Intake:
                now: datetime | str | None = None) -> tuple[list[EventResult], EnqueueResult]:
         """Map `events` and store every request they give in one durable transaction.
         Raises SecretInRequest, storing nothing, if a request would hold a secret."""
-        results = [self.map(source, event, now) for event in events]
-        jobs = [self._job(r) for result in results for r in result.requests]
-        stored = self.outbox.enqueue(source.name, jobs, status=self._status)
-        if stored.duplicates:
-            self.metrics.inc("requests_duplicate_total", stored.duplicates)
-        return results, stored
+        accepted = self.accept_many([(source, events)], now)[0]
+        if isinstance(accepted, SecretInRequest):
+            raise accepted
+        return accepted
+
+    def accept_many(self, groups: Sequence[tuple[Source, Sequence[Any]]],
+                    now: datetime | str | None = None,
+                    ) -> list[tuple[list[EventResult], EnqueueResult] | SecretInRequest]:
+        """`accept` for the events of several requests at once, stored by one commit. A
+        group whose requests would hold a secret gets its SecretInRequest and stores
+        nothing; the others are not held back by it."""
+        mapped: list[tuple[list[EventResult], list[NewJob]] | SecretInRequest] = []
+        for source, events in groups:
+            results = [self.map(source, event, now) for event in events]
+            try:
+                mapped.append((results, [self._job(r) for res in results for r in res.requests]))
+            except SecretInRequest as exc:
+                mapped.append(exc)
+        batches = [(source.name, item[1]) for (source, _), item in zip(groups, mapped, strict=True)
+                   if not isinstance(item, SecretInRequest)]
+        stored = iter(self.outbox.enqueue_many(batches, status=self._status))
+        out: list[tuple[list[EventResult], EnqueueResult] | SecretInRequest] = []
+        for item in mapped:
+            if isinstance(item, SecretInRequest):
+                out.append(item)
+                continue
+            result = next(stored)
+            if result.duplicates:
+                self.metrics.inc("requests_duplicate_total", result.duplicates)
+            out.append((item[0], result))
+        return out
 
     def _job(self, request: Request) -> NewJob:
         job = NewJob.from_request(request)

@@ -153,6 +153,12 @@ class Outbox(Protocol):
         (dry run)."""
         ...
 
+    def enqueue_many(self, batches: Sequence[tuple[str, Sequence[NewJob]]], *,
+                     status: JobStatus = "pending") -> list[EnqueueResult]:
+        """`enqueue` for several (source, jobs) batches in one transaction: what concurrent
+        requests accepted is made durable by one commit (group commit)."""
+        ...
+
     def claim_delivery(self) -> int:
         """Become a delivering process of this outbox; free the leases of processes that
         died. Returns how many leases were freed; raises DeliveryLocked when the backend

@@ -121,28 +121,39 @@ class SQLiteOutbox:
                 status: JobStatus = "pending") -> EnqueueResult:
         """Store `jobs` durably; return how many were stored and how many were duplicates
         of a (destination, messageId) accepted in the last 24 hours."""
+        return self.enqueue_many([(source, jobs)], status=status)[0]
+
+    def enqueue_many(self, batches: Sequence[tuple[str, Sequence[NewJob]]], *,
+                     status: JobStatus = "pending") -> list[EnqueueResult]:
+        """`enqueue` for several sources' batches in one transaction (one fsync)."""
         now = self.clock()
+        results = []
         with self._transaction() as db:
             seen = self._seen_since(db, now - DEDUPE_WINDOW,
-                                    {(j.destination, j.message_id) for j in jobs if j.message_id is not None})
+                                    {(j.destination, j.message_id) for _, jobs in batches
+                                     for j in jobs if j.message_id is not None})
             rows, marks = [], []
-            for job in jobs:
-                if job.message_id is not None:
-                    key = (job.destination, job.message_id)
-                    if key in seen:
-                        continue
-                    seen.add(key)  # a second copy in the same batch is a duplicate too
-                    marks.append((job.destination, job.message_id, now))
-                due = now if job.deliver_after is None else job.deliver_after
-                rows.append((source, job.destination, job.rule, job.message_id, job.request, status,
-                             now, max(now, due), due, job.once_key, job.once_window,
-                             now if status != "pending" else None, job.batch_item))
+            for source, jobs in batches:
+                stored = 0
+                for job in jobs:
+                    if job.message_id is not None:
+                        key = (job.destination, job.message_id)
+                        if key in seen:
+                            continue
+                        seen.add(key)  # a second copy in the same batch is a duplicate too
+                        marks.append((job.destination, job.message_id, now))
+                    due = now if job.deliver_after is None else job.deliver_after
+                    rows.append((source, job.destination, job.rule, job.message_id, job.request,
+                                 status, now, max(now, due), due, job.once_key, job.once_window,
+                                 now if status != "pending" else None, job.batch_item))
+                    stored += 1
+                results.append(EnqueueResult(stored, len(jobs) - stored))
             db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", marks)
             db.executemany(
                 "INSERT INTO outbox (source, destination, rule, message_id, request, status,"
                 " accepted_at, window_start, due_at, once_key, once_window, finished_at,"
                 " batch_item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return EnqueueResult(len(rows), len(jobs) - len(rows))
+        return results
 
     @staticmethod
     def _seen_since(db: sqlite3.Connection, since: float,

@@ -39,6 +39,7 @@ from ..mapping.preview import preview
 from ..metrics import Metrics
 from ..normalize import enrich
 from ..redact import redact
+from .group_commit import GroupCommit
 from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK, MAX_WEBHOOK_MESSAGES,
                            decode_body, message_size, messages_of, verify_signature,
                            write_key_from)
@@ -54,6 +55,7 @@ class _State:
     outbox: Outbox
     intake: Intake
     metrics: Metrics
+    commits: GroupCommit
     deliverer: Deliverer | None = None
     on_stored: Callable[[], None] | None = None
 
@@ -94,8 +96,9 @@ def _source(state: _State, request: HTTPRequest, body: Any) -> SourceConfig:
 
 
 async def _accept(state: _State, source: Source, events: list[Any]) -> list[EventResult]:
-    """Take `events` in through the intake, off the event loop; durable when it returns."""
-    results, stored = await asyncio.to_thread(state.intake.accept, source, events)
+    """Take `events` in through the intake (a commit shared with concurrent requests, off
+    the event loop); durable when it returns."""
+    results, stored = await state.commits.accept(source, events)
     if stored.stored:
         if state.deliverer is not None:
             state.deliverer.wakeup.set()
@@ -278,8 +281,8 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
         metrics_ = metrics or Metrics()
         outbox = open_outbox(config.store)
         metrics_.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
-        state = _State(config, outbox, Intake(config, outbox, metrics_), metrics_,
-                       on_stored=on_stored)
+        intake = Intake(config, outbox, metrics_)
+        state = _State(config, outbox, intake, metrics_, GroupCommit(intake), on_stored=on_stored)
         task = stop = None
         if deliver and not config.dry_run:
             state.deliverer = Deliverer(config, outbox, metrics=metrics_)

@@ -297,7 +297,7 @@ async def test_every_error_is_json_the_unexpected_ones_too(shim: httpx.AsyncClie
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom: internal detail")
 
-    monkeypatch.setattr(Intake, "accept", broken)
+    monkeypatch.setattr(Intake, "accept_many", broken)
     reply = await shim.post("/v1/track", json={"userId": "u1", "event": "Signed Up"}, auth=AUTH)
     assert reply.status_code == 500
     assert reply.json() == {"success": False, "code": "internal_error",
