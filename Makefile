@@ -33,6 +33,7 @@ validate: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mapping.py
 	$(PY) benchmarks/bench_shim.py
+	$(PY) benchmarks/bench_delivery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache var
