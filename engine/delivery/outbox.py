@@ -166,9 +166,11 @@ class Outbox(Protocol):
         ...
 
     def lease(self, free: dict[str, int], default_free: int, lease_seconds: float) -> list[Job]:
-        """Take due jobs for `lease_seconds`: at most `free[destination]` (else
-        `default_free`) per destination, so that nothing leased waits behind a busy
-        destination. Jobs suppressed by their once key are settled here, not returned."""
+        """Take due jobs for `lease_seconds`: at most `free[destination]` per destination
+        named, so that nothing leased waits behind a busy destination, and at most
+        `default_free` of each other destination (one no longer configured, say: looked for
+        every few seconds at least, and on every call when `free` names none). Jobs
+        suppressed by their once key are settled here, not returned."""
         ...
 
     def record(self, outcomes: Sequence[JobOutcome]) -> None:

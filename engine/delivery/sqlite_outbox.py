@@ -22,6 +22,9 @@ from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Delivered,
 
 __all__ = ["SQLiteOutbox"]
 
+_SWEEP_INTERVAL = 10.0
+"""Seconds between two looks for due jobs of destinations the lease was not asked about."""
+
 _KEYS_PER_QUERY = 400
 """(destination, messageId) pairs looked up per query: two parameters each, well under
 SQLite's limit on parameters."""
@@ -50,6 +53,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     batch_item    BLOB                  -- JSON [list name, item]: its part of a bulk request
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, due_at);
+CREATE INDEX IF NOT EXISTS outbox_due_by_destination ON outbox (status, destination, due_at);
 -- Nothing on the per-job path may cost more as the backlog grows: leases and once-key
 -- waiters are found through indexes that hold only the few rows concerned.
 CREATE INDEX IF NOT EXISTS outbox_leased ON outbox (leased_until) WHERE leased_until IS NOT NULL;
@@ -78,6 +82,7 @@ class SQLiteOutbox:
         self.clock = clock
         self._lock = threading.Lock()
         self._delivery_lock: IO[str] | None = None
+        self._next_sweep = 0.0
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -179,13 +184,27 @@ class SQLiteOutbox:
         now = self.clock()
         jobs = []
         slots = dict(free)
+        columns = ("SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
+                   " window_start, once_key, once_window, batch_item FROM outbox")
+        due = "status='pending' AND due_at<=? AND (leased_until IS NULL OR leased_until<?)"
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
-                " window_start, once_key, once_window, batch_item FROM outbox"
-                " WHERE status='pending' AND due_at<=? AND (leased_until IS NULL OR leased_until<?)"
-                " ORDER BY due_at, id LIMIT ?",
-                (now, now, max(1, sum(slots.values()) + default_free * 4))).fetchall()
+            # One indexed query per destination, for as many jobs as it can take: the cost
+            # follows what is leased, not how many jobs wait.
+            rows = []
+            for destination, count in free.items():
+                if count > 0:
+                    rows += db.execute(f"{columns} WHERE status='pending' AND destination=?"
+                                       f" AND {due} ORDER BY due_at, id LIMIT ?",
+                                       (destination, now, now, count)).fetchall()
+            # Destinations not named (none in the configuration any more, say) get theirs too,
+            # looked for now and then: that query reads past every job that waits.
+            if not free or time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
+                named = ",".join("?" * len(free))
+                rows += db.execute(f"{columns} WHERE {due}"
+                                   + (f" AND destination NOT IN ({named})" if free else "")
+                                   + " ORDER BY due_at, id LIMIT ?",
+                                   (now, now, *free, default_free)).fetchall()
             for row in rows:
                 job_id, once_key, once_window = row[0], row[9], row[10]
                 if slots.setdefault(row[2], default_free) <= 0:

@@ -127,3 +127,10 @@ def test_waking_once_waiters_leaves_deferred_jobs_deferred(outbox: Outbox, clock
     outbox.record([Dead(holder, 400, "HTTP 400", None)])
     assert outbox.lease({}, 10, 30) == []  # job 2 keeps its deliver_after
     assert outbox.next_due() == clock[0] + 3 * 86400
+
+
+def test_leases_are_asked_per_destination_and_others_are_not_forgotten(outbox: Outbox) -> None:
+    outbox.enqueue("web", [request(1), request(2), request(3, "skalin"), request(4, "gone")])
+    leased = outbox.lease({"calixa": 1, "skalin": 0}, 4, 30)
+    # calixa: its one free slot; skalin: none; "gone", named by no one: found by the sweep.
+    assert sorted((job.destination, job.message_id) for job in leased) == [("calixa", "m1"), ("gone", "m4")]
