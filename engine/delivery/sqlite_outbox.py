@@ -281,8 +281,9 @@ class SQLiteOutbox:
                  + " ORDER BY due_at LIMIT 1")
         with self._lock:
             first = self._db.execute(query, (self.clock(),) if retries_only else ()).fetchone()
-            lease = self._db.execute("SELECT MIN(leased_until) FROM outbox"
-                                     " WHERE leased_until IS NOT NULL AND status='pending'").fetchone()
+            # Only pending jobs hold a lease (an outcome ends it): the partial index has them.
+            lease = self._db.execute("SELECT MIN(leased_until) FROM outbox INDEXED BY outbox_leased"
+                                     " WHERE leased_until IS NOT NULL").fetchone()
         times: list[float] = [t for t in (first[0] if first else None, lease[0]) if t is not None]
         return min(times) if times else None
 

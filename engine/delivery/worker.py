@@ -81,7 +81,7 @@ class Deliverer:
                 if started:
                     await asyncio.sleep(0)
                     continue
-                await self._idle(stop)
+                await self._idle(stop, busy=bool(tasks))
             if tasks:
                 await asyncio.wait(tasks, timeout=drain_timeout)
             self._flush()
@@ -175,9 +175,16 @@ class Deliverer:
         return min(max(0.0, since + self.config.destinations[dest].batch.max_wait - now)  # type: ignore[union-attr]
                    for (_, dest), (since, _) in self._forming.items())
 
-    async def _idle(self, stop: asyncio.Event) -> None:
+    async def _idle(self, stop: asyncio.Event, *, busy: bool) -> None:
+        """Wait for new jobs (a wake-up), the next due time, gathered bulk items' time, or
+        `stop`. When `busy` (sends in flight) and jobs are due now, their destinations have
+        no free slot: a finished send wakes the loop, so there is nothing to poll for."""
         due = self.outbox.next_due()
-        wait = 1.0 if due is None else min(1.0, max(0.01, due - self.outbox.clock()))
+        now = self.outbox.clock()
+        if due is None or (busy and due <= now):
+            wait = 1.0
+        else:
+            wait = min(1.0, max(0.01, due - now))
         bulk = self._next_bulk_deadline()
         if bulk is not None:
             wait = min(wait, max(0.001, bulk))
