@@ -203,3 +203,30 @@ def test_a_job_whose_rule_was_removed_is_a_clear_dead_letter(tmp_path: Path, ser
     assert server.at("/calixa") == []
     (dead,) = outbox.rows("dead")
     assert dead["last_error"] == "rule 'identify' is no longer in calixa's mapping"
+
+
+def test_a_request_in_flight_is_not_sent_again_when_its_lease_runs_out(tmp_path: Path,
+                                                                       server: ScriptedServer) -> None:
+    import asyncio
+    import threading
+
+    from engine.delivery.worker import Deliverer
+
+    config, _ = setup(tmp_path, server.url(), delivery={"timeout": 5}, only=("calixa", "skalin"))
+    clock = [1_700_000_000.0]
+    outbox = open_outbox(config.store, clock=lambda: clock[0])
+    server.script("/calixa", Reply(200, delay=1.0))
+    # Skalin's answer comes while Calixa's is still awaited: the loop leases again then.
+    server.script("/skalin", Reply(200, delay=0.3))
+    accept(config, outbox, identify(1))
+
+    def expire_the_lease_while_in_flight() -> None:
+        server.wait_for("/calixa", 1)
+        clock[0] += 3600  # the lease (timeout + 30 s) is long over; the send is not
+
+    watcher = threading.Thread(target=expire_the_lease_while_in_flight)
+    watcher.start()
+    asyncio.run(Deliverer(config, outbox).drain(max_seconds=30))
+    watcher.join()
+    assert len(server.at("/calixa")) == 1
+    assert outbox.counts() == {"delivered": 2}
