@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-from collections import deque
 import logging
 import os
 import signal
 import time
+from collections import deque
 from typing import Any, Callable
 
 import aiohttp

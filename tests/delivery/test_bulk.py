@@ -3,6 +3,7 @@ mapping's `batch` says; a lone one goes as itself; failed items are retried alon
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import textwrap
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
+from engine.delivery.worker import Deliverer
 from tests.support.builders import problems
 from tests.support.delivery import accept, drain, open_outbox, setup
 from tests.support.scripted_server import Reply, ScriptedServer
@@ -44,10 +46,11 @@ def server():
         yield running
 
 
-def bulky_config(tmp_path: Path, url: str) -> Path:
+def bulky_config(tmp_path: Path, url: str, max_wait: float = 0) -> Path:
     mappings = tmp_path / "mappings"
     mappings.mkdir()
-    (mappings / "bulky.yaml").write_text(textwrap.dedent(BULKY))
+    text = textwrap.dedent(BULKY).replace("  max_items: 3\n", f"  max_items: 3\n  max_wait: {max_wait}\n")
+    (mappings / "bulky.yaml").write_text(text)
     path = tmp_path / "config.yaml"
     path.write_text(textwrap.dedent(f"""\
         mappings: {mappings}
@@ -86,6 +89,30 @@ def test_due_jobs_go_in_bulks_of_at_most_max_items_and_a_lone_one_as_itself(
     # Secrets stay out of the store: the bulk's auth is rendered at send time too.
     outbox.close()
     assert b"bulky-token-1" not in b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
+
+
+def test_a_due_item_waits_max_wait_for_others_to_share_its_request(tmp_path: Path,
+                                                                    server: ScriptedServer) -> None:
+    config = load_config(bulky_config(tmp_path, server.url(), max_wait=0.5))
+    outbox = open_outbox(config.store)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        deliverer = Deliverer(config, outbox)
+        running = asyncio.create_task(deliverer.run(stop))
+        accept(config, outbox, track(0))
+        deliverer.wakeup.set()
+        await asyncio.sleep(0.1)  # the first item is due and waits for company
+        accept(config, outbox, track(1), track(2))
+        deliverer.wakeup.set()
+        await asyncio.to_thread(server.wait_for, "/many", 1)
+        stop.set()
+        await running
+
+    asyncio.run(scenario())
+    (bulk,) = server.at("/many")
+    assert [e["id"] for e in json.loads(bulk.body)["events"]] == ["m0", "m1", "m2"]
+    assert server.at("/one") == []
 
 
 def test_items_the_response_names_as_failed_are_retried_alone(tmp_path: Path, server: ScriptedServer) -> None:
