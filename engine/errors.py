@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["EngineError", "Location", "Problem", "MappingError", "ConfigError", "EventError",
-           "SettingsError", "RenderError", "UsageError", "BadRequest", "SecretInRequest",
-           "DeliveryLocked"]
+           "SettingsError", "RenderError", "UsageError", "BadRequest", "DeliveryLocked"]
 
 
 class EngineError(Exception):
@@ -84,11 +83,6 @@ class BadRequest(EngineError):
         self.status = status
         self.code = code or {401: "unauthorized", 404: "not_found"}.get(status, "invalid_request")
         super().__init__(message)
-
-
-class SecretInRequest(EngineError, ValueError):
-    """A mapped request still holds a secret value outside its auth headers: it is not
-    stored, since the outbox never holds secrets."""
 
 
 class DeliveryLocked(EngineError, RuntimeError):

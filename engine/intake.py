@@ -15,12 +15,12 @@ from typing import Any, Sequence
 
 from .config import Config, Source
 from .delivery.outbox import EnqueueResult, JobStatus, NewJob, Outbox
-from .errors import EventError, SecretInRequest
+from .errors import EventError
 from .mapping.destination import BoundDestination
 from .metrics import Metrics
 from .normalize import normalize_event
 from .outcomes import Request, Skip
-from .redact import MIN_SECRET_LENGTH, redact
+from .redact import redact
 from .route import route
 
 __all__ = ["Intake", "EventResult", "Rejection"]
@@ -53,7 +53,6 @@ class Intake:
         self.outbox = outbox
         self.metrics = metrics or Metrics()
         self._secrets = config.secrets()
-        self._needles = [s.encode() for s in self._secrets if len(s) >= MIN_SECRET_LENGTH]
         self._status: JobStatus = "recorded" if config.dry_run else "pending"
         self._bound: dict[tuple[str, str], BoundDestination] = {}
 
@@ -111,45 +110,24 @@ class Intake:
 
     def accept(self, source: Source, events: Sequence[Any],
                now: datetime | str | None = None) -> tuple[list[EventResult], EnqueueResult]:
-        """Map `events` and store every request they give in one durable transaction.
-        Raises SecretInRequest, storing nothing, if a request would hold a secret."""
-        accepted = self.accept_many([(source, events)], now)[0]
-        if isinstance(accepted, SecretInRequest):
-            raise accepted
-        return accepted
+        """Map `events` and store every request they give in one durable transaction."""
+        return self.accept_many([(source, events)], now)[0]
 
     def accept_many(self, groups: Sequence[tuple[Source, Sequence[Any]]],
                     now: datetime | str | None = None,
-                    ) -> list[tuple[list[EventResult], EnqueueResult] | SecretInRequest]:
-        """`accept` for the events of several requests at once, stored by one commit. A
-        group whose requests would hold a secret gets its SecretInRequest and stores
-        nothing; the others are not held back by it."""
-        mapped: list[tuple[list[EventResult], list[NewJob]] | SecretInRequest] = []
-        for source, events in groups:
-            results = [self.map(source, event, now) for event in events]
-            try:
-                mapped.append((results, [self._job(r) for res in results for r in res.requests]))
-            except SecretInRequest as exc:
-                mapped.append(exc)
-        batches = [(source.name, item[1]) for (source, _), item in zip(groups, mapped, strict=True)
-                   if not isinstance(item, SecretInRequest)]
-        stored = iter(self.outbox.enqueue_many(batches, status=self._status))
-        out: list[tuple[list[EventResult], EnqueueResult] | SecretInRequest] = []
-        for item in mapped:
-            if isinstance(item, SecretInRequest):
-                out.append(item)
-                continue
-            result = next(stored)
-            if result.duplicates:
-                self.metrics.inc("requests_duplicate_total", result.duplicates)
-            out.append((item[0], result))
-        return out
+                    ) -> list[tuple[list[EventResult], EnqueueResult]]:
+        """`accept` for the events of several requests at once, stored by one commit.
 
-    def _job(self, request: Request) -> NewJob:
-        job = NewJob.from_request(request)
-        for needle in self._needles:
-            if needle in job.request:
-                raise SecretInRequest(
-                    f"{request.destination}: rule {request.rule} puts a secret setting "
-                    "outside request.auth; it would be stored")
-        return job
+        What an event holds is stored as it came (a page URL may carry a write key): the
+        engine's own secrets cannot be in a request, since only `auth` templates see them
+        and auth headers are never stored."""
+        mapped = [[self.map(source, event, now) for event in events] for source, events in groups]
+        batches = [(source.name, [NewJob.from_request(r) for res in results for r in res.requests])
+                   for (source, _), results in zip(groups, mapped, strict=True)]
+        out = []
+        for results, stored in zip(mapped, self.outbox.enqueue_many(batches, status=self._status),
+                                   strict=True):
+            if stored.duplicates:
+                self.metrics.inc("requests_duplicate_total", stored.duplicates)
+            out.append((results, stored))
+        return out

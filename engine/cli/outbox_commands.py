@@ -14,7 +14,7 @@ import orjson
 
 from ..delivery import open_outbox
 from ..delivery.outbox import recorded_view
-from ..errors import SecretInRequest, UsageError
+from ..errors import UsageError
 from ..intake import EventResult, Intake
 from .common import events_from, open_config
 from .jsonstream import BadJSON
@@ -50,8 +50,6 @@ def enqueue(args: argparse.Namespace) -> int:
                     line["duplicates"] = saved.duplicates
                 line["skipped"] = _skipped(result, list(source.destinations))
             out.write(orjson.dumps(line) + b"\n")
-    except SecretInRequest as exc:
-        raise UsageError(str(exc)) from None
     finally:
         out.flush()
         outbox.close()

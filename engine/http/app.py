@@ -33,7 +33,7 @@ from ..config import Config, Source, SourceConfig
 from ..delivery import Outbox, open_outbox
 from ..delivery.outbox import recorded_view
 from ..delivery.worker import Deliverer
-from ..errors import BadRequest, EngineError, SecretInRequest
+from ..errors import BadRequest, EngineError
 from ..intake import EventResult, Intake
 from ..mapping.preview import preview
 from ..metrics import Metrics
@@ -234,11 +234,6 @@ async def _bad_request(request: HTTPRequest, exc: Exception) -> Response:
     return _error(exc.message, exc.status, exc.code)
 
 
-async def _secret_in_request(request: HTTPRequest, exc: Exception) -> Response:
-    log.error("refused to store a request: %s", exc)
-    return _error("a mapping would store a secret; the event was not accepted", 500, "mapping_error")
-
-
 async def _engine_error(request: HTTPRequest, exc: Exception) -> Response:
     # The intake turns rejected events into outcomes, so little gets here; what does is
     # still an error the engine raised on purpose, for the client to read.
@@ -263,7 +258,6 @@ async def _unexpected(request: HTTPRequest, exc: Exception) -> Response:
 ExceptionHandler = Callable[[HTTPRequest, Exception], Awaitable[Response]]
 _HANDLERS: Mapping[Any, ExceptionHandler] = {
     BadRequest: _bad_request,
-    SecretInRequest: _secret_in_request,
     EngineError: _engine_error,
     HTTPException: _http_error,
     Exception: _unexpected,

@@ -12,7 +12,6 @@ import asyncio
 from typing import Any, Sequence
 
 from ..config import Source
-from ..errors import SecretInRequest
 from ..delivery.outbox import EnqueueResult
 from ..intake import EventResult, Intake
 
@@ -31,8 +30,8 @@ class GroupCommit:
         self._committing = False
 
     async def accept(self, source: Source, events: Sequence[Any]) -> Accepted:
-        """Map and durably store `events`, as `Intake.accept` does (SecretInRequest
-        included), sharing the commit with whoever else is waiting for one."""
+        """Map and durably store `events`, as `Intake.accept` does, sharing the commit with
+        whoever else is waiting for one."""
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._waiting.append((source, events, future))
         if not self._committing:
@@ -53,11 +52,7 @@ class GroupCommit:
                             future.set_exception(exc)
                     continue
                 for (_, _, future), outcome in zip(group, accepted, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, SecretInRequest):
-                        future.set_exception(outcome)
-                    else:
+                    if not future.done():
                         future.set_result(outcome)
         finally:
             self._committing = False

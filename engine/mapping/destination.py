@@ -232,13 +232,20 @@ class Destination:
 
 
 class BoundDestination:
-    """A destination with checked settings: `map(event, now=...)` is the per-event path."""
+    """A destination with checked settings: `map(event, now=...)` is the per-event path.
+
+    Secret settings are seen by `auth` templates alone, which delivery renders at send time:
+    every other template sees the settings without them (`settings | tojson`, a loop over
+    `settings`, whatever it does), so no request can carry a secret into the outbox."""
 
     def __init__(self, destination: Destination, settings: dict[str, Any]) -> None:
         self.destination = destination
         self.settings = settings
         self.secrets = destination.secret_values(settings)
-        base: Scope = {"settings": settings}
+        secret = destination.settings_schema.secret_names
+        self._public = {k: v for k, v in settings.items() if k not in secret}
+        base: Scope = {"settings": self._public}
+        with_secrets: Scope = {"settings": settings}
         self._auth: dict[int, dict[str, str]] = {}
         self._resolved: dict[int, Compiled] = {}
         for rule in destination.rules:
@@ -247,7 +254,7 @@ class BoundDestination:
                 continue
             headers = {}
             for name, compiled in spec.auth:
-                value = _value(compiled, base)
+                value = _value(compiled, with_secrets)
                 if value is not MISSING:
                     headers[name] = str(value)
             self._auth[id(rule)] = headers
@@ -259,8 +266,12 @@ class BoundDestination:
         batch = destination.batch
         if batch is not None:
             headers = {}
-            for name, compiled in (*batch.headers, *batch.auth):
+            for name, compiled in batch.headers:
                 value = _value(compiled, base)
+                if value is not MISSING:
+                    headers[name] = str(value)
+            for name, compiled in batch.auth:
+                value = _value(compiled, with_secrets)
                 if value is not MISSING:
                     headers[name] = str(value)
             url = _value(batch.url, base)
@@ -276,7 +287,7 @@ class BoundDestination:
         for into, item in items:
             lists.setdefault(into, []).append(item)
         try:
-            body = _value(batch.body, {"settings": self.settings, "items": lists})
+            body = _value(batch.body, {"settings": self._public, "items": lists})
         except RenderError as exc:
             raise EventError(f"{self.destination.slug}: batch: {exc}") from None
         if not bulk[0]:
@@ -330,7 +341,7 @@ class BoundDestination:
                extracted: Sequence[tuple[str, Any]]) -> Scope:
         scope = dict(event)
         scope["message"] = event
-        scope["settings"] = self.settings
+        scope["settings"] = self._public
         scope["now"] = now
         for name, value in extracted:
             scope[name] = value

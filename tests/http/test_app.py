@@ -306,3 +306,15 @@ async def test_every_error_is_json_the_unexpected_ones_too(shim: httpx.AsyncClie
     wrong_method = await shim.delete("/v1/track")
     assert (wrong_method.status_code, wrong_method.json()) == (405, {
         "success": False, "code": "method_not_allowed", "message": "DELETE is not allowed on /v1/track"})
+
+
+@pytest.mark.anyio
+async def test_a_message_whose_content_holds_the_write_key_is_accepted(shim: httpx.AsyncClient,
+                                                                       destinations: ScriptedServer) -> None:
+    # analytics.js sends the page's URL, which can carry the write key in its query string.
+    page = {"userId": "u1", "name": "Home", "messageId": "p1",
+            "context": {"page": {"url": f"https://app.example.com/?writeKey={WRITE_KEY}"}}}
+    reply = await shim.post("/v1/page", json=page, auth=AUTH)
+    assert (reply.status_code, reply.json()) == (200, {"success": True})
+    await until(lambda: len(skalin.hits(destinations)) == 1)
+    assert skalin.hits(destinations)[0]["url"].endswith(f"?writeKey={WRITE_KEY}")

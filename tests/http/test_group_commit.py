@@ -1,10 +1,9 @@
-"""Group commit: concurrent requests share one durable commit; one bad request does not
-hold back the others."""
+"""Group commit: concurrent requests share one durable commit; a failed commit fails the
+callers it held, and the next one works."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import pytest
 
 from engine.config import load_config
-from engine.errors import SecretInRequest
 from engine.http.group_commit import GroupCommit
 from engine.intake import Intake
 from tests.support.delivery import open_outbox
@@ -46,26 +44,28 @@ async def test_concurrent_requests_share_commits(tmp_path: Path, monkeypatch: py
 
 
 @pytest.mark.anyio
-async def test_a_request_that_would_store_a_secret_fails_alone(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_commit_is_every_waiting_callers_error_and_the_next_one_works(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config(shim_config(tmp_path, "https://destinations.example"))
     outbox = open_outbox(config.store)
-    intake = Intake(config, outbox)
+    real = outbox.enqueue_many
+    calls = [0]
+
+    def failing_once(batches: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            time.sleep(0.05)
+            raise OSError("disk full")
+        return real(batches, **kwargs)
+
+    monkeypatch.setattr(outbox, "enqueue_many", failing_once)
     web = config.source("web")
     assert web is not None
-    calixa = intake.bound(web, "calixa")
-    real = calixa.map_message
-
-    def leaky_for_u0(message: dict[str, Any], **kwargs: Any) -> Any:
-        requests = real(message, **kwargs)
-        if message["userId"] == "u0":
-            return [dataclasses.replace(r, url=r.url + "?k=calixa-key-123") for r in requests]
-        return requests
-
-    monkeypatch.setattr(calixa, "map_message", leaky_for_u0)
-    group = GroupCommit(intake)
-    outcomes = await asyncio.gather(*(group.accept(web, [track(n)]) for n in range(3)),
-                                    return_exceptions=True)
-    assert isinstance(outcomes[0], SecretInRequest)
-    assert [o[1].stored for o in outcomes[1:]] == [2, 2]  # type: ignore[index]
+    group = GroupCommit(Intake(config, outbox))
+    first = asyncio.ensure_future(group.accept(web, [track(0)]))
+    await asyncio.sleep(0.01)  # the first commit is under way; these two wait for the next
+    later = await asyncio.gather(group.accept(web, [track(1)]), group.accept(web, [track(2)]))
+    with pytest.raises(OSError, match="disk full"):
+        await first
+    assert [stored.stored for _, stored in later] == [2, 2]
     assert outbox.counts() == {"pending": 4}

@@ -216,3 +216,28 @@ def test_require_treats_null_and_empty_as_absent(tmp_path: Path, value: object, 
         """)
     (outcome,) = dest.map({"type": "identify", "userId": "u", "traits": {"v": value}})
     assert isinstance(outcome, Skip) is skipped
+
+
+def test_templates_outside_auth_cannot_see_secret_settings(tmp_path: Path) -> None:
+    leaky = destination(tmp_path, """\
+        destination: Leaky
+        slug: leaky
+        settings:
+          api_key: {type: string, required: true, secret: true}
+          region: {type: string, default: eu}
+        request:
+          url: "https://x.example/{{ settings | tojson | b64encode }}"
+          auth: {Authorization: "Bearer {{ settings.api_key }}"}
+          body:
+            all: "{{ settings | tojson }}"
+            looped: "{% for k, v in settings | dictsort %}{{ k }}={{ v }};{% endfor %}"
+        rules:
+          - name: all
+            when: {type: track}
+        """)
+    (request,) = leaky.map({"type": "track", "userId": "u", "event": "e"},
+                           settings={"api_key": "sk-live-123456"})
+    shown = repr((request.url, request.body))
+    assert "sk-live-123456" not in shown and "c2stbGl2ZS0xMjM0NTY" not in shown
+    assert request.body == {"all": '{"region":"eu"}', "looped": "region=eu;"}
+    assert request.headers["Authorization"] == "Bearer sk-live-123456"  # auth alone sees it
