@@ -35,7 +35,11 @@ def normalize_event(event: Any) -> dict[str, Any]:
     - the legacy `action` field is read as `type` (Calixa's documented example uses it);
     - `type` must be one of the six call types;
     - `userId` or `anonymousId` must be present (a non-empty string or a number);
-    - track needs `event`, group needs `groupId`.
+    - track needs `event`, group needs `groupId`;
+    - an identify whose traits sit only in `context.traits` is read with them as its
+      `traits`: the spec puts an identify's traits in `traits` (and `context.traits` is for
+      the user's traits on other calls), but RudderStack's SDKs send an identify's traits in
+      `context.traits` alone.
     The input is never modified: a copy is made when something changes.
     """
     if not isinstance(event, dict):
@@ -64,6 +68,10 @@ def _checked(event: dict[str, Any]) -> dict[str, Any]:
         value = event.get(name)
         if value is not None and not isinstance(value, dict):
             raise EventError(f"'{name}' must be an object, got {_kind(value)}")
+    if call == "identify" and not event.get("traits"):
+        context_traits = (event.get("context") or {}).get("traits")
+        if isinstance(context_traits, dict) and context_traits:
+            event = {**event, "traits": context_traits}
     return event
 
 

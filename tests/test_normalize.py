@@ -57,3 +57,15 @@ def test_numeric_user_ids_are_accepted() -> None:
 ])
 def test_integrations_object(integrations: dict | None, enabled: bool) -> None:
     assert is_enabled(integrations, "Calixa") is enabled
+
+
+def test_an_identify_with_traits_only_in_context_traits_is_read_with_them() -> None:
+    # RudderStack's SDKs (rudder-sdk-python, @rudderstack/rudder-sdk-node) send them so.
+    rudder = {"type": "identify", "userId": "u1", "context": {"traits": {"email": "a@example.com"}}}
+    assert normalize_event(rudder)["traits"] == {"email": "a@example.com"}
+    assert "traits" not in rudder  # the caller's dict is not modified
+    own = {"type": "identify", "userId": "u1", "traits": {"email": "own@example.com"},
+           "context": {"traits": {"email": "context@example.com"}}}
+    assert normalize_event(own)["traits"] == {"email": "own@example.com"}  # its own win
+    track = {"type": "track", "userId": "u1", "event": "e", "context": {"traits": {"plan": "pro"}}}
+    assert "traits" not in normalize_event(track)  # other calls keep context.traits as context
