@@ -19,6 +19,7 @@ stay out of the file. Every problem is reported as `file:line:col: message`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ __all__ = ["Config", "DeliveryConfig", "SourceConfig", "InboundConfig", "Source"
 RESERVED_SOURCE_NAMES = frozenset({"inbound"})
 """Names no source may take: "inbound" marked inbound jobs in outboxes written before inbound
 mappings were sources of their own."""
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -109,6 +112,27 @@ class Config:
     sources: list[SourceConfig]
     destinations: dict[str, Destination] = field(default_factory=dict)
     inbound: dict[str, InboundConfig] = field(default_factory=dict)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    """Addresses whose X-Forwarded-For is believed, to find a client's IP (see client_ip)."""
+
+    def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
+        """The client's address: the connecting `peer`, or, when it is a trusted proxy, the
+        nearest address in X-Forwarded-For that is not one (walking from the right, as each
+        proxy appends the address it saw)."""
+        if peer is None or forwarded_for is None or not self._trusted(peer):
+            return peer
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop if _is_ip(hop) else peer
+        return hops[0] if hops and _is_ip(hops[0]) else peer
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -147,6 +171,7 @@ SCHEMA = {
     "mappings": {"type": "string", "default": "mappings"},
     "store": {"type": "string", "default": "var/outbox.sqlite3"},
     "dry_run": {"type": "boolean", "default": False},
+    "trusted_proxies": {"type": "list", "default": [], "schema": {"type": "string"}},
     "delivery": {"type": "dict", "default": {}, "schema": {
         "timeout": {**_POSITIVE, "min": 0.001},
         "backoff_initial": _POSITIVE,
@@ -187,6 +212,14 @@ def _interpolate(value: Any, path: tuple[Any, ...], doc: SourceDocument,
         problems.append(Problem(doc.locate(path), f"environment variable {name} is not set"))
         return ""
     return _ENV.sub(replace, value)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -263,9 +296,17 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
             problems.append(Problem(doc.locate(("sources", i, "name")),
                                     f"source name '{source.name}' is taken by the inbound mapping "
                                     f"of that name; pick another"))
+    trusted: list[IPNetwork] = []
+    for i, text in enumerate(data["trusted_proxies"]):
+        try:
+            trusted.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            problems.append(Problem(doc.locate(("trusted_proxies", i)),
+                                    f"'{text}' is not an IP address or network (like 10.0.0.0/8)"))
     if problems:
         raise ConfigError(problems)
     defaults = DeliveryConfig()
     delivery = DeliveryConfig(**{k: data["delivery"].get(k, getattr(defaults, k))
                                  for k in defaults.__dataclass_fields__})
-    return Config(doc.path, mappings, store, data["dry_run"], delivery, sources, destinations, inbound)
+    return Config(doc.path, mappings, store, data["dry_run"], delivery, sources, destinations, inbound,
+                  tuple(trusted))

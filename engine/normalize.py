@@ -94,9 +94,10 @@ def apply_batch_defaults(messages: Sequence[Any], batch: dict[str, Any]) -> list
 
 
 def enrich(message: dict[str, Any], source: str, received_at: datetime,
-           sent_at: Any = None) -> dict[str, Any]:
-    """Fill in messageId, receivedAt and timestamp as Segment does; drop `writeKey` (it is a
-    secret and must not travel on to destinations).
+           sent_at: Any = None, ip: str | None = None) -> dict[str, Any]:
+    """Fill in messageId, receivedAt and timestamp as Segment does, and `context.ip` (from
+    `ip`, the client's address) when the message has none; drop `writeKey` (it is a secret
+    and must not travel on to destinations).
 
     `timestamp = receivedAt - (sentAt - originalTimestamp)`, correcting the client's clock.
     """
@@ -117,6 +118,9 @@ def enrich(message: dict[str, Any], source: str, received_at: datetime,
         else:
             stamp = received_at
         out["timestamp"] = format_datetime(stamp)
+    context = out.get("context")
+    if ip and (context is None or (isinstance(context, dict) and not context.get("ip"))):
+        out["context"] = {**(context or {}), "ip": ip}
     return out
 
 

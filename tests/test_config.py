@@ -81,3 +81,22 @@ def test_inbound_sources_are_named_after_their_mapping(tmp_path: Path) -> None:
     assert config.settings("callexa-sync-back", "callexa-sync-back") == {"write_key": "sync-key-1"}
     assert config.settings("inbound", "callexa-sync-back") is None  # no magic name any more
     assert {"sync-key-1", "signing-secret-1"} <= set(config.secrets())
+
+
+def test_the_client_ip_trusts_x_forwarded_for_from_configured_proxies_only(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""\
+        mappings: {MAPPINGS}
+        trusted_proxies: [10.0.0.0/8, "::1"]
+        """)
+    config = load_config(path)
+    assert config.client_ip("203.0.113.9", "198.51.100.7") == "203.0.113.9"  # not a proxy: ignored
+    assert config.client_ip("10.1.2.3", "198.51.100.7") == "198.51.100.7"
+    # Each proxy appends what it saw: the nearest untrusted address is the client.
+    assert config.client_ip("10.1.2.3", "6.6.6.6, 198.51.100.7, 10.9.9.9") == "198.51.100.7"
+    assert config.client_ip("::1", "not an address") == "::1"
+    assert config.client_ip("10.1.2.3", None) == "10.1.2.3"
+    bad = write(tmp_path, f"mappings: {MAPPINGS}\ntrusted_proxies: [10.0.0.0/8, nope]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert [str(p).replace(str(tmp_path) + "/", "") for p in caught.value.problems] == [
+        "config.yaml:2:31: 'nope' is not an IP address or network (like 10.0.0.0/8)"]

@@ -108,9 +108,10 @@ async def _accept(state: _State, source: Source, events: list[Any]) -> list[Even
 
 
 async def _accept_messages(state: _State, source: SourceConfig, messages: list[Any],
-                           sent_at: Any = None) -> JSONResponse:
-    """Enrich Segment messages as the tracking API does, take them in, and answer with the
-    ones rejected (`{"index", "message"}`); the others are kept."""
+                           sent_at: Any = None, ip: str | None = None) -> JSONResponse:
+    """Enrich Segment messages as the tracking API does (`ip`: the client's, for those with
+    no `context.ip`), take them in, and answer with the ones rejected (`{"index",
+    "message"}`); the others are kept."""
     received_at = datetime.now(timezone.utc)
     rejected: list[dict[str, Any]] = []
     kept: list[tuple[int, dict[str, Any]]] = []
@@ -120,7 +121,7 @@ async def _accept_messages(state: _State, source: SourceConfig, messages: list[A
         elif message_size(message) > MAX_MESSAGE:
             rejected.append({"index": index, "message": f"the message is larger than {MAX_MESSAGE // 1024} KB"})
         else:
-            kept.append((index, enrich(message, source.name, received_at, sent_at)))
+            kept.append((index, enrich(message, source.name, received_at, sent_at, ip)))
     results = await _accept(state, source, [message for _, message in kept])
     for (index, _), result in zip(kept, results, strict=True):
         if result.error is not None:
@@ -146,9 +147,12 @@ async def tracking(request: HTTPRequest) -> Response:
         raise BadRequest(f"no such endpoint: POST /v1/{call}", 404)
     body = await _read(request, MAX_MESSAGE if call in CALL_TYPES else MAX_BATCH)
     source = _source(state, request, body)
+    # A browser or server library calls here itself: its address is the event's context.ip.
+    ip = state.config.client_ip(request.client.host if request.client else None,
+                                request.headers.get("x-forwarded-for"))
     if call in CALL_TYPES:
-        return await _accept_messages(state, source, messages_of(body, call))
-    return await _accept_messages(state, source, messages_of(body, None), body.get("sentAt"))
+        return await _accept_messages(state, source, messages_of(body, call), ip=ip)
+    return await _accept_messages(state, source, messages_of(body, None), body.get("sentAt"), ip)
 
 
 async def webhook(request: HTTPRequest) -> Response:

@@ -318,3 +318,15 @@ async def test_a_message_whose_content_holds_the_write_key_is_accepted(shim: htt
     assert (reply.status_code, reply.json()) == (200, {"success": True})
     await until(lambda: len(skalin.hits(destinations)) == 1)
     assert skalin.hits(destinations)[0]["url"].endswith(f"?writeKey={WRITE_KEY}")
+
+
+@pytest.mark.anyio
+async def test_context_ip_is_the_clients_address_when_the_message_has_none(
+        shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
+    await shim.post("/v1/track", auth=AUTH, json={"userId": "u1", "event": "Signed Up", "messageId": "a"},
+                    headers={"X-Forwarded-For": "6.6.6.6"})  # from no trusted proxy: ignored
+    await shim.post("/v1/track", auth=AUTH, json={"userId": "u2", "event": "Signed Up", "messageId": "b",
+                                                  "context": {"ip": "198.51.100.1"}})
+    received = {b["messageId"]: b["context"].get("ip") for b in
+                [json.loads(r.body) for r in await arrived(destinations, "/calixa", 2)]}
+    assert received == {"a": "127.0.0.1", "b": "198.51.100.1"}  # ASGITransport's client address
