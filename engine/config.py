@@ -114,6 +114,9 @@ class Config:
     inbound: dict[str, InboundConfig] = field(default_factory=dict)
     trusted_proxies: tuple[IPNetwork, ...] = ()
     """Addresses whose X-Forwarded-For is believed, to find a client's IP (see client_ip)."""
+    cors_origins: tuple[str, ...] = ("*",)
+    """Origins whose pages may call the tracking API from a browser (analytics.js); "*":
+    any page, as a write key is public anyway."""
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """The client's address: the connecting `peer`, or, when it is a trusted proxy, the
@@ -172,6 +175,9 @@ SCHEMA = {
     "store": {"type": "string", "default": "var/outbox.sqlite3"},
     "dry_run": {"type": "boolean", "default": False},
     "trusted_proxies": {"type": "list", "default": [], "schema": {"type": "string"}},
+    "cors": {"type": "dict", "default": {}, "schema": {
+        "allow_origins": {"type": "list", "schema": {"type": "string", "empty": False}},
+    }},
     "delivery": {"type": "dict", "default": {}, "schema": {
         "timeout": {**_POSITIVE, "min": 0.001},
         "backoff_initial": _POSITIVE,
@@ -309,4 +315,4 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     delivery = DeliveryConfig(**{k: data["delivery"].get(k, getattr(defaults, k))
                                  for k in defaults.__dataclass_fields__})
     return Config(doc.path, mappings, store, data["dry_run"], delivery, sources, destinations, inbound,
-                  tuple(trusted))
+                  tuple(trusted), tuple(data["cors"].get("allow_origins", ["*"])))

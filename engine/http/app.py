@@ -25,6 +25,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -41,8 +43,8 @@ from ..normalize import enrich
 from ..redact import redact
 from .group_commit import GroupCommit
 from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK, MAX_WEBHOOK_MESSAGES,
-                           decode_body, message_size, messages_of, verify_signature,
-                           write_key_from)
+                           SHORT_PATHS, decode_body, message_size, messages_of,
+                           verify_signature, write_key_from)
 
 __all__ = ["create_app"]
 
@@ -143,6 +145,7 @@ async def _accept_messages(state: _State, source: SourceConfig, messages: list[A
 async def tracking(request: HTTPRequest) -> Response:
     state = _state(request)
     call = request.path_params["call"]
+    call = SHORT_PATHS.get(call, call)
     if call not in CALL_TYPES and call not in ("batch", "import"):
         raise BadRequest(f"no such endpoint: POST /v1/{call}", 404)
     body = await _read(request, MAX_MESSAGE if call in CALL_TYPES else MAX_BATCH)
@@ -305,4 +308,9 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict(_HANDLERS))
+    # Browsers (analytics.js) send an Authorization header, so each POST is preceded by a
+    # preflight; retries add X-Retry-Count. Any header is allowed: the write key decides.
+    cors = Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                      allow_methods=["GET", "POST"], allow_headers=["*"], max_age=600)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[cors],
+                     exception_handlers=dict(_HANDLERS))

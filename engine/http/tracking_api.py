@@ -22,8 +22,12 @@ from ..errors import BadRequest
 from ..normalize import CALL_TYPES, apply_batch_defaults
 
 __all__ = ["MAX_MESSAGE", "MAX_BATCH", "MAX_BATCH_MESSAGES", "MAX_WEBHOOK_MESSAGES",
-           "MAX_WEBHOOK", "CALL_TYPES", "decode_body", "write_key_from", "messages_of",
+           "MAX_WEBHOOK", "CALL_TYPES", "SHORT_PATHS", "decode_body", "write_key_from", "messages_of",
            "message_size", "verify_signature"]
+
+SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group",
+               "a": "alias", "b": "batch"}
+"""analytics.js (analytics-next) posts to /v1/t, /v1/i, ... rather than the full names."""
 
 MAX_MESSAGE = 32 * 1024
 MAX_BATCH = 500 * 1024

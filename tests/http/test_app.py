@@ -330,3 +330,37 @@ async def test_context_ip_is_the_clients_address_when_the_message_has_none(
     received = {b["messageId"]: b["context"].get("ip") for b in
                 [json.loads(r.body) for r in await arrived(destinations, "/calixa", 2)]}
     assert received == {"a": "127.0.0.1", "b": "198.51.100.1"}  # ASGITransport's client address
+
+
+@pytest.mark.anyio
+async def test_browsers_get_cors_and_analytics_js_short_paths(shim: httpx.AsyncClient,
+                                                              destinations: ScriptedServer) -> None:
+    origin = {"Origin": "https://shop.example.com"}
+    preflight = await shim.options("/v1/t", headers={
+        **origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, x-retry-count"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "x-retry-count" in preflight.headers["access-control-allow-headers"].lower()
+    # analytics.js sends text/plain with the write key inside, to the short paths.
+    body = json.dumps({"userId": "u1", "event": "Signed Up", "messageId": "t1", "writeKey": WRITE_KEY})
+    reply = await shim.post("/v1/t", content=body, headers={**origin, "Content-Type": "text/plain"})
+    assert (reply.status_code, reply.json()) == (200, {"success": True})
+    assert reply.headers["access-control-allow-origin"] == "*"
+    batch = {"batch": [{"type": "identify", "userId": "u2", "messageId": "i2"}], "writeKey": WRITE_KEY}
+    assert (await shim.post("/v1/b", json=batch, headers=origin)).json() == {"success": True}
+    assert sorted(b["messageId"] for b in
+                  [json.loads(r.body) for r in await arrived(destinations, "/calixa", 2)]) == ["i2", "t1"]
+
+
+@pytest.mark.anyio
+async def test_cors_origins_are_configurable(tmp_path: Path, destinations: ScriptedServer) -> None:
+    config = shim_config(tmp_path, destinations.url(),
+                         extra="cors: {allow_origins: [\"https://shop.example.com\"]}\n")
+    async with in_process(config) as shim:
+        allowed = await shim.options("/v1/t", headers={
+            "Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST"})
+        other = await shim.options("/v1/t", headers={
+            "Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"})
+    assert allowed.headers["access-control-allow-origin"] == "https://shop.example.com"
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
