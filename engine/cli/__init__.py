@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from importlib import metadata
 from typing import Callable, Sequence
 
 from ..errors import UsageError
@@ -33,21 +35,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+_EXAMPLES = """\
+examples:
+  engine validate                                    check every file in mappings/
+  echo '{"type":"identify","userId":"u1","traits":{"email":"a@example.com"}}' \\
+    | engine map --destination calixa --setting api_key=KEY --setting endpoint=https://...
+  engine serve --config deploy.yaml --port 8080      the shim, and a delivery process beside it
+  engine dead-letters list --config deploy.yaml
+
+Every serve option can come from the environment: ENGINE_CONFIG (for every command that
+takes --config), ENGINE_HOST, ENGINE_PORT, ENGINE_NO_DELIVER=1.
+"""
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def _version() -> str:
+    try:
+        return metadata.version("engine")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine",
-                                     description="Route Segment-spec events to destinations.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="engine", description="Route Segment-spec events to the tools that consume them: "
+                                   "one YAML file per destination.",
+        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"engine {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_env = _env("ENGINE_CONFIG")
+
+    def config_option(command: argparse.ArgumentParser, required: bool = True) -> None:
+        command.add_argument("--config", required=required and config_env is None,
+                             default=config_env, metavar="FILE",
+                             help="the deployment's configuration file (env: ENGINE_CONFIG)")
 
     validate = sub.add_parser("validate", help="check mapping files; print file:line:col problems")
-    validate.add_argument("paths", nargs="*", default=["mappings"], metavar="PATH")
+    validate.add_argument("paths", nargs="*", default=["mappings"], metavar="PATH",
+                          help="mapping files or directories (default: mappings)")
     validate.add_argument("--config", metavar="FILE",
                           help="check this configuration file (and the mappings it names) too")
     validate.set_defaults(handler=_command("mapping_commands", "validate"))
 
     map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")
-    map_.add_argument("--destination", required=True, metavar="SLUG")
-    map_.add_argument("--mappings", default="mappings", metavar="DIR")
-    map_.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE")
+    map_.add_argument("--destination", required=True, metavar="SLUG",
+                      help="the destination's slug (its mapping file's `slug`)")
+    map_.add_argument("--mappings", default="mappings", metavar="DIR",
+                      help="where the mapping files are (default: mappings)")
+    map_.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                      help="one setting, converted to its declared type (repeatable)")
     map_.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings")
     map_.add_argument("--now", metavar="ISO8601", help="the clock, for repeatable output")
     map_.add_argument("--show-secrets", action="store_true", help="do not redact secret settings")
@@ -55,13 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     map_.set_defaults(handler=_command("mapping_commands", "map_events"))
 
     enqueue = sub.add_parser("enqueue", help="map events for a source and store them in the outbox")
-    enqueue.add_argument("--config", required=True, metavar="FILE")
-    enqueue.add_argument("--source", required=True, metavar="NAME")
+    config_option(enqueue)
+    enqueue.add_argument("--source", required=True, metavar="NAME",
+                         help="a source's name, or an inbound mapping's")
     enqueue.add_argument("files", nargs="*", metavar="FILE", help="event files (default: stdin)")
     enqueue.set_defaults(handler=_command("outbox_commands", "enqueue"))
 
     deliver = sub.add_parser("deliver", help="deliver the outbox (until SIGTERM, or --until-idle)")
-    deliver.add_argument("--config", required=True, metavar="FILE")
+    config_option(deliver)
     deliver.add_argument("--until-idle", action="store_true",
                          help="stop when nothing is due now (deferred requests stay stored)")
     # Set by `serve` for the delivery process it starts: its wake-up and metrics pipes.
@@ -70,25 +111,29 @@ def _parser() -> argparse.ArgumentParser:
     deliver.set_defaults(handler=_command("service_commands", "deliver"))
 
     dead = sub.add_parser("dead-letters", help="list, show, replay or purge dead letters")
-    dead.add_argument("action", choices=["list", "show", "replay", "purge"])
-    dead.add_argument("ids", nargs="*", type=int, metavar="ID")
-    dead.add_argument("--config", required=True, metavar="FILE")
+    dead.add_argument("action", choices=["list", "show", "replay", "purge"],
+                      help="list: one line each; show: whole; replay: queue again; purge: delete")
+    dead.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letters' ids")
+    config_option(dead)
     dead.add_argument("--all", action="store_true", help="replay or purge every dead letter")
     dead.set_defaults(handler=_command("outbox_commands", "dead_letters"))
 
     serve = sub.add_parser("serve", help="run the HTTP shim (Segment's tracking API)")
-    serve.add_argument("--config", required=True, metavar="FILE")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    config_option(serve)
+    serve.add_argument("--host", default=_env("ENGINE_HOST") or "127.0.0.1",
+                       help="address to listen on (env: ENGINE_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=_env("ENGINE_PORT") or 8080,
+                       help="port to listen on (env: ENGINE_PORT; default 8080)")
     serve.add_argument("--no-deliver", action="store_true",
+                       default=(_env("ENGINE_NO_DELIVER") or "0").lower() in ("1", "true", "yes"),
                        help="accept and store only; run `deliver` in another process "
-                            "(by default serve starts one beside itself)")
+                            "(by default serve starts one beside itself; env: ENGINE_NO_DELIVER=1)")
     serve.set_defaults(handler=_command("service_commands", "serve"))
 
     shown = sub.add_parser("recorded", help="list the requests a dry-run shim recorded")
-    shown.add_argument("--config", required=True, metavar="FILE")
-    shown.add_argument("--source", metavar="NAME")
-    shown.add_argument("--limit", type=int, default=100)
+    config_option(shown)
+    shown.add_argument("--source", metavar="NAME", help="only this source's")
+    shown.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     shown.set_defaults(handler=_command("outbox_commands", "recorded"))
     return parser
 
