@@ -186,6 +186,10 @@ class Outbox(Protocol):
         """How many jobs there are in each status."""
         ...
 
+    def ping(self) -> None:
+        """Raise if the store cannot be read now (a cheap check, for readiness probes)."""
+        ...
+
     def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
         """Stored jobs with a status, newest first, as dictionaries for people to read."""
         ...

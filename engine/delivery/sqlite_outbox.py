@@ -289,6 +289,10 @@ class SQLiteOutbox:
 
     # -- inspection and repair -----------------------------------------------------------
 
+    def ping(self) -> None:
+        with self._lock:
+            self._db.execute("SELECT 1 FROM outbox LIMIT 1").fetchall()
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
@@ -60,6 +61,7 @@ class _State:
     commits: GroupCommit
     deliverer: Deliverer | None = None
     on_stored: Callable[[], None] | None = None
+    draining: bool = False
 
 
 def _error(message: str, status: int = 400, code: str = "invalid_request") -> JSONResponse:
@@ -229,6 +231,33 @@ async def health(request: HTTPRequest) -> Response:
                          "outbox": counts})
 
 
+MIN_FREE_DISK = 64 * 1024 * 1024
+"""Bytes free on the outbox's disk below which the shim says it is not ready."""
+
+
+async def ready(request: HTTPRequest) -> Response:
+    """Readiness: 503, saying why, while draining, when the store cannot be read, or when
+    its disk is (nearly) full; a load balancer then sends events elsewhere."""
+    state = _state(request)
+    problems = []
+    if state.draining:
+        problems.append("draining: shutting down")
+    try:
+        await asyncio.to_thread(state.outbox.ping)
+    except Exception as exc:  # whatever the store says, it is not ready
+        problems.append(f"store unavailable: {type(exc).__name__}: {exc}")
+    try:
+        free = shutil.disk_usage(state.config.store.parent).free
+    except OSError as exc:
+        problems.append(f"store's disk unreadable: {exc}")
+    else:
+        if free < MIN_FREE_DISK:
+            problems.append(f"disk full: {free // (1024 * 1024)} MB free under the store")
+    if problems:
+        return JSONResponse({"ready": False, "problems": problems}, status_code=503)
+    return JSONResponse({"ready": True})
+
+
 async def metrics_endpoint(request: HTTPRequest) -> Response:
     text = await asyncio.to_thread(_state(request).metrics.render)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
@@ -294,6 +323,7 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
         try:
             yield
         finally:
+            state.draining = True
             if task is not None and stop is not None:
                 stop.set()  # requests in flight finish; the rest stays stored for next time
                 await task
@@ -306,6 +336,7 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
         Route("/webhook/{source}", webhook, methods=["POST", "PUT", "PATCH"]),
         Route("/inbound/{mapping}", inbound, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     # Browsers (analytics.js) send an Authorization header, so each POST is preceded by a

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, AsyncIterator, Iterator
 
 import httpx
@@ -364,3 +365,21 @@ async def test_cors_origins_are_configurable(tmp_path: Path, destinations: Scrip
             "Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"})
     assert allowed.headers["access-control-allow-origin"] == "https://shop.example.com"
     assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.anyio
+async def test_ready_says_503_and_why_when_the_store_or_its_disk_fails(
+        shim: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ((await shim.get("/ready")).status_code, (await shim.get("/ready")).json()) == (200, {"ready": True})
+    outbox = shim._transport.app.state.shim.outbox  # type: ignore[attr-defined]
+
+    def unavailable() -> None:
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(outbox, "ping", unavailable)
+    monkeypatch.setattr("engine.http.app.shutil.disk_usage", lambda path: SimpleNamespace(free=10**6))
+    reply = await shim.get("/ready")
+    assert reply.status_code == 503
+    assert reply.json() == {"ready": False, "problems": [
+        "store unavailable: OSError: database is locked", "disk full: 0 MB free under the store"]}
+    assert (await shim.get("/health")).status_code == 200  # alive all the same
