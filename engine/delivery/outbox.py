@@ -7,11 +7,13 @@ so that a backend (SQLite today) can be added without touching either of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
 import orjson
 
 from ..outcomes import Request
+from ..serialization import format_datetime
 
 __all__ = ["Outbox", "NewJob", "Job", "EnqueueResult", "Delivered", "Retry", "Dead",
            "JobOutcome", "JobStatus", "recorded_view", "DEDUPE_WINDOW", "ONCE_RECHECK", "MAX_STORED_BODY"]
@@ -214,12 +216,20 @@ class Outbox(Protocol):
 
 def recorded_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row of `Outbox.rows` as `/v1/recorded` and `engine recorded` show it: the request
-    with its body under "json" or "form", as `engine map` prints requests."""
+    as `engine map` prints it (body under "json" or "form", `deliver_after` and `once` when
+    it has them)."""
     request = dict(row["request"])
     body = request.pop("body")
     if body is not None:
         request["form" if request.pop("encoding") == "form" else "json"] = body
     else:
         request.pop("encoding")
+    if row.get("due_at") is not None and row["due_at"] > row.get("accepted_at", row["due_at"]):
+        request["deliver_after"] = format_datetime(datetime.fromtimestamp(row["due_at"], timezone.utc))
+    if row.get("once_key") is not None:
+        window = row.get("once_window")
+        request["once"] = {"key": row["once_key"],
+                           "window_seconds": int(window) if isinstance(window, float)
+                           and window.is_integer() else window}
     return {"id": row["id"], "destination": row["destination"], "rule": row["rule"],
             "message_id": row["message_id"], "request": request}

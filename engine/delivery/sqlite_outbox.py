@@ -301,7 +301,8 @@ class SQLiteOutbox:
     def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
         """Stored rows with a status, newest first, as dictionaries for people to read."""
         query = ("SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
-                 " due_at, last_status, last_error, last_body, finished_at FROM outbox WHERE status=?")
+                 " due_at, last_status, last_error, last_body, finished_at, once_key, once_window"
+                 " FROM outbox WHERE status=?")
         params: list[Any] = [status]
         if ids:
             query += f" AND id IN ({','.join('?' * len(ids))})"
@@ -311,7 +312,8 @@ class SQLiteOutbox:
         with self._lock:
             found = self._db.execute(query, params).fetchall()
         keys = ("id", "source", "destination", "rule", "message_id", "request", "attempts",
-                "accepted_at", "due_at", "last_status", "last_error", "last_body", "finished_at")
+                "accepted_at", "due_at", "last_status", "last_error", "last_body", "finished_at",
+                "once_key", "once_window")
         out = []
         for row in found:
             item = dict(zip(keys, row, strict=True))

@@ -219,7 +219,10 @@ async def recorded(request: HTTPRequest) -> Response:
     except ValueError:
         raise BadRequest("limit must be a number") from None
     rows = await asyncio.to_thread(state.outbox.rows, "recorded", limit * 4)
-    mine = [recorded_view(row) for row in rows if row["source"] == source.name][:limit]
+    # The source's own, and what inbound mappings made (they belong to no write key).
+    visible = {source.name, *state.config.inbound}
+    mine = [{**recorded_view(row), "source": row["source"]} for row in rows
+            if row["source"] in visible][:limit]
     return JSONResponse({"dry_run": state.config.dry_run, "recorded": mine})
 
 
