@@ -39,7 +39,8 @@ __all__ = ["Config", "DeliveryConfig", "SourceConfig", "InboundConfig", "Source"
 
 RESERVED_SOURCE_NAMES = frozenset({"inbound"})
 """Names no source may take: "inbound" marked inbound jobs in outboxes written before inbound
-mappings were sources of their own."""
+mappings were sources of their own (such jobs are still delivered with their mapping's
+settings)."""
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -68,11 +69,6 @@ class SourceConfig:
     destinations: Mapping[str, Mapping[str, Any]]
     webhook_secret: str | None = None
     kind: ClassVar[str] = "segment"
-
-    @property
-    def secret(self) -> str | None:
-        """The shared secret that signs its webhook calls (X-Signature), if any."""
-        return self.webhook_secret
 
 
 @dataclass(frozen=True)
@@ -149,6 +145,9 @@ class Config:
 
     def settings(self, source: str, destination: str) -> Mapping[str, Any] | None:
         """The current settings of `destination` for `source` (None if not configured)."""
+        if source in RESERVED_SOURCE_NAMES:  # an inbound job stored by an older version
+            legacy = self.inbound.get(destination)
+            return None if legacy is None else legacy.settings
         found = self.any_source(source)
         return None if found is None else found.destinations.get(destination)
 

@@ -19,7 +19,6 @@ _HELP = {
     "requests_delivered_total": "Requests delivered (2xx), by destination.",
     "requests_retried_total": "Attempts that failed and will be retried, by destination.",
     "requests_dead_lettered_total": "Requests moved to the dead letters, by destination.",
-    "requests_suppressed_total": "Requests suppressed by a once-per-key window, by destination.",
 }
 
 

@@ -79,7 +79,8 @@ def test_inbound_sources_are_named_after_their_mapping(tmp_path: Path) -> None:
     assert (inbound.kind, inbound.name, inbound.secret) == ("inbound", "callexa-sync-back", "signing-secret-1")
     assert config.any_source("callexa-sync-back") is inbound
     assert config.settings("callexa-sync-back", "callexa-sync-back") == {"write_key": "sync-key-1"}
-    assert config.settings("inbound", "callexa-sync-back") is None  # no magic name any more
+    # Jobs an older version stored under "inbound" are still delivered with these settings.
+    assert config.settings("inbound", "callexa-sync-back") == {"write_key": "sync-key-1"}
     assert {"sync-key-1", "signing-secret-1"} <= set(config.secrets())
 
 

@@ -63,8 +63,8 @@ class DeliveryProcess:
             self._process = process
             self._generation += 1
             peer = f"delivery-{self._generation}"
-        if old_wake != -1:
-            os.close(old_wake)
+            if old_wake != -1:
+                os.close(old_wake)
         threading.Thread(target=self._read_reports, args=(report_r, peer), daemon=True,
                          name=f"{peer}-metrics").start()
         log.info("delivery process %d started (outbox delivered beside this intake)", process.pid)
@@ -86,19 +86,42 @@ class DeliveryProcess:
             code = process.wait()
             if self._stopping.is_set():
                 return
+            if code == 0:  # it stopped on purpose (Ctrl-C reaches the whole process group)
+                log.info("delivery process %d stopped", process.pid)
+                return
+            if code == 2:  # its configuration or the outbox's lock: it would fail again
+                log.error("delivery process %d could not start (see its message above); "
+                          "this shim accepts and stores, and nothing delivers", process.pid)
+                return
             log.error("delivery process %d exited with %s; starting another in %gs",
                       process.pid, code, RESTART_DELAY)
             if self._stopping.wait(RESTART_DELAY):
                 return
             self._spawn()
 
+    @property
+    def running(self) -> bool:
+        """Whether a delivery process runs now."""
+        with self._lock:
+            return self._process is not None and self._process.poll() is None
+
     def wake(self) -> None:
         """New jobs are committed: have the child look now. Never blocks; a wake-up already
         waiting in the pipe is as good as another."""
-        try:
-            os.write(self._wake_w, b"!")
-        except (BlockingIOError, BrokenPipeError, OSError):
-            pass
+        with self._lock:  # the supervisor may be swapping the pipe for a new child's
+            if self._wake_w == -1:
+                return
+            try:
+                os.write(self._wake_w, b"!")
+            except OSError:  # full (a wake-up is waiting already), or the child is gone
+                pass
+
+    def kill(self) -> None:
+        """Stop the child now, in-flight requests and all (they are sent again later)."""
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
 
     def stop(self) -> None:
         """Let the child finish what it has in flight (SIGTERM), then wait for it."""
@@ -116,7 +139,8 @@ class DeliveryProcess:
                           "are sent again by the next one)", process.pid, STOP_TIMEOUT)
                 process.kill()
                 process.wait()
-        if self._wake_w != -1:
-            os.close(self._wake_w)
-            self._wake_w = -1
+        with self._lock:
+            if self._wake_w != -1:
+                os.close(self._wake_w)
+                self._wake_w = -1
         log.info("delivery process %d stopped", process.pid)

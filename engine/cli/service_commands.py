@@ -61,10 +61,14 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda number, frame: None)
     delivery.start()
     try:
-        app = create_app(config, deliver=False, metrics=metrics, on_stored=delivery.wake)
+        app = create_app(config, deliver=False, metrics=metrics, delivery=delivery)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=15)
     finally:
-        delivery.stop()  # after the intake: what it accepted is stored, the rest is in flight
+        # After the intake: what it accepted is stored; the delivery process finishes what it
+        # has in flight, unless a second signal says not to wait.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda number, frame: delivery.kill())
+        delivery.stop()
     return 0
 
 

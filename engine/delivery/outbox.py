@@ -126,7 +126,7 @@ class Outbox(Protocol):
     """The durable outbox: one record per request to deliver.
 
     Every implementation guarantees (README, "Delivery"):
-    - **durable before it returns**: `enqueue` commits (to disk, or to a server that has
+    - **durable before it returns**: `enqueue_many` commits (to disk, or to a server that has
       it on disk) before returning, so an event is acknowledged only once what it maps to
       is stored; a batch is stored whole or not at all;
     - **leases**: a job given out by `lease` is not given out again until its lease expires
@@ -148,17 +148,12 @@ class Outbox(Protocol):
     clock: Callable[[], float]
     """Seconds since the epoch; replaced in tests."""
 
-    def enqueue(self, source: str, jobs: Sequence[NewJob], *,
-                status: JobStatus = "pending") -> EnqueueResult:
-        """Store `jobs` from `source` durably, in one transaction; say how many were stored
-        and how many were duplicates. `status="recorded"` keeps them without sending
-        (dry run)."""
-        ...
-
     def enqueue_many(self, batches: Sequence[tuple[str, Sequence[NewJob]]], *,
                      status: JobStatus = "pending") -> list[EnqueueResult]:
-        """`enqueue` for several (source, jobs) batches in one transaction: what concurrent
-        requests accepted is made durable by one commit (group commit)."""
+        """Store each (source, jobs) batch durably, all in one transaction (what concurrent
+        requests accepted is made durable by one commit); say for each batch how many jobs
+        were stored and how many were duplicates. `status="recorded"` keeps them without
+        sending (dry run)."""
         ...
 
     def claim_delivery(self) -> int:
@@ -170,9 +165,9 @@ class Outbox(Protocol):
     def lease(self, free: dict[str, int], default_free: int, lease_seconds: float) -> list[Job]:
         """Take due jobs for `lease_seconds`: at most `free[destination]` per destination
         named, so that nothing leased waits behind a busy destination, and at most
-        `default_free` of each other destination (one no longer configured, say: looked for
-        every few seconds at least, and on every call when `free` names none). Jobs
-        suppressed by their once key are settled here, not returned."""
+        `default_free` of each other destination that had jobs when delivery was claimed
+        (one no longer configured, say); when `free` names none, `default_free` jobs of any.
+        Jobs suppressed by their once key are settled here, not returned."""
         ...
 
     def record(self, outcomes: Sequence[JobOutcome]) -> None:

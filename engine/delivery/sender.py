@@ -70,6 +70,19 @@ def backoff(attempt: int, config: DeliveryConfig, retry_after: float | None = No
     return delay
 
 
+async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body up to `limit` bytes, however many chunks it comes in."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await response.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 MAX_RESPONSE_BODY = 65536
 """Bytes of a response body read at the most: enough for a dead letter (which keeps
 MAX_STORED_BODY characters), never a whole large body in memory."""
@@ -120,10 +133,12 @@ async def exchange(session: aiohttp.ClientSession, method: str, url: str,
                                    allow_redirects=False,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             status = response.status
-            text = (await response.content.read(MAX_RESPONSE_BODY)).decode("utf-8", "replace")
+            text = (await _read_up_to(response, MAX_RESPONSE_BODY)).decode("utf-8", "replace")
             retry_after = response.headers.get("Retry-After")
     except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # not an http(s) URL
         return Attempt(False, False, None, f"bad url: {exc}")
+    except ValueError as exc:  # a header aiohttp refuses to send (a line break in it): for good
+        return Attempt(False, False, None, f"cannot send this request: {exc}")
     except asyncio.TimeoutError:
         return Attempt(False, True, None, f"timeout after {timeout:g}s")
     except aiohttp.ClientError as exc:

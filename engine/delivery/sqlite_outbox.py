@@ -22,9 +22,6 @@ from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Delivered,
 
 __all__ = ["SQLiteOutbox"]
 
-_SWEEP_INTERVAL = 10.0
-"""Seconds between two looks for due jobs of destinations the lease was not asked about."""
-
 _KEYS_PER_QUERY = 400
 """(destination, messageId) pairs looked up per query: two parameters each, well under
 SQLite's limit on parameters."""
@@ -82,7 +79,7 @@ class SQLiteOutbox:
         self.clock = clock
         self._lock = threading.Lock()
         self._delivery_lock: IO[str] | None = None
-        self._next_sweep = 0.0
+        self._strays: set[str] = set()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -114,6 +111,10 @@ class SQLiteOutbox:
                 raise DeliveryLocked(f"another process is delivering {self.path}") from None
             self._delivery_lock = handle
         with self._transaction() as db:
+            # Every destination with work (one scan, once): lease() also serves those its
+            # caller does not name.
+            self._strays = {d for (d,) in db.execute(
+                "SELECT DISTINCT destination FROM outbox WHERE status='pending'")}
             return db.execute("UPDATE outbox SET leased_until=NULL WHERE status='pending'"
                               " AND leased_until IS NOT NULL").rowcount
 
@@ -124,8 +125,7 @@ class SQLiteOutbox:
 
     def enqueue(self, source: str, jobs: Sequence[NewJob], *,
                 status: JobStatus = "pending") -> EnqueueResult:
-        """Store `jobs` durably; return how many were stored and how many were duplicates
-        of a (destination, messageId) accepted in the last 24 hours."""
+        """`enqueue_many` for one source's jobs (a convenience for tools and tests)."""
         return self.enqueue_many([(source, jobs)], status=status)[0]
 
     def enqueue_many(self, batches: Sequence[tuple[str, Sequence[NewJob]]], *,
@@ -193,18 +193,22 @@ class SQLiteOutbox:
             rows = []
             for destination, count in free.items():
                 if count > 0:
-                    rows += db.execute(f"{columns} WHERE status='pending' AND destination=?"
-                                       f" AND {due} ORDER BY due_at, id LIMIT ?",
+                    rows += db.execute(f"{columns} WHERE destination=? AND {due}"
+                                       f" ORDER BY due_at, id LIMIT ?",
                                        (destination, now, now, count)).fetchall()
-            # Destinations not named (none in the configuration any more, say) get theirs too,
-            # looked for now and then: that query reads past every job that waits.
-            if not free or time.monotonic() >= self._next_sweep:
-                self._next_sweep = time.monotonic() + _SWEEP_INTERVAL
-                named = ",".join("?" * len(free))
-                rows += db.execute(f"{columns} WHERE {due}"
-                                   + (f" AND destination NOT IN ({named})" if free else "")
-                                   + " ORDER BY due_at, id LIMIT ?",
-                                   (now, now, *free, default_free)).fetchall()
+            if not free:
+                rows += db.execute(f"{columns} WHERE {due} ORDER BY due_at, id LIMIT ?",
+                                   (now, now, default_free)).fetchall()
+            # Destinations not named (none in the configuration any more, say) that had jobs
+            # when delivery was claimed get theirs too, until they have none.
+            for destination in sorted(self._strays - set(free)):
+                found = db.execute(f"{columns} WHERE destination=? AND {due}"
+                                   f" ORDER BY due_at, id LIMIT ?",
+                                   (destination, now, now, default_free)).fetchall()
+                rows += found
+                if not found and db.execute("SELECT 1 FROM outbox WHERE status='pending'"
+                                            " AND destination=? LIMIT 1", (destination,)).fetchone() is None:
+                    self._strays.discard(destination)
             for row in rows:
                 job_id, once_key, once_window = row[0], row[9], row[10]
                 if slots.setdefault(row[2], default_free) <= 0:

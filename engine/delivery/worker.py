@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import aiohttp
 import orjson
@@ -25,8 +25,11 @@ from ..config import Config
 from ..errors import EventError, SettingsError
 from ..metrics import Metrics
 from ..redact import redact
-from .outbox import Dead, Delivered, Job, JobOutcome, Outbox, Retry
+from .outbox import MAX_STORED_BODY, Dead, Delivered, Job, JobOutcome, Outbox, Retry
 from .sender import Attempt, backoff, client_session, exchange, send
+
+if TYPE_CHECKING:  # the worker runs compiled destinations; it imports none of their making
+    from ..mapping.destination import BoundDestination, Destination
 
 __all__ = ["Deliverer", "run_forever"]
 
@@ -34,6 +37,8 @@ log = logging.getLogger("engine.delivery")
 
 PRUNE_INTERVAL = 600.0
 """Seconds between two prunings of delivered jobs and old dedupe entries."""
+IDLE_RECHECK = 0.1
+"""Seconds between two looks while due jobs wait for a slot (a finished send also wakes)."""
 
 
 class Deliverer:
@@ -48,6 +53,8 @@ class Deliverer:
         self._secrets = config.secrets()
         self._in_flight: dict[str, int] = {}
         self._sending: set[int] = set()
+        self._decided: set[int] = set()  # jobs of sends under way whose outcome is known
+        self._bound: dict[tuple[str, str], BoundDestination] = {}
         self._outcomes: list[JobOutcome] = []
         # Leased jobs not sent yet: units (one job, or a bulk of several) waiting for a slot
         # of their destination, and bulk items still gathering, per (source, destination).
@@ -81,7 +88,7 @@ class Deliverer:
                 if started:
                     await asyncio.sleep(0)
                     continue
-                await self._idle(stop, busy=bool(tasks))
+                await self._idle(stop)
             if tasks:
                 await asyncio.wait(tasks, timeout=drain_timeout)
             self._flush()
@@ -100,7 +107,7 @@ class Deliverer:
                     due = self.outbox.next_due(retries_only=True)
                     if due is None:
                         return
-                    await asyncio.sleep(min(0.25, max(0.0, due - self.outbox.clock())))
+                    await asyncio.sleep(min(0.25, max(IDLE_RECHECK / 10, due - self.outbox.clock())))
                     continue
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             self._flush()
@@ -175,14 +182,17 @@ class Deliverer:
         return min(max(0.0, since + self.config.destinations[dest].batch.max_wait - now)  # type: ignore[union-attr]
                    for (_, dest), (since, _) in self._forming.items())
 
-    async def _idle(self, stop: asyncio.Event, *, busy: bool) -> None:
-        """Wait for new jobs (a wake-up), the next due time, gathered bulk items' time, or
-        `stop`. When `busy` (sends in flight) and jobs are due now, their destinations have
-        no free slot: a finished send wakes the loop, so there is nothing to poll for."""
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Wait for new jobs or a finished send (a wake-up), the next due time, gathered bulk
+        items' time, or `stop`. Jobs due now that the last lease did not take wait for a
+        slot of their destination: a finished send wakes the loop; meanwhile it looks again
+        every IDLE_RECHECK seconds, for other destinations' retries due soon after."""
         due = self.outbox.next_due()
         now = self.outbox.clock()
-        if due is None or (busy and due <= now):
+        if due is None:
             wait = 1.0
+        elif due <= now:
+            wait = IDLE_RECHECK
         else:
             wait = min(1.0, max(0.01, due - now))
         bulk = self._next_bulk_deadline()
@@ -202,11 +212,16 @@ class Deliverer:
                 await self._attempt(client, unit[0])
             else:
                 await self._attempt_bulk(client, unit)
-        except Exception:  # never lose the worker; the lease expires and the job comes back
+        except Exception as exc:  # never lose the worker, nor a job: it counts as an attempt
             log.exception("delivery of job %s failed unexpectedly", ", ".join(str(j.id) for j in unit))
+            for job in unit:
+                if job.id not in self._decided:
+                    self._failed(job, Attempt(False, True, None, f"unexpected error while sending: "
+                                                                 f"{type(exc).__name__}: {exc}"))
         finally:
             self._in_flight[unit[0].destination] -= 1
             self._sending.difference_update(job.id for job in unit)
+            self._decided.difference_update(job.id for job in unit)
             # A slot is free, and a retry may now be due sooner than the loop's next look.
             self.wakeup.set()
 
@@ -220,8 +235,8 @@ class Deliverer:
                 await self._attempt(client, job)
             return
         try:
-            bulk = destination.bind(settings).bulk_request([job.batch_item for job in jobs
-                                                            if job.batch_item is not None])
+            bulk = self._bind(first, destination, settings).bulk_request(
+                [job.batch_item for job in jobs if job.batch_item is not None])
         except (EventError, SettingsError) as exc:
             for job in jobs:
                 self._failed(job, Attempt(False, True, None, redact(str(exc), self._secrets)))
@@ -239,7 +254,8 @@ class Deliverer:
         for index, job in enumerate(jobs):
             if index in failed:
                 self._failed(job, Attempt(False, True, attempt.status,
-                                          f"item {index} of a bulk request of {len(jobs)} failed"))
+                                          f"item {index} of a bulk request of {len(jobs)} failed",
+                                          (attempt.body or "")[:MAX_STORED_BODY] or None))
             else:
                 self._delivered(job, attempt.status or 200)
 
@@ -255,7 +271,7 @@ class Deliverer:
                                                          f"source '{job.source}' (configuration changed?)"))
             return
         try:
-            auth = destination.bind(settings).auth_headers(job.rule)
+            auth = self._bind(job, destination, settings).auth_headers(job.rule)
         except SettingsError as exc:
             self._failed(job, Attempt(False, True, None, redact(str(exc), self._secrets)))
             return
@@ -269,12 +285,23 @@ class Deliverer:
         else:
             self._failed(job, attempt)
 
+    def _bind(self, job: Job, destination: Destination, settings: Mapping[str, Any]) -> BoundDestination:
+        """The destination bound to the job's source's settings, once per pair: settings do
+        not change while a configuration is loaded."""
+        key = (job.source, job.destination)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = destination.bind(settings)
+        return bound
+
     def _delivered(self, job: Job, status: int) -> None:
+        self._decided.add(job.id)
         self._outcomes.append(Delivered(job, status))
         self.metrics.inc("requests_delivered_total", destination=job.destination)
         self.metrics.observe_latency(job.destination, max(0.0, self.outbox.clock() - job.accepted_at))
 
     def _failed(self, job: Job, attempt: Attempt) -> None:
+        self._decided.add(job.id)
         if not attempt.retryable:
             self._dead(job, attempt)
             return
@@ -293,6 +320,7 @@ class Deliverer:
                  redact(attempt.error, self._secrets), delay)
 
     def _dead(self, job: Job, attempt: Attempt) -> None:
+        self._decided.add(job.id)
         self._outcomes.append(Dead(job, attempt.status, redact(attempt.error, self._secrets),
                                    redact(attempt.body, self._secrets) if attempt.body else None))
         self.metrics.inc("requests_dead_lettered_total", destination=job.destination)

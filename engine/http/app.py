@@ -1,17 +1,17 @@
 """The HTTP shim: Segment's tracking API in front of the engine (Starlette, served by uvicorn).
 
-    POST /v1/identify|track|page|screen|group|alias    one message
-    POST /v1/batch, /v1/import                          {"batch": [...], "context", "integrations"}
+    POST /v1/identify|track|page|screen|group|alias    one message (/v1/i, /v1/t, ... too)
+    POST /v1/batch, /v1/import, /v1/b                   {"batch": [...], "context", "integrations"}
     POST /v1/preview/{destination}                      the outcomes of one message (redacted)
     GET  /v1/recorded                                   dry-run: what would have been sent
     POST|PUT|PATCH /webhook/{source}                    a Segment Webhooks destination's calls
     POST /inbound/{mapping}                             input for an inbound mapping
-    GET  /health, /metrics
+    GET  /health, /ready, /metrics
 
 Every message goes through the one intake (engine.intake): `{"success": true}` is answered
 only after every request it maps to is committed to the outbox. Every error is a JSON body
-`{"success": false, "code", "message"}`, the unexpected ones too. Delivery runs in the same
-process unless `deliver=False` (or dry_run).
+`{"success": false, "code", "message"}`, the unexpected ones too. Delivery runs beside the
+app: in a process of its own under `engine serve`, or on the app's event loop (create_app).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -60,7 +60,7 @@ class _State:
     metrics: Metrics
     commits: GroupCommit
     deliverer: Deliverer | None = None
-    on_stored: Callable[[], None] | None = None
+    delivery: DeliveryHandle | None = None
     draining: bool = False
 
 
@@ -106,8 +106,8 @@ async def _accept(state: _State, source: Source, events: list[Any]) -> list[Even
     if stored.stored:
         if state.deliverer is not None:
             state.deliverer.wakeup.set()
-        if state.on_stored is not None:
-            state.on_stored()
+        if state.delivery is not None:
+            state.delivery.wake()
     return results
 
 
@@ -230,7 +230,8 @@ async def health(request: HTTPRequest) -> Response:
     state = _state(request)
     counts = await asyncio.to_thread(state.outbox.counts)
     return JSONResponse({"status": "ok", "dry_run": state.config.dry_run,
-                         "delivering": state.deliverer is not None or state.on_stored is not None,
+                         "delivering": state.deliverer is not None
+                         or (state.delivery is not None and state.delivery.running),
                          "outbox": counts})
 
 
@@ -303,11 +304,20 @@ _HANDLERS: Mapping[Any, ExceptionHandler] = {
 }
 
 
+class DeliveryHandle(Protocol):
+    """A delivery process beside the app (`engine serve` runs one): woken after each commit."""
+
+    def wake(self) -> None: ...
+    @property
+    def running(self) -> bool: ...
+
+
 def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None = None,
-               on_stored: Callable[[], None] | None = None) -> Starlette:
-    """The ASGI app for `config`. Delivery runs inside it when `deliver` and not dry-run;
-    otherwise `on_stored` is called after each commit of new jobs (to wake a delivery
-    process), and `metrics` may be shared with what reports that process's figures."""
+               delivery: DeliveryHandle | None = None) -> Starlette:
+    """The ASGI app for `config`. With `deliver` (and not dry-run), delivery runs inside it,
+    on its event loop (the library's and the tests' way). `engine serve` passes
+    `deliver=False` and a `delivery` process instead, woken after each commit of new jobs,
+    whose figures it adds to `metrics`."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -315,7 +325,7 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
         outbox = open_outbox(config.store)
         metrics_.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
         intake = Intake(config, outbox, metrics_)
-        state = _State(config, outbox, intake, metrics_, GroupCommit(intake), on_stored=on_stored)
+        state = _State(config, outbox, intake, metrics_, GroupCommit(intake), delivery=delivery)
         task = stop = None
         if deliver and not config.dry_run:
             state.deliverer = Deliverer(config, outbox, metrics=metrics_)

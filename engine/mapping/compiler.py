@@ -161,6 +161,8 @@ class _Compiler:
             batch_into=batch_item["into"] if batch_item else None,
             batch_item=self.tree(batch_item["value"], origin("batch_item") + ("value",))
             if batch_item else None,
+            batch_if=self.expression(batch_item["if"], origin("batch_item") + ("if",))
+            if batch_item and "if" in batch_item else None,
         )
 
     def batch(self, rules: list[Rule]) -> BatchSpec | None:
@@ -173,6 +175,10 @@ class _Compiler:
                          key=True)
         request = spec["request"]
         path: Path_ = ("batch", "request")
+        lists = {r.request.batch_into for r in rules if r.request is not None and r.request.batch_into}
+        if "failed_items" in spec and len(lists) > 1:
+            self.problem(("batch", "failed_items"), "failed_items counts the items of one list, "
+                         f"and the rules' batch_items go into several ({', '.join(sorted(lists))})")
 
         def part(value: Any, where: Path_, allowed: set[str]) -> Compiled:
             compiled = self.tree(value if isinstance(value, (str, dict, list)) else str(value), where)

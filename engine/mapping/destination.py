@@ -76,11 +76,12 @@ class RequestSpec:
     message_id: Compiled
     batch_into: str | None = None
     batch_item: Compiled | None = None
+    batch_if: Compiled | None = None
 
     def templates(self) -> list[Compiled]:
         """Every compiled value of the request except auth (which is rendered apart)."""
         found = [self.url, *(c for _, c in self.headers), self.body, self.deliver_after,
-                 self.once_key, self.once_window, self.message_id, self.batch_item]
+                 self.once_key, self.once_window, self.message_id, self.batch_item, self.batch_if]
         return [c for c in found if c is not None]
 
 
@@ -417,7 +418,8 @@ class BoundDestination:
                 once_key = str(key)
         message_id = _value(self._c(spec.message_id), scope)
         batch_item = None
-        if spec.batch_item is not None:
+        if spec.batch_item is not None and (spec.batch_if is None
+                                            or _holds(self._c(spec.batch_if), scope)):
             batch_item = _value(self._c(spec.batch_item), scope)
             if batch_item is MISSING:
                 batch_item = None

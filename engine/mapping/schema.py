@@ -33,6 +33,7 @@ _REQUEST = {
     "batch_item": {"type": "dict", "schema": {
         "into": {"type": "string", "required": True, "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
         "value": {"required": True},
+        "if": _TEMPLATE,
     }},
 }
 

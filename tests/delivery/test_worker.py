@@ -230,3 +230,46 @@ def test_a_request_in_flight_is_not_sent_again_when_its_lease_runs_out(tmp_path:
     watcher.join()
     assert len(server.at("/calixa")) == 1
     assert outbox.counts() == {"delivered": 2}
+
+
+def test_jobs_of_a_destination_gone_from_the_mappings_are_dead_letters_soon(
+        tmp_path: Path, server: ScriptedServer) -> None:
+    from engine.delivery.outbox import NewJob
+
+    config, outbox = setup(tmp_path, server.url())
+    outbox.enqueue("web", [NewJob("gone", "r", f"g{n}", b'{"method":"POST","url":"http://x",'
+                                  b'"headers":{},"encoding":"json","body":{}}') for n in range(40)])
+    drain(config, outbox)
+    dead = outbox.rows("dead", limit=100)
+    assert len(dead) == 40 and outbox.counts() == {"dead": 40}
+    assert dead[0]["last_error"] == "destination 'gone' is no longer in the mappings"
+
+
+def test_a_request_that_cannot_be_sent_is_a_dead_letter_not_a_loop(tmp_path: Path,
+                                                                   server: ScriptedServer) -> None:
+    from engine.delivery.outbox import NewJob
+
+    config, outbox = setup(tmp_path, server.url())
+    # A header value with a line break (say, rendered from event data): aiohttp refuses it.
+    request = json.dumps({"method": "POST", "url": server.url("/calixa"), "encoding": "json",
+                          "headers": {"X-Id": "a\r\nX-Evil: 1"}, "body": {}}).encode()
+    outbox.enqueue("web", [NewJob("calixa", "identify", "h1", request)])
+    drain(config, outbox)
+    (dead,) = outbox.rows("dead")
+    assert dead["last_error"].startswith("cannot send this request: ")
+    assert server.at("/calixa") == []
+
+
+def test_inbound_jobs_stored_by_an_older_version_are_still_delivered(tmp_path: Path,
+                                                                    server: ScriptedServer) -> None:
+    from engine.delivery.outbox import NewJob
+
+    config, outbox = setup(tmp_path, server.url(), extra=(
+        "inbound:\n  callexa-sync-back:\n"
+        f"    settings: {{write_key: sync-key-1, endpoint: \"{server.url('/v1/identify')}\"}}\n"))
+    request = json.dumps({"method": "POST", "url": server.url("/v1/identify"), "encoding": "json",
+                          "headers": {}, "body": {"type": "identify"}}).encode()
+    outbox.enqueue("inbound", [NewJob("callexa-sync-back", "identify", "old1", request)])
+    drain(config, outbox)
+    (received,) = server.at("/v1/identify")
+    assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"sync-key-1:").decode()

@@ -11,6 +11,7 @@ import engine
 from engine import EventError, Request, SettingsError, Skip
 
 from tests.support.builders import destination
+from tests.support.paths import MAPPINGS
 
 DEMO = """\
 destination: Demo
@@ -241,3 +242,11 @@ def test_templates_outside_auth_cannot_see_secret_settings(tmp_path: Path) -> No
     assert "sk-live-123456" not in shown and "c2stbGl2ZS0xMjM0NTY" not in shown
     assert request.body == {"all": '{"region":"eu"}', "looped": "region=eu;"}
     assert request.headers["Authorization"] == "Bearer sk-live-123456"  # auth alone sees it
+
+
+def test_skalin_bulks_only_hits_with_an_identity() -> None:
+    skalin = engine.load(MAPPINGS)["skalin"].bind({"api_key": "k-123456", "client_id": "c1"})
+    (anonymous,) = skalin.map({"type": "page", "anonymousId": "a1", "name": "Home"})
+    (known,) = skalin.map({"type": "page", "userId": "u1", "name": "Home"})
+    assert anonymous.batch_item is None  # only visitor_id says who: a form of its own
+    assert known.batch_into == "features" and known.batch_item["identity"] == {"id": "u1"}

@@ -14,6 +14,8 @@ class Reply:
     body: bytes = b'{"ok": true}'
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    split: float = 0.0
+    """Seconds between the two halves of the body (sent in two writes)."""
 
 
 @dataclass
@@ -59,7 +61,14 @@ class ScriptedServer:
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    if reply.split:
+                        half = len(reply.body) // 2
+                        self.wfile.write(reply.body[:half])
+                        self.wfile.flush()
+                        time.sleep(reply.split)
+                        self.wfile.write(reply.body[half:])
+                    else:
+                        self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
