@@ -9,6 +9,7 @@ committed to the outbox.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
@@ -24,6 +25,10 @@ from .redact import redact
 from .route import route
 
 __all__ = ["Intake", "EventResult", "Rejection"]
+
+log = logging.getLogger("engine.intake")
+"""One line per event a source sends that is rejected (INFO) or that every destination
+skipped (DEBUG): an operator filters by level."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,11 @@ class Intake:
                     self._map_for(source, destination.slug, message, now, result)
         if result.error is not None:
             self.metrics.inc("events_rejected_total", source=source.name)
+        if result.error is not None or result.rejected:
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s", redact(_event_line(source, event, result), self._secrets))
+        elif result.skipped and not result.requests and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", redact(_event_line(source, event, result), self._secrets))
         return result
 
     def _map_for(self, source: Source, slug: str, message: dict[str, Any],
@@ -131,3 +141,14 @@ class Intake:
                 self.metrics.inc("requests_duplicate_total", stored.duplicates)
             out.append((results, stored))
         return out
+
+
+def _event_line(source: Source, event: Any, result: EventResult) -> str:
+    """What became of an event that went nowhere (or was refused), in one line."""
+    message_id = event.get("messageId") if isinstance(event, dict) else None
+    name = f"event {message_id}" if isinstance(message_id, str) else "an event"
+    if result.error is not None:
+        return f"source {source.name}: {name} rejected: {result.error}"
+    parts = [f"{r.destination} rejected it: {r.reason}" for r in result.rejected]
+    parts += [f"{s.destination} skipped it: {s.reason}" for s in result.skipped]
+    return f"source {source.name}: {name}: " + "; ".join(parts)

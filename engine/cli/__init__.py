@@ -15,6 +15,7 @@ from importlib import metadata
 from typing import Callable, Sequence
 
 from ..errors import UsageError
+from .logs import FORMATS, LEVELS
 
 __all__ = ["main"]
 
@@ -25,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (0 done, 1 problems found, 2 usage)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    for name, allowed in (("log_level", LEVELS), ("log_format", FORMATS)):
+        value = getattr(args, name, None)  # from the environment, argparse does not check it
+        if value is not None and value not in allowed:
+            parser.error(f"ENGINE_{name.upper()} must be one of {', '.join(allowed)}, got {value!r}")
     try:
         handler: Handler = args.handler
         return handler(args)
@@ -74,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
                              default=config_env, metavar="FILE",
                              help="the deployment's configuration file (env: ENGINE_CONFIG)")
 
+    def log_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--log-level", choices=LEVELS, default=_env("ENGINE_LOG_LEVEL") or "info",
+                             help="the least severe lines logged; info shows each rejected event, "
+                                  "debug each skipped one too (env: ENGINE_LOG_LEVEL)")
+        command.add_argument("--log-format", choices=FORMATS,
+                             default=_env("ENGINE_LOG_FORMAT") or "text",
+                             help="text, or json: one object a line, uvicorn's access log too "
+                                  "(env: ENGINE_LOG_FORMAT)")
+
     validate = sub.add_parser("validate", help="check mapping files; print file:line:col problems")
     validate.add_argument("paths", nargs="*", default=["mappings"], metavar="PATH",
                           help="mapping files or directories (default: mappings)")
@@ -105,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     config_option(deliver)
     deliver.add_argument("--until-idle", action="store_true",
                          help="stop when nothing is due now (deferred requests stay stored)")
+    log_options(deliver)
     # Set by `serve` for the delivery process it starts: its wake-up and metrics pipes.
     deliver.add_argument("--wake-fd", type=int, help=argparse.SUPPRESS)
     deliver.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
@@ -128,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                        default=(_env("ENGINE_NO_DELIVER") or "0").lower() in ("1", "true", "yes"),
                        help="accept and store only; run `deliver` in another process "
                             "(by default serve starts one beside itself; env: ENGINE_NO_DELIVER=1)")
+    log_options(serve)
     serve.set_defaults(handler=_command("service_commands", "serve"))
 
     shown = sub.add_parser("recorded", help="list the requests a dry-run shim recorded")

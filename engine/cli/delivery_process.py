@@ -32,9 +32,10 @@ STOP_TIMEOUT = 40.0
 class DeliveryProcess:
     """Runs and supervises `engine deliver --config CONFIG` for a shim."""
 
-    def __init__(self, config_path: str, metrics: Metrics) -> None:
+    def __init__(self, config_path: str, metrics: Metrics, log_args: tuple[str, ...] = ()) -> None:
         self.config_path = config_path
         self.metrics = metrics
+        self.log_args = log_args
         self._process: subprocess.Popen[bytes] | None = None
         self._wake_w = -1
         self._stopping = threading.Event()
@@ -53,7 +54,7 @@ class DeliveryProcess:
         wake_r, wake_w = os.pipe()
         report_r, report_w = os.pipe()
         command = [sys.executable, "-m", "engine", "deliver", "--config", self.config_path,
-                   "--wake-fd", str(wake_r), "--report-fd", str(report_w)]
+                   "--wake-fd", str(wake_r), "--report-fd", str(report_w), *self.log_args]
         process = subprocess.Popen(command, pass_fds=(wake_r, report_w))
         os.close(wake_r)
         os.close(report_w)

@@ -15,6 +15,7 @@ from ..delivery.worker import Deliverer, run_forever
 from ..errors import DeliveryLocked, UsageError
 from ..http.app import create_app
 from ..metrics import Metrics
+from . import logs
 from .common import open_config
 from .delivery_process import DeliveryProcess
 
@@ -23,15 +24,11 @@ __all__ = ["serve", "deliver"]
 log = logging.getLogger("engine.serve")
 
 
-def _log_to_stderr() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def serve(args: argparse.Namespace) -> int:
     """`engine serve`: the HTTP shim (intake), and a delivery process beside it (on the other
     core) unless --no-deliver or dry-run."""
     config = open_config(args.config)
-    _log_to_stderr()
+    logs.configure(args.log_level, args.log_format)
     delivering = not args.no_deliver and not config.dry_run
     mode = "dry run: requests are recorded, not sent" if config.dry_run else (
         "delivering in a process of its own" if delivering else "not delivering (--no-deliver)")
@@ -41,9 +38,14 @@ def serve(args: argparse.Namespace) -> int:
         if not source.webhook_secret:
             log.warning("POST /webhook/%s is not signed: set webhook_secret to require X-Signature",
                         source.name)
+    for inbound in config.inbound.values():
+        if not inbound.secret:
+            log.warning("POST /inbound/%s is not signed: set its secret to require X-Signature",
+                        inbound.slug)
+    uvicorn_logs = logs.uvicorn_config(args.log_level, args.log_format)
     if not delivering:
         uvicorn.run(create_app(config, deliver=False), host=args.host, port=args.port,
-                    log_level="info", timeout_graceful_shutdown=15)
+                    log_config=uvicorn_logs, timeout_graceful_shutdown=15)
         return 0
     # Say it now, plainly, rather than as a failed start of the delivery process.
     probe = open_outbox(config.store)
@@ -54,7 +56,8 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         probe.close()
     metrics = Metrics()
-    delivery = DeliveryProcess(config.path, metrics)
+    delivery = DeliveryProcess(config.path, metrics, log_args=(
+        "--log-level", args.log_level, "--log-format", args.log_format))
     # uvicorn stops on SIGTERM or SIGINT, then raises the signal again for the handler it
     # found: with this one, the process lives on to stop its delivery process cleanly.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,7 +65,8 @@ def serve(args: argparse.Namespace) -> int:
     delivery.start()
     try:
         app = create_app(config, deliver=False, metrics=metrics, delivery=delivery)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=15)
+        uvicorn.run(app, host=args.host, port=args.port, log_config=uvicorn_logs,
+                    timeout_graceful_shutdown=15)
     finally:
         # After the intake: what it accepted is stored; the delivery process finishes what it
         # has in flight, unless a second signal says not to wait.
@@ -75,7 +79,7 @@ def serve(args: argparse.Namespace) -> int:
 def deliver(args: argparse.Namespace) -> int:
     """`engine deliver`: send the outbox until SIGTERM (or, `--until-idle`, until nothing
     is due), then say what is in it."""
-    _log_to_stderr()
+    logs.configure(args.log_level, args.log_format)
     config = open_config(args.config)
     if config.dry_run:
         raise UsageError("the configuration has dry_run: true; nothing is sent in dry-run mode")

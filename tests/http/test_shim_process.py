@@ -177,3 +177,25 @@ def test_serve_refuses_clearly_when_another_process_delivers(tmp_path: Path) -> 
             holder.close()
     assert result.returncode == 2
     assert result.stderr.strip().endswith("; stop it, or serve with --no-deliver")
+
+
+def test_json_logs_one_line_per_rejected_event_and_unsigned_intakes_warned(tmp_path: Path) -> None:
+    with ScriptedServer() as destinations:
+        config = shim_config(tmp_path, destinations.url())
+        port = free_port()
+        with start(config, port, "--log-format", "json") as shim:
+            reply = httpx.post(f"http://127.0.0.1:{port}/v1/track", auth=(WRITE_KEY, ""),
+                               json={"userId": "u1", "messageId": "bad-1"})
+            assert reply.status_code == 400
+            shim.send_signal(signal.SIGTERM)
+            shim.wait(timeout=30)
+            lines = [json.loads(line) for line in shim.stderr.read().decode().splitlines()]  # type: ignore[union-attr]
+    by_logger = {}
+    for line in lines:
+        assert set(line) >= {"time", "level", "logger", "message"}
+        by_logger.setdefault(line["logger"], []).append(line["message"])
+    assert "source web: event bad-1 rejected: a track event needs 'event'" in by_logger["engine.intake"]
+    assert any("/v1/track" in m and "400" in m for m in by_logger["uvicorn.access"])
+    warnings = by_logger["engine.serve"]
+    assert "POST /inbound/callexa-sync-back is not signed: set its secret to require X-Signature" in warnings
+    assert "POST /webhook/open-hooks is not signed: set webhook_secret to require X-Signature" in warnings
