@@ -30,7 +30,7 @@ from cerberus import Validator
 
 from .errors import ConfigError, Location, Problem, SettingsError
 from .mapping.destination import Destination
-from .mapping.loader import check
+from .mapping.loader import SHIPPED_MAPPINGS, check
 from .mapping.schema import flatten_errors
 from .mapping.yaml_reader import SourceDocument, read_yaml
 
@@ -248,6 +248,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     base = Path(doc.path).parent
     # Relative paths are relative to the configuration file, wherever it is run from.
     mappings = (base / data["mappings"]).resolve()
+    if "mappings" not in doc.data and not mappings.is_dir():  # not set, and none beside it
+        mappings = SHIPPED_MAPPINGS
     store = (base / data["store"]).resolve()
     destinations, mapping_problems = check([mappings])
     if mapping_problems:

@@ -89,8 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                                   "(env: ENGINE_LOG_FORMAT)")
 
     validate = sub.add_parser("validate", help="check mapping files; print file:line:col problems")
-    validate.add_argument("paths", nargs="*", default=["mappings"], metavar="PATH",
-                          help="mapping files or directories (default: mappings)")
+    validate.add_argument("paths", nargs="*", metavar="PATH",
+                          help="mapping files or directories (default: ./mappings, or the "
+                               "mappings shipped with the engine when there is none)")
     validate.add_argument("--config", metavar="FILE",
                           help="check this configuration file (and the mappings it names) too")
     validate.set_defaults(handler=_command("mapping_commands", "validate"))
@@ -98,8 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")
     map_.add_argument("--destination", required=True, metavar="SLUG",
                       help="the destination's slug (its mapping file's `slug`)")
-    map_.add_argument("--mappings", default="mappings", metavar="DIR",
-                      help="where the mapping files are (default: mappings)")
+    map_.add_argument("--mappings", metavar="DIR",
+                      help="where the mapping files are (default: ./mappings, or the "
+                           "mappings shipped with the engine when there is none)")
     map_.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                       help="one setting, converted to its declared type (repeatable)")
     map_.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings")

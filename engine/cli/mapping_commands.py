@@ -13,7 +13,7 @@ import yaml
 from ..config import load_config
 from ..errors import ConfigError, MappingError, SettingsError, UsageError
 from ..mapping.destination import Destination
-from ..mapping.loader import check, load
+from ..mapping.loader import check, default_mappings, load
 from ..mapping.preview import preview
 from ..serialization import parse_datetime
 from .common import Progress, events_from
@@ -24,7 +24,7 @@ __all__ = ["validate", "map_events", "load_destination", "read_settings"]
 
 def validate(args: argparse.Namespace) -> int:
     """`engine validate`: every problem of the mapping files (and the configuration)."""
-    destinations, problems = check(args.paths)
+    destinations, problems = check(args.paths or [default_mappings()])
     if args.config:
         try:
             load_config(args.config)
@@ -42,10 +42,14 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_destination(mappings: str, slug: str) -> Destination:
+def load_destination(mappings: str | None, slug: str) -> Destination:
     """Load `mappings` and return destination `slug`, or raise UsageError saying why not."""
+    where = Path(mappings) if mappings is not None else default_mappings()
+    if not where.exists():
+        raise UsageError(f"no mappings at {where} (run from the directory that holds them, "
+                         "or pass --mappings DIR)")
     try:
-        destinations = load(mappings)
+        destinations = load(where)
     except MappingError as exc:
         raise UsageError(f"invalid mappings:\n{exc}") from None
     if slug not in destinations:

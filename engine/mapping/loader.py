@@ -11,7 +11,17 @@ from ..errors import Location, MappingError, Problem
 from .schema import check_document
 from .yaml_reader import SourceDocument, read_yaml
 
-__all__ = ["load", "check", "mapping_files"]
+__all__ = ["load", "check", "mapping_files", "default_mappings", "SHIPPED_MAPPINGS"]
+
+SHIPPED_MAPPINGS = Path(__file__).resolve().parent.parent / "shipped_mappings"
+"""The mapping files that come with the package (the repository's mappings/)."""
+
+
+def default_mappings() -> Path:
+    """`mappings/` in the working directory when there is one (a checkout, or a deployment's
+    own files), else the mappings shipped with the package."""
+    here = Path("mappings")
+    return here if here.is_dir() else SHIPPED_MAPPINGS
 
 # What a file takes from the file it extends: everything but its identity and examples.
 _NOT_INHERITED = {"destination", "slug", "docs", "description", "abstract", "examples", "extends"}
@@ -104,9 +114,9 @@ def check(paths: Iterable[str | Path]) -> tuple[dict[str, Destination], list[Pro
 
 
 def load(*paths: str | Path) -> dict[str, Destination]:
-    """Load mapping files or directories (default `mappings/`) and return the destinations
-    by slug. Raises MappingError listing every problem in every file."""
-    destinations, problems = check(paths or ("mappings",))
+    """Load mapping files or directories (default: `default_mappings()`) and return the
+    destinations by slug. Raises MappingError listing every problem in every file."""
+    destinations, problems = check(paths or (default_mappings(),))
     if problems:
         raise MappingError(problems)
     return destinations

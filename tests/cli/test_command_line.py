@@ -43,3 +43,22 @@ def test_options_come_from_the_environment(tmp_path: Path) -> None:
                          env={**env, "ENGINE_PORT": "eighty"}, capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and "invalid int value: 'eighty'" in bad.stderr
+
+
+def test_outside_the_repository_the_shipped_mappings_are_used(tmp_path: Path) -> None:
+    def engine_in(directory: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine", *args], input=stdin, text=True,
+                              capture_output=True, cwd=directory, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    assert engine_in(tmp_path, "validate").stderr.startswith("ok: ")
+    mapped = engine_in(tmp_path, "map", "--destination", "skalin", "--setting", "api_key=k-123456",
+                       "--setting", "client_id=c1", stdin='{"type":"page","userId":"u","name":"Home"}')
+    assert mapped.returncode == 0 and '"rule":"feature"' in mapped.stdout
+    missing = engine_in(tmp_path, "map", "--destination", "skalin", "--mappings", "nowhere")
+    assert (missing.returncode, missing.stderr) == (
+        2, "error: no mappings at nowhere (run from the directory that holds them, or pass --mappings DIR)\n")
+    config = tmp_path / "deploy.yaml"  # no `mappings:`, and none beside it: the shipped ones
+    config.write_text("sources: [{name: web, write_key: wk-1, destinations: {skalin: "
+                      "{api_key: k-123456, client_id: c1}}}]\n")
+    assert engine_in(tmp_path, "validate", "--config", str(config)).returncode == 0
