@@ -6,7 +6,7 @@
     GET  /v1/recorded                                   dry-run: what would have been sent
     POST|PUT|PATCH /webhook/{source}                    a Segment Webhooks destination's calls
     POST /inbound/{mapping}                             input for an inbound mapping
-    GET  /health, /ready, /metrics
+    GET  /health, /ready, /metrics, /openapi.json (this API, described)
 
 Every message goes through the one intake (engine.intake): `{"success": true}` is answered
 only after every request it maps to is committed to the outbox. Every error is a JSON body
@@ -43,6 +43,7 @@ from ..metrics import Metrics
 from ..normalize import enrich
 from ..redact import redact
 from .group_commit import GroupCommit
+from .openapi import openapi_document
 from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK, MAX_WEBHOOK_MESSAGES,
                            SHORT_PATHS, decode_body, message_size, messages_of,
                            verify_signature, write_key_from)
@@ -262,6 +263,13 @@ async def ready(request: HTTPRequest) -> Response:
     return JSONResponse({"ready": True})
 
 
+_OPENAPI = openapi_document()
+
+
+async def openapi_endpoint(request: HTTPRequest) -> Response:
+    return JSONResponse(_OPENAPI)
+
+
 async def metrics_endpoint(request: HTTPRequest) -> Response:
     text = await asyncio.to_thread(_state(request).metrics.render)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
@@ -351,6 +359,7 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint, methods=["GET"]),
     ]
     # Browsers (analytics.js) send an Authorization header, so each POST is preceded by a
     # preflight; retries add X-Retry-Count. Any header is allowed: the write key decides.
