@@ -1,5 +1,6 @@
-"""The official Python client (segment-analytics-python), with only its host changed,
-against the shim served for real by uvicorn on 127.0.0.1."""
+"""Real client libraries, with only their host changed, against the shim served for real by
+uvicorn on 127.0.0.1: Segment's Python client (segment-analytics-python) and RudderStack's
+(rudder-sdk-python)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,25 @@ def test_the_official_client_with_gzip(shim: RunningShim, destinations: Scripted
     client.shutdown()
     destinations.wait_for("/calixa", 1)
     assert bodies(destinations, "/calixa")[0]["event"] == "Signed Up"
+
+
+def test_rudderstacks_python_sdk_reaches_the_destinations(shim: RunningShim,
+                                                         destinations: ScriptedServer) -> None:
+    from rudderstack.analytics.client import Client as RudderClient
+
+    client = RudderClient(WRITE_KEY, host=shim.url())  # its data plane: the shim
+    client.identify("userId123", {"email": "john.doe@example.com", "createdAt": "2020-01-01T00:00:00Z"})
+    client.track("userId123", "Account Created", {"account_name": "Initech"})
+    client.flush()
+    client.shutdown()
+    destinations.wait_for("/calixa", 2)
+    destinations.wait_for("/callexa", 1)
+    calixa = {b["type"]: b for b in bodies(destinations, "/calixa")}
+    # It puts an identify's traits in context.traits alone: read as the identify's traits.
+    assert calixa["identify"]["traits"]["email"] == "john.doe@example.com"
+    assert calixa["track"]["event"] == "Account Created"
+    (callexa,) = bodies(destinations, "/callexa")
+    assert callexa["traits"]["email"] == "john.doe@example.com"
+    wait_for(lambda: len(skalin.hits(destinations)) == 2)
+    (identity,) = [h for h in skalin.hits(destinations) if h["action"] == "ui"]
+    assert identity["identity"] == {"email": "john.doe@example.com"}
