@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Real Node client libraries the tests send events with, from the npm registry.
+JS       := tests/js
+JS_STAMP := $(JS)/node_modules/.installed
 
 .PHONY: run test validate bench map-sample clean
 
@@ -17,9 +20,13 @@ run: $(STAMP)
 	$(PY) -m engine validate mappings
 	$(PY) -m engine serve --config docs/dev-config.yaml $(if $(PORT),--port $(PORT))
 
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
 # Types first (mypy --strict on engine/, see pyproject.toml), then every test, on every
 # core (most tests wait on servers and processes; `-n 0` runs them in one process).
-test: $(STAMP)
+test: $(STAMP) $(JS_STAMP)
 	$(PY) -m mypy
 	$(PY) -m pytest -n auto --dist worksteal
 
@@ -37,4 +44,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_http_clients.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache var
+	rm -rf $(VENV) .pytest_cache var $(JS)/node_modules
