@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 # Real Node client libraries the tests send events with, from the npm registry.
 JS       := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
-# The browser analytics.js runs in for its test: Debian's Chromium (apt, as root).
+# The browser analytics.js runs in for its test: Debian's Chromium; and promtool, which
+# checks /metrics (both from Debian's packages, with apt, as root).
 CHROMIUM := /usr/bin/chromium
+PROMTOOL := /usr/bin/promtool
 
 .PHONY: run test validate bench map-sample clean
 
@@ -26,13 +28,13 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(JS_STAMP)
 
-$(CHROMIUM):
+$(CHROMIUM) $(PROMTOOL):
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium prometheus >/dev/null
 
 # Types first (mypy --strict on engine/, see pyproject.toml), then every test, on every
 # core (most tests wait on servers and processes; `-n 0` runs them in one process).
-test: $(STAMP) $(JS_STAMP) $(CHROMIUM)
+test: $(STAMP) $(JS_STAMP) $(CHROMIUM) $(PROMTOOL)
 	$(PY) -m mypy
 	$(PY) -m pytest -n auto --dist worksteal
 

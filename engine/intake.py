@@ -113,7 +113,7 @@ class Intake:
         for outcome in outcomes:
             if isinstance(outcome, Request):
                 result.requests.append(outcome)
-                self.metrics.inc("events_mapped_total", destination=slug)
+                self.metrics.inc("requests_mapped_total", destination=slug)
             else:
                 result.skipped.append(outcome)
                 self.metrics.inc("events_skipped_total", destination=slug, reason=outcome.code)

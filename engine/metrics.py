@@ -1,19 +1,27 @@
-"""Counters and a latency histogram, written out in Prometheus' text format."""
+"""Counters, gauges and a latency histogram, exposed through prometheus_client (one registry
+per Metrics, so one per app), with this process's own figures (`process_*`)."""
 
 from __future__ import annotations
 
+import resource
 import threading
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics", "Snapshot"]
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
+_GAUGE_HELP = {"outbox_jobs": "Jobs in the outbox, by status."}
+
 _HELP = {
     "events_received_total": "Events received, by source.",
     "events_rejected_total": "Events rejected as invalid, by source.",
-    "events_mapped_total": "Requests mapped, by destination.",
+    "requests_mapped_total": "Requests mapped, by destination.",
     "events_skipped_total": "Events a destination skipped, by destination and reason.",
     "requests_duplicate_total": "Requests dropped as duplicates of a messageId seen in 24 hours.",
     "requests_delivered_total": "Requests delivered (2xx), by destination.",
@@ -38,13 +46,20 @@ class Metrics:
         self._latency: dict[str, list[float]] = {}
         self._peers: dict[str, Snapshot] = {}
         self.gauges: dict[str, Callable[[], dict[str, float]]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_EngineCollector(self))
+        ProcessCollector(registry=self.registry)
 
     def snapshot(self) -> Snapshot:
-        """Every counter and latency bucket, cumulative, as JSON data."""
+        """Every counter and latency bucket, cumulative, and this process's CPU time and
+        peak memory, as JSON data."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         with self._lock:
             return {"counters": [[name, [list(kv) for kv in labels], value]
                                  for (name, labels), value in self._counters.items()],
-                    "latency": {k: list(v) for k, v in self._latency.items()}}
+                    "latency": {k: list(v) for k, v in self._latency.items()},
+                    "process": {"cpu_seconds": usage.ru_utime + usage.ru_stime,
+                                "resident_memory_bytes": usage.ru_maxrss * 1024}}
 
     def absorb(self, peer: str, snapshot: Snapshot) -> None:
         """Count `peer`'s cumulative figures in: its newest snapshot replaces its last one."""
@@ -98,38 +113,51 @@ class Metrics:
             buckets[-1] += seconds    # sum
 
     def render(self) -> str:
-        """All metrics in Prometheus' text exposition format (version 0.0.4)."""
-        lines: list[str] = []
+        """All metrics in Prometheus' text exposition format (version 0.0.4): the engine's,
+        a delivery process's it absorbed, and this process's own (`process_*`)."""
+        return generate_latest(self.registry).decode()
+
+    def _families(self) -> Iterator[Any]:
         counters, latency = self._totals()
         by_name: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = defaultdict(list)
         for (name, labels), value in counters.items():
             by_name[name].append((labels, value))
         for name in sorted(set(by_name) | set(_HELP)):
-            full = f"engine_{name}"
-            lines.append(f"# HELP {full} {_HELP.get(name, name)}")
-            lines.append(f"# TYPE {full} counter")
-            for labels, value in sorted(by_name.get(name, [])):
-                lines.append(f"{full}{_labels(labels)} {value:g}")
+            series = sorted(by_name.get(name, []))
+            label_names = [k for k, _ in series[0][0]] if series else []
+            family = CounterMetricFamily(f"engine_{name}", _HELP.get(name, name), labels=label_names)
+            for labels, value in series:
+                family.add_metric([v for _, v in labels], value)
+            yield family
         for name, read in sorted(self.gauges.items()):
-            full = f"engine_{name}"
-            lines.append(f"# TYPE {full} gauge")
+            gauge = GaugeMetricFamily(f"engine_{name}", _GAUGE_HELP.get(name, name), labels=["status"])
             for label, value in sorted(read().items()):
-                lines.append(f"{full}{_labels((('status', label),))} {value:g}")
-        lines.append("# HELP engine_delivery_latency_seconds Time from acceptance to delivery.")
-        lines.append("# TYPE engine_delivery_latency_seconds histogram")
+                gauge.add_metric([label], value)
+            yield gauge
+        histogram = HistogramMetricFamily("engine_delivery_latency_seconds",
+                                          "Time from acceptance to delivery.", labels=["destination"])
         for destination, buckets in sorted(latency.items()):
-            base = (("destination", destination),)
-            for i, bound in enumerate(_BUCKETS):
-                lines.append(f"engine_delivery_latency_seconds_bucket{_labels(base + (('le', f'{bound:g}'),))} {buckets[i]:g}")
-            lines.append(f"engine_delivery_latency_seconds_bucket{_labels(base + (('le', '+Inf'),))} {buckets[-2]:g}")
-            lines.append(f"engine_delivery_latency_seconds_count{_labels(base)} {buckets[-2]:g}")
-            lines.append(f"engine_delivery_latency_seconds_sum{_labels(base)} {buckets[-1]:g}")
-        return "\n".join(lines) + "\n"
+            bounds = [(f"{bound:g}", buckets[i]) for i, bound in enumerate(_BUCKETS)]
+            histogram.add_metric([destination], bounds + [("+Inf", buckets[-2])], buckets[-1])
+        yield histogram
+        with self._lock:
+            peers = [p["process"] for p in self._peers.values() if p.get("process")]
+        if peers:
+            cpu = CounterMetricFamily("engine_delivery_process_cpu_seconds",
+                                      "CPU time of the delivery process serve runs beside it.")
+            cpu.add_metric([], sum(float(p["cpu_seconds"]) for p in peers))
+            rss = GaugeMetricFamily("engine_delivery_process_max_resident_memory_bytes",
+                                    "Peak resident memory of the delivery process serve runs beside it.")
+            rss.add_metric([], sum(float(p["resident_memory_bytes"]) for p in peers))
+            yield cpu
+            yield rss
 
 
-def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    if not labels:
-        return ""
-    escaped = (f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), " ")}"'
-               for k, v in labels)
-    return "{" + ",".join(escaped) + "}"
+class _EngineCollector(Collector):
+    """Reads a Metrics when its registry is scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        return self.metrics._families()

@@ -90,7 +90,7 @@ def test_inbound_replies_take_the_same_path_with_the_same_metrics(config: Config
     metrics = intake.metrics
     assert metrics.value("events_received_total", source="callexa-sync-back") == 3
     assert metrics.value("events_rejected_total", source="callexa-sync-back") == 1
-    assert metrics.value("events_mapped_total", destination="callexa-sync-back") == 1
+    assert metrics.value("requests_mapped_total", destination="callexa-sync-back") == 1
     assert metrics.value("events_skipped_total", destination="callexa-sync-back", reason="rejected") == 1
 
 

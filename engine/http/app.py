@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -272,7 +273,7 @@ async def openapi_endpoint(request: HTTPRequest) -> Response:
 
 async def metrics_endpoint(request: HTTPRequest) -> Response:
     text = await asyncio.to_thread(_state(request).metrics.render)
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(text, media_type=CONTENT_TYPE_LATEST)
 
 
 # ---- errors: every one a JSON body -------------------------------------------------------

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Iterator
@@ -195,13 +196,16 @@ async def test_health_and_metrics(shim: httpx.AsyncClient, destinations: Scripte
     text = (await shim.get("/metrics")).text
     for line in ['engine_events_received_total{source="web"} 3',
                  'engine_events_rejected_total{source="web"} 1',
-                 'engine_events_mapped_total{destination="calixa"} 1',
+                 'engine_requests_mapped_total{destination="calixa"} 1',
                  'engine_events_skipped_total{destination="calixa",reason="not_accepted"} 1',
                  'engine_requests_delivered_total{destination="calixa"} 1',
                  'engine_outbox_jobs{status="delivered"} 3',
                  'engine_delivery_latency_seconds_count{destination="calixa"} 1']:
         assert line in text, line
     assert "# TYPE engine_delivery_latency_seconds histogram" in text
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                             timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 @pytest.mark.anyio

@@ -4,7 +4,6 @@ type, in its standard and batching modes, reaches the destinations through CORS.
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import threading

@@ -116,6 +116,9 @@ def test_serve_delivers_in_a_second_process_restarted_if_it_dies(tmp_path: Path)
             destinations.wait_for("/calixa", COUNT)
             # Its figures reach the shim's own /metrics.
             wait_for(lambda: metric(port, f'engine_requests_delivered_total{{destination="calixa"}} {COUNT}'))
+            # And its process's own figures, in the same scrape as the shim's.
+            scrape = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            assert "engine_delivery_process_cpu_seconds_total" in scrape and "process_cpu_seconds_total" in scrape
             os.kill(first, signal.SIGKILL)
             wait_for(lambda: children(shim.pid) not in ([], [first]))
             reply = httpx.post(f"http://127.0.0.1:{port}/v1/track", auth=(WRITE_KEY, ""),
