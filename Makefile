@@ -11,7 +11,7 @@ JS_STAMP := $(JS)/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
 PROMTOOL := /usr/bin/promtool
 
-.PHONY: run test validate bench map-sample clean
+.PHONY: run test test-other-pythons validate bench map-sample clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,29 @@ $(CHROMIUM) $(PROMTOOL):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium prometheus >/dev/null
 
 # Types first (mypy --strict on engine/, see pyproject.toml), then every test, on every
-# core (most tests wait on servers and processes; `-n 0` runs them in one process).
+# core (most tests wait on servers and processes; `-n 0` runs them in one process); then
+# the tests again under each other supported Python this machine has.
 test: $(STAMP) $(JS_STAMP) $(CHROMIUM) $(PROMTOOL)
 	$(PY) -m mypy
 	$(PY) -m pytest -n auto --dist worksteal
+	$(MAKE) --no-print-directory test-other-pythons
+
+# Python 3.12 and 3.13, where this machine has them (on PATH, or installed by pyenv), each
+# in a venv of its own (.venv-3.12, .venv-3.13).
+OTHER_PYTHONS = $(shell for v in 3.12 3.13; do \
+	for p in $$(command -v python$$v) $$HOME/.pyenv/versions/$$v.*/bin/python$$v; do \
+	[ -x "$$p" ] && "$$p" -c "" 2>/dev/null && echo "$$v:$$p" && break; done; done)
+
+test-other-pythons: $(JS_STAMP) $(CHROMIUM) $(PROMTOOL)
+	@for entry in $(OTHER_PYTHONS); do \
+		v=$${entry%%:*}; python=$${entry#*:}; venv=.venv-$$v; \
+		if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+			$$python -m venv $$venv && $$venv/bin/python -m pip install --quiet --upgrade pip && \
+			$$venv/bin/python -m pip install --quiet -e '.[test]' && touch $$venv/.installed || exit 1; \
+		fi; \
+		echo "== the tests under Python $$v"; \
+		$$venv/bin/python -m pytest -q -n auto --dist worksteal || exit 1; \
+	done
 
 map-sample: $(STAMP)
 	$(PY) -m engine map --destination calixa --setting api_key=demo-key \
@@ -52,4 +71,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_http_clients.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache var $(JS)/node_modules
+	rm -rf $(VENV) .venv-3.* .pytest_cache var $(JS)/node_modules
