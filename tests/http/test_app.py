@@ -12,6 +12,8 @@ import hmac
 import json
 import logging
 import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Iterator
@@ -23,6 +25,7 @@ from engine.intake import Intake
 from engine.serialization import parse_datetime
 from tests.support import skalin
 from tests.support.scripted_server import Reply, ScriptedServer
+from tests.support.paths import MAPPINGS, ROOT
 from tests.support.shim import SECRETS, WRITE_KEY, arrived, in_process, shim_config, until
 
 AUTH = (WRITE_KEY, "")
@@ -387,3 +390,39 @@ async def test_ready_says_503_and_why_when_the_store_or_its_disk_fails(
     assert reply.json() == {"ready": False, "problems": [
         "store unavailable: OSError: database is locked", "disk full: 0 MB free under the store"]}
     assert (await shim.get("/health")).status_code == 200  # alive all the same
+
+
+@pytest.mark.anyio
+async def test_recorded_shows_deliver_after_once_and_inbound_requests(tmp_path: Path) -> None:
+    config = tmp_path / "dry.yaml"
+    config.write_text(f"""\
+mappings: {MAPPINGS}
+store: {tmp_path / 'outbox.sqlite3'}
+dry_run: true
+sources:
+  - name: web
+    write_key: {WRITE_KEY}
+    destinations:
+      callexa: {{api_key: callexa-key-123, endpoint: "https://callexa.example/in",
+                 min_delay_days: 3, max_delay_days: 14}}
+inbound:
+  callexa-sync-back:
+    settings: {{write_key: sync-write-key-123, endpoint: "https://api.example/v1/identify"}}
+""")
+    created = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    async with in_process(config) as shim:
+        await shim.post("/v1/identify", auth=AUTH, json={
+            "userId": "u1", "messageId": "s1", "traits": {"email": "a@example.com", "createdAt": created}})
+        await shim.post("/inbound/callexa-sync-back", json={
+            "email": "a@example.com", "rating": 9, "date": "2024-03-01T17:45:12Z"})
+        shown = (await shim.get("/v1/recorded", auth=AUTH)).json()["recorded"]
+    by_destination = {r["destination"]: r for r in shown}
+    survey = by_destination["callexa"]["request"]
+    assert survey["once"] == {"key": "callexa:a@example.com", "window_seconds": 26 * 7 * 86400}
+    expected = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ") + timedelta(days=3)
+    assert survey["deliver_after"] == expected.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert by_destination["callexa-sync-back"]["source"] == "callexa-sync-back"
+    lines = subprocess.run([sys.executable, "-m", "engine", "recorded", "--config", str(config)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60).stdout.splitlines()
+    assert {json.loads(line)["destination"] for line in lines} == {"callexa", "callexa-sync-back"}
+    assert any("deliver_after" in json.loads(line)["request"] for line in lines)
