@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
     deliver.add_argument("--until-idle", action="store_true",
                          help="stop when nothing is due now (deferred requests stay stored)")
     log_options(deliver)
+    deliver.add_argument("--metrics-port", type=int, default=_env("ENGINE_METRICS_PORT"),
+                         metavar="PORT", help="serve this process's Prometheus metrics at "
+                                              "http://HOST:PORT/metrics, for a deliver run apart "
+                                              "from serve (env: ENGINE_METRICS_PORT)")
+    deliver.add_argument("--metrics-host", default=_env("ENGINE_METRICS_HOST") or "127.0.0.1",
+                         help="address for --metrics-port (env: ENGINE_METRICS_HOST; "
+                              "default 127.0.0.1)")
     # Set by `serve` for the delivery process it starts: its wake-up and metrics pipes.
     deliver.add_argument("--wake-fd", type=int, help=argparse.SUPPRESS)
     deliver.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)

@@ -9,6 +9,7 @@ import signal
 import sys
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from ..delivery import open_outbox
 from ..delivery.worker import Deliverer, run_forever
@@ -85,6 +86,14 @@ def deliver(args: argparse.Namespace) -> int:
         raise UsageError("the configuration has dry_run: true; nothing is sent in dry-run mode")
     outbox = open_outbox(config.store)
     deliverer = Deliverer(config, outbox)
+    if args.metrics_port is not None:
+        deliverer.metrics.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
+        try:
+            start_http_server(args.metrics_port, args.metrics_host, registry=deliverer.metrics.registry)
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
+                             f"{exc.strerror}") from None
+        log.info("metrics at http://%s:%d/metrics", args.metrics_host, args.metrics_port)
     try:
         if args.until_idle:
             asyncio.run(deliverer.drain(max_seconds=float("inf")))

@@ -202,3 +202,34 @@ def test_json_logs_one_line_per_rejected_event_and_unsigned_intakes_warned(tmp_p
     warnings = by_logger["engine.serve"]
     assert "POST /inbound/callexa-sync-back is not signed: set its secret to require X-Signature" in warnings
     assert "POST /webhook/open-hooks is not signed: set webhook_secret to require X-Signature" in warnings
+
+
+def test_deliver_run_apart_serves_its_own_metrics(tmp_path: Path) -> None:
+    from engine.config import load_config
+    from tests.support.delivery import accept, identify, open_outbox, write_config
+
+    with ScriptedServer() as destinations:
+        path = write_config(tmp_path, destinations.url())
+        config = load_config(path)
+        accept(config, open_outbox(config.store), identify(1), identify(2))
+        port = free_port()
+        with subprocess.Popen([sys.executable, "-m", "engine", "deliver", "--config", str(path),
+                               "--metrics-port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) as process:
+            try:
+                destinations.wait_for("/calixa", 2)
+                wait_for(lambda: 'engine_requests_delivered_total{destination="calixa"} 2.0'
+                         in _metrics_at(port))
+                scrape = _metrics_at(port)
+                assert 'engine_outbox_jobs{status="delivered"} 2.0' in scrape
+                assert "process_resident_memory_bytes" in scrape
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+
+
+def _metrics_at(port: int) -> str:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return ""
