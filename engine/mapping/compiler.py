@@ -15,7 +15,7 @@ from .templates import Compiled, TemplateProblem, compile_expression, compile_tr
 
 __all__ = ["compile_destination", "SourceView"]
 
-_RESERVED = {"message", "settings", "now", "matched_event"}
+_RESERVED = {"message", "settings", "now", "matched_event", "body"}
 
 
 class SourceView:

@@ -391,7 +391,9 @@ class BoundDestination:
             body = _value(self._c(spec.body), scope)
             if body is MISSING:
                 body = None
-            elif spec.encoding == "form":
+            elif spec.batch_item is not None:
+                scope["body"] = body  # the item may reuse what the body computed
+            if body is not None and spec.encoding == "form":
                 if not isinstance(body, dict):
                     raise EventError(f"{dest.slug}: rule {rule.name}: a form body must be a mapping")
                 body = {k if type(k) is str else str(k): v if type(v) is str else _form_value(v)
