@@ -7,9 +7,11 @@ STAMP  := $(VENV)/.installed
 JS       := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
 # The browser analytics.js runs in for its test: Debian's Chromium; and promtool, which
-# checks /metrics (both from Debian's packages, with apt, as root).
+# checks /metrics: both from Debian's packages, with apt, as root or through sudo.
 CHROMIUM := /usr/bin/chromium
 PROMTOOL := /usr/bin/promtool
+SYSTEM   := $(VENV)/.system-packages
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-other-pythons validate bench map-sample clean
 
@@ -25,17 +27,23 @@ run: $(STAMP)
 	$(PY) -m engine serve --config docs/dev-config.yaml $(if $(PORT),--port $(PORT))
 
 $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js and npm (see README)"; exit 1; }
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(JS_STAMP)
 
-$(CHROMIUM) $(PROMTOOL):
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium prometheus >/dev/null
+# One apt run for both; RUNLEVEL=1 keeps the prometheus package from starting its server.
+$(SYSTEM): | $(STAMP)
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(PROMTOOL) ]; then \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq \
+			--no-install-recommends chromium prometheus >/dev/null; \
+	fi
+	touch $(SYSTEM)
 
 # Types first (mypy --strict on engine/, see pyproject.toml), then every test, on every
 # core (most tests wait on servers and processes; `-n 0` runs them in one process); then
 # the tests again under each other supported Python this machine has.
-test: $(STAMP) $(JS_STAMP) $(CHROMIUM) $(PROMTOOL)
+test: $(STAMP) $(JS_STAMP) $(SYSTEM)
 	$(PY) -m mypy
 	$(PY) -m pytest -n auto --dist worksteal
 	$(MAKE) --no-print-directory test-other-pythons
@@ -46,7 +54,7 @@ OTHER_PYTHONS = $(shell for v in 3.12 3.13; do \
 	for p in $$(command -v python$$v) $$HOME/.pyenv/versions/$$v.*/bin/python$$v; do \
 	[ -x "$$p" ] && "$$p" -c "" 2>/dev/null && echo "$$v:$$p" && break; done; done)
 
-test-other-pythons: $(JS_STAMP) $(CHROMIUM) $(PROMTOOL)
+test-other-pythons: $(JS_STAMP) $(SYSTEM)
 	@for entry in $(OTHER_PYTHONS); do \
 		v=$${entry%%:*}; python=$${entry#*:}; venv=.venv-$$v; \
 		if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \

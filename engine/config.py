@@ -131,6 +131,8 @@ class Config:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # a dual-stack listener's view of an IPv4 proxy
         return any(ip in network for network in self.trusted_proxies)
 
     def source(self, name: str) -> SourceConfig | None:

@@ -92,8 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="*", metavar="PATH",
                           help="mapping files or directories (default: ./mappings, or the "
                                "mappings shipped with the engine when there is none)")
-    validate.add_argument("--config", metavar="FILE",
-                          help="check this configuration file (and the mappings it names) too")
+    validate.add_argument("--config", metavar="FILE", default=config_env,
+                          help="check this configuration file (and the mappings it names) too "
+                               "(env: ENGINE_CONFIG)")
     validate.set_defaults(handler=_command("mapping_commands", "validate"))
 
     map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")

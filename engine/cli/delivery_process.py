@@ -55,7 +55,9 @@ class DeliveryProcess:
         report_r, report_w = os.pipe()
         command = [sys.executable, "-m", "engine", "deliver", "--config", self.config_path,
                    "--wake-fd", str(wake_r), "--report-fd", str(report_w), *self.log_args]
-        process = subprocess.Popen(command, pass_fds=(wake_r, report_w))
+        # Its metrics go to the shim's /metrics: a port of its own is for `deliver` run apart.
+        env = {k: v for k, v in os.environ.items() if k not in ("ENGINE_METRICS_PORT", "ENGINE_METRICS_HOST")}
+        process = subprocess.Popen(command, pass_fds=(wake_r, report_w), env=env)
         os.close(wake_r)
         os.close(report_w)
         os.set_blocking(wake_w, False)

@@ -7,9 +7,12 @@ import asyncio
 import logging
 import signal
 import sys
+from types import FrameType
+from typing import Any
 
 import uvicorn
 from prometheus_client import start_http_server
+from starlette.applications import Starlette
 
 from ..delivery import open_outbox
 from ..delivery.worker import Deliverer, run_forever
@@ -45,8 +48,7 @@ def serve(args: argparse.Namespace) -> int:
                         inbound.slug)
     uvicorn_logs = logs.uvicorn_config(args.log_level, args.log_format)
     if not delivering:
-        uvicorn.run(create_app(config, deliver=False), host=args.host, port=args.port,
-                    log_config=uvicorn_logs, timeout_graceful_shutdown=15)
+        _run(create_app(config, deliver=False), args, uvicorn_logs)
         return 0
     # Say it now, plainly, rather than as a failed start of the delivery process.
     probe = open_outbox(config.store)
@@ -65,9 +67,8 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda number, frame: None)
     delivery.start()
     try:
-        app = create_app(config, deliver=False, metrics=metrics, delivery=delivery)
-        uvicorn.run(app, host=args.host, port=args.port, log_config=uvicorn_logs,
-                    timeout_graceful_shutdown=15)
+        _run(create_app(config, deliver=False, metrics=metrics, delivery=delivery), args,
+             uvicorn_logs)
     finally:
         # After the intake: what it accepted is stored; the delivery process finishes what it
         # has in flight, unless a second signal says not to wait.
@@ -75,6 +76,25 @@ def serve(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda number, frame: delivery.kill())
         delivery.stop()
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when a signal starts its shutdown, so that /ready
+    says 503 to the requests still served while it drains."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        shim = getattr(self.config.app.state, "shim", None) if isinstance(self.config.app, Starlette) else None
+        if shim is not None:
+            shim.draining = True
+        super().handle_exit(sig, frame)
+
+
+def _run(app: Starlette, args: argparse.Namespace, log_config: dict[str, Any]) -> None:
+    # X-Forwarded-For is the engine's to judge (trusted_proxies), not uvicorn's: it would
+    # believe it from 127.0.0.1 and rewrite the client's address before the app sees it.
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=log_config,
+                            timeout_graceful_shutdown=15, proxy_headers=False)
+    _Server(config).run()
 
 
 def deliver(args: argparse.Namespace) -> int:
@@ -90,9 +110,9 @@ def deliver(args: argparse.Namespace) -> int:
         deliverer.metrics.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
         try:
             start_http_server(args.metrics_port, args.metrics_host, registry=deliverer.metrics.registry)
-        except OSError as exc:
+        except (OSError, OverflowError, ValueError) as exc:
             raise UsageError(f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
-                             f"{exc.strerror}") from None
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
         log.info("metrics at http://%s:%d/metrics", args.metrics_host, args.metrics_port)
     try:
         if args.until_idle:

@@ -165,8 +165,9 @@ class Outbox(Protocol):
     def lease(self, free: dict[str, int], default_free: int, lease_seconds: float) -> list[Job]:
         """Take due jobs for `lease_seconds`: at most `free[destination]` per destination
         named, so that nothing leased waits behind a busy destination, and at most
-        `default_free` of each other destination that had jobs when delivery was claimed
-        (one no longer configured, say); when `free` names none, `default_free` jobs of any.
+        `default_free` of each other destination with jobs (one no longer configured, say;
+        looked up at claim time and every half minute); when `free` names none,
+        `default_free` jobs of any.
         Jobs suppressed by their once key are settled here, not returned."""
         ...
 

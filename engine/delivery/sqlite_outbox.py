@@ -22,6 +22,9 @@ from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Delivered,
 
 __all__ = ["SQLiteOutbox"]
 
+_STRAYS_RECHECK = 30.0
+"""Seconds between two looks for destinations with jobs that the lease is not asked about."""
+
 _KEYS_PER_QUERY = 400
 """(destination, messageId) pairs looked up per query: two parameters each, well under
 SQLite's limit on parameters."""
@@ -80,6 +83,7 @@ class SQLiteOutbox:
         self._lock = threading.Lock()
         self._delivery_lock: IO[str] | None = None
         self._strays: set[str] = set()
+        self._strays_checked = 0.0
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -113,10 +117,13 @@ class SQLiteOutbox:
         with self._transaction() as db:
             # Every destination with work (one scan, once): lease() also serves those its
             # caller does not name.
-            self._strays = {d for (d,) in db.execute(
-                "SELECT DISTINCT destination FROM outbox WHERE status='pending'")}
+            self._strays = self._pending_destinations(db)
             return db.execute("UPDATE outbox SET leased_until=NULL WHERE status='pending'"
                               " AND leased_until IS NOT NULL").rowcount
+
+    def _pending_destinations(self, db: sqlite3.Connection) -> set[str]:
+        self._strays_checked = time.monotonic()
+        return {d for (d,) in db.execute("SELECT DISTINCT destination FROM outbox WHERE status='pending'")}
 
     def _transaction(self) -> "_Tx":
         return _Tx(self._db, self._lock)
@@ -199,8 +206,11 @@ class SQLiteOutbox:
             if not free:
                 rows += db.execute(f"{columns} WHERE {due} ORDER BY due_at, id LIMIT ?",
                                    (now, now, default_free)).fetchall()
-            # Destinations not named (none in the configuration any more, say) that had jobs
-            # when delivery was claimed get theirs too, until they have none.
+            # Destinations not named (none in the configuration any more, say) get theirs
+            # too: those with jobs, looked up when delivery is claimed and every
+            # _STRAYS_RECHECK seconds (a scan of the pending jobs).
+            if free and time.monotonic() >= self._strays_checked + _STRAYS_RECHECK:
+                self._strays = self._pending_destinations(db)
             for destination in sorted(self._strays - set(free)):
                 found = db.execute(f"{columns} WHERE destination=? AND {due}"
                                    f" ORDER BY due_at, id LIMIT ?",

@@ -32,6 +32,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config, Source, SourceConfig
 from ..delivery import Outbox, open_outbox
@@ -155,8 +156,9 @@ async def tracking(request: HTTPRequest) -> Response:
     body = await _read(request, MAX_MESSAGE if call in CALL_TYPES else MAX_BATCH)
     source = _source(state, request, body)
     # A browser or server library calls here itself: its address is the event's context.ip.
-    ip = state.config.client_ip(request.client.host if request.client else None,
-                                request.headers.get("x-forwarded-for"))
+    # Every X-Forwarded-For line, in order: a proxy may add its own after the client's.
+    forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+    ip = state.config.client_ip(request.client.host if request.client else None, forwarded)
     if call in CALL_TYPES:
         return await _accept_messages(state, source, messages_of(body, call), ip=ip)
     return await _accept_messages(state, source, messages_of(body, None), body.get("sentAt"), ip)
@@ -221,8 +223,10 @@ async def recorded(request: HTTPRequest) -> Response:
     except ValueError:
         raise BadRequest("limit must be a number") from None
     rows = await asyncio.to_thread(state.outbox.rows, "recorded", limit * 4)
-    # The source's own, and what inbound mappings made (they belong to no write key).
-    visible = {source.name, *state.config.inbound}
+    # The source's own, and those of inbound mappings that send back into it (their settings
+    # hold its write key): nobody else's.
+    visible = {source.name, *(slug for slug, inbound in state.config.inbound.items()
+                              if source.write_key in inbound.settings.values())}
     mine = [{**recorded_view(row), "source": row["source"]} for row in rows
             if row["source"] in visible][:limit]
     return JSONResponse({"dry_run": state.config.dry_run, "recorded": mine})
@@ -364,7 +368,23 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
     ]
     # Browsers (analytics.js) send an Authorization header, so each POST is preceded by a
     # preflight; retries add X-Retry-Count. Any header is allowed: the write key decides.
-    cors = Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
-                      allow_methods=["GET", "POST"], allow_headers=["*"], max_age=600)
+    cors = Middleware(_TrackingCORS, allow_origins=list(config.cors_origins))
     return Starlette(routes=routes, lifespan=lifespan, middleware=[cors],
                      exception_handlers=dict(_HANDLERS))
+
+
+class _TrackingCORS:
+    """CORS for the tracking API alone (what browsers send events to): the other routes
+    (preview, recorded, metrics, ...) answer no page of another origin."""
+
+    def __init__(self, app: ASGIApp, allow_origins: list[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(app, allow_origins=allow_origins, allow_methods=["POST"],
+                                   allow_headers=["*"], max_age=600)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/v1/") and not path.startswith(("/v1/preview/", "/v1/recorded")):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -85,7 +85,7 @@ def openapi_document() -> dict[str, Any]:
     ready = _get("Readiness: 503 while shutting down, the store unreadable, or its disk full", "Ready")
     ready["responses"]["503"] = {"description": "Not ready, with the reasons"}
     paths["/ready"] = {"get": ready}
-    paths["/metrics"] = {"get": _get("Prometheus metrics", "Text exposition format 0.0.4",
+    paths["/metrics"] = {"get": _get("Prometheus metrics", "Prometheus' text exposition format",
                                      content_type="text/plain")}
     paths["/openapi.json"] = {"get": _get("This document", "OpenAPI 3.1")}
     return {

@@ -375,6 +375,31 @@ async def test_cors_origins_are_configurable(tmp_path: Path, destinations: Scrip
 
 
 @pytest.mark.anyio
+async def test_cors_is_for_the_tracking_api_alone(shim: httpx.AsyncClient) -> None:
+    origin = {"Origin": "https://evil.example"}
+    for path in ("/metrics", "/health", "/openapi.json"):
+        assert "access-control-allow-origin" not in (await shim.get(path, headers=origin)).headers
+    preflight = await shim.options("/v1/recorded", headers={
+        **origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+    assert "access-control-allow-origin" not in preflight.headers
+    recorded = await shim.get("/v1/recorded", auth=AUTH, headers=origin)
+    assert "access-control-allow-origin" not in recorded.headers
+
+
+@pytest.mark.anyio
+async def test_x_forwarded_for_lines_are_read_together_from_a_trusted_proxy(
+        tmp_path: Path, destinations: ScriptedServer) -> None:
+    config = shim_config(tmp_path, destinations.url(), extra="trusted_proxies: [127.0.0.1]\n")
+    async with in_process(config) as shim:  # ASGITransport connects from 127.0.0.1
+        # The client sent its own line; the proxy appended the address it saw.
+        headers = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.7")]
+        await shim.post("/v1/track", auth=AUTH, headers=headers,
+                        json={"userId": "u1", "event": "Signed Up", "messageId": "x1"})
+        (received,) = await arrived(destinations, "/calixa", 1)
+    assert json.loads(received.body)["context"]["ip"] == "203.0.113.7"
+
+
+@pytest.mark.anyio
 async def test_ready_says_503_and_why_when_the_store_or_its_disk_fails(
         shim: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     assert ((await shim.get("/ready")).status_code, (await shim.get("/ready")).json()) == (200, {"ready": True})
@@ -406,8 +431,8 @@ sources:
       callexa: {{api_key: callexa-key-123, endpoint: "https://callexa.example/in",
                  min_delay_days: 3, max_delay_days: 14}}
 inbound:
-  callexa-sync-back:
-    settings: {{write_key: sync-write-key-123, endpoint: "https://api.example/v1/identify"}}
+  callexa-sync-back:  # sends back into `web`: its requests are web's to see
+    settings: {{write_key: {WRITE_KEY}, endpoint: "https://api.example/v1/identify"}}
 """)
     created = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     async with in_process(config) as shim:
