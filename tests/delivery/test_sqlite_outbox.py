@@ -136,3 +136,15 @@ def test_leases_are_asked_per_destination_and_others_are_not_forgotten(outbox: O
     leased = outbox.lease({"calixa": 1, "skalin": 0}, 4, 30)
     # calixa: its one free slot; skalin: none; "gone", named by no one, had jobs at claim.
     assert sorted((job.destination, job.message_id) for job in leased) == [("calixa", "m1"), ("gone", "m4")]
+
+
+def test_destinations_with_jobs_are_looked_up_again_now_and_then(outbox: Outbox,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.delivery.sqlite_outbox as sqlite_outbox
+
+    outbox.claim_delivery()  # nothing pending yet
+    outbox.enqueue("web", [request(1, "new-elsewhere")])  # by a shim with a newer configuration
+    assert outbox.lease({"calixa": 1}, 4, 30) == []  # not looked for again yet
+    monkeypatch.setattr(sqlite_outbox, "_STRAYS_RECHECK", 0.0)
+    (job,) = outbox.lease({"calixa": 1}, 4, 30)
+    assert job.destination == "new-elsewhere"
