@@ -82,8 +82,12 @@ class _Server(uvicorn.Server):
     """uvicorn's server, telling the app when a signal starts its shutdown, so that /ready
     says 503 to the requests still served while it drains."""
 
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        shim = getattr(self.config.app.state, "shim", None) if isinstance(self.config.app, Starlette) else None
+        shim = getattr(self.app.state, "shim", None)  # set once the app has started
         if shim is not None:
             shim.draining = True
         super().handle_exit(sig, frame)
@@ -94,7 +98,7 @@ def _run(app: Starlette, args: argparse.Namespace, log_config: dict[str, Any]) -
     # believe it from 127.0.0.1 and rewrite the client's address before the app sees it.
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=log_config,
                             timeout_graceful_shutdown=15, proxy_headers=False)
-    _Server(config).run()
+    _Server(config, app).run()
 
 
 def deliver(args: argparse.Namespace) -> int:
