@@ -112,7 +112,10 @@ def enrich(message: dict[str, Any], source: str, received_at: datetime,
         original = parse_datetime(out.get("originalTimestamp"))
         sent = parse_datetime(out.get("sentAt") or sent_at)
         if original is not None and sent is not None:
-            stamp = received_at - (sent - original)
+            try:
+                stamp = received_at - (sent - original)
+            except OverflowError:  # a client clock too far off to correct: take our own
+                stamp = received_at
         elif original is not None:
             stamp = original
         else:

@@ -21,7 +21,10 @@ def parse_datetime(value: Any) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
+        try:
+            return datetime.fromtimestamp(value, timezone.utc)
+        except (OverflowError, OSError, ValueError):  # outside the years 1 to 9999
+            return None
     if isinstance(value, str) and value:
         text = value.strip()
         if text.endswith(("Z", "z")):

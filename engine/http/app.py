@@ -47,7 +47,7 @@ from ..redact import redact
 from .group_commit import GroupCommit
 from .openapi import openapi_document
 from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK, MAX_WEBHOOK_MESSAGES,
-                           SHORT_PATHS, decode_body, message_size, messages_of,
+                           SHORT_PATHS, decode_body, message_problem, messages_of,
                            verify_signature, write_key_from)
 
 __all__ = ["create_app"]
@@ -123,10 +123,10 @@ async def _accept_messages(state: _State, source: SourceConfig, messages: list[A
     rejected: list[dict[str, Any]] = []
     kept: list[tuple[int, dict[str, Any]]] = []
     for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            rejected.append({"index": index, "message": "a message must be a JSON object"})
-        elif message_size(message) > MAX_MESSAGE:
-            rejected.append({"index": index, "message": f"the message is larger than {MAX_MESSAGE // 1024} KB"})
+        problem = "a message must be a JSON object" if not isinstance(message, dict) \
+            else message_problem(message)
+        if problem is not None:
+            rejected.append({"index": index, "message": problem})
         else:
             kept.append((index, enrich(message, source.name, received_at, sent_at, ip)))
     results = await _accept(state, source, [message for _, message in kept])
@@ -210,6 +210,9 @@ async def preview_endpoint(request: HTTPRequest) -> Response:
         raise BadRequest(f"source '{source.name}' does not send to '{slug}'", 404)
     if not isinstance(body, dict):
         raise BadRequest("the body must be one message, a JSON object")
+    problem = message_problem(body)
+    if problem is not None:
+        raise BadRequest(problem)
     message = enrich(body, source.name, datetime.now(timezone.utc))
     records = preview(state.intake.bound(source, slug), message)
     return JSONResponse({"outcomes": redact(records, state.config.secrets())})

@@ -22,8 +22,8 @@ from ..errors import BadRequest
 from ..normalize import CALL_TYPES, apply_batch_defaults
 
 __all__ = ["MAX_MESSAGE", "MAX_BATCH", "MAX_BATCH_MESSAGES", "MAX_WEBHOOK_MESSAGES",
-           "MAX_WEBHOOK", "CALL_TYPES", "SHORT_PATHS", "decode_body", "write_key_from", "messages_of",
-           "message_size", "verify_signature"]
+           "MAX_WEBHOOK", "MAX_DEPTH", "CALL_TYPES", "SHORT_PATHS", "decode_body",
+           "write_key_from", "messages_of", "message_problem", "verify_signature"]
 
 SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group",
                "a": "alias", "b": "batch"}
@@ -85,9 +85,31 @@ def messages_of(body: Any, call: str | None) -> list[Any]:
     return apply_batch_defaults(batch, body)
 
 
-def message_size(message: Any) -> int:
-    """Bytes of the message as compact JSON, the size its limit applies to."""
-    return len(orjson.dumps(message))
+MAX_DEPTH = 64
+"""Levels of nesting a message may have (Segment's have a handful); deeper ones are refused."""
+
+
+def message_problem(message: Any) -> str | None:
+    """Why a message is refused before it is even read as an event (too large, or nested
+    too deeply to be one), or None."""
+    if _depth(message) > MAX_DEPTH:
+        return f"the message is nested more than {MAX_DEPTH} levels deep"
+    if len(orjson.dumps(message)) > MAX_MESSAGE:
+        return f"the message is larger than {MAX_MESSAGE // 1024} KB"
+    return None
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH + 1) -> int:
+    """How deeply `value` nests, counted no further than `limit` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level >= limit:
+                return level
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def verify_signature(secret: str | None, raw: bytes, signature: str | None) -> None:

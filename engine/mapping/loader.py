@@ -58,7 +58,12 @@ def _resolve(doc: SourceDocument, problems: list[Problem], chain: tuple[str, ...
     if not isinstance(target, str):
         problems.append(Problem(where, "'extends' must be a file name"))
         return data, [doc]
-    base_path = (Path(doc.path).parent / target).resolve()
+    home = Path(doc.path).parent.resolve()
+    base_path = (home / target).resolve()
+    if not base_path.is_relative_to(home):  # a mapping file may not read the machine's files
+        problems.append(Problem(where, f"'extends' names a file beside this one or below it; "
+                                       f"'{target}' is elsewhere"))
+        return data, [doc]
     if str(base_path) in chain:
         problems.append(Problem(where, f"'extends' makes a cycle: {' -> '.join(chain + (str(base_path),))}"))
         return data, [doc]
@@ -72,7 +77,11 @@ def _resolve(doc: SourceDocument, problems: list[Problem], chain: tuple[str, ...
         return data, [doc]
     for path, message, unknown in check_document(base_doc.data, abstract=True):
         problems.append(Problem(base_doc.locate(path, key=unknown), message))
+    if not isinstance(base_doc.data, dict):
+        return data, [doc]  # the problem is reported just above, in the base
     base_data, base_docs = _resolve(base_doc, problems, chain + (str(Path(doc.path).resolve()),))
+    if not isinstance(base_data, dict):
+        return data, [doc]
     inherited = {k: v for k, v in base_data.items() if k not in _NOT_INHERITED}
     return _merge(inherited, data), [doc] + base_docs
 

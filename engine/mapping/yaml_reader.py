@@ -137,13 +137,25 @@ class _TooLarge(EngineError):
     pass
 
 
+MAX_FILE_BYTES = 1_000_000
+"""The largest mapping or configuration file read (the shipped ones are ~10 KB)."""
+
+
 def read_yaml(path: str | Path) -> tuple[SourceDocument, list[Problem]]:
-    """Parse one YAML file; return the document and every problem found while reading it."""
+    """Parse one YAML file; return the document and every problem found while reading it.
+    Only a regular file of at most MAX_FILE_BYTES is read (not /dev/zero, say)."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if Path(path).exists() and not Path(path).is_file():  # a device or a pipe: never read
+            raise OSError("not a regular file")
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise OSError(f"larger than {MAX_FILE_BYTES:,} bytes")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return SourceDocument(name, "", None), [Problem(Location(name, 1, 1), f"cannot read file: {exc}")]
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return SourceDocument(name, "", None), [Problem(Location(name, 1, 1), f"cannot read file: {reason}")]
     return parse_yaml(text, name)
 
 

@@ -451,3 +451,30 @@ inbound:
                            capture_output=True, text=True, cwd=ROOT, timeout=60).stdout.splitlines()
     assert {json.loads(line)["destination"] for line in lines} == {"callexa", "callexa-sync-back"}
     assert any("deliver_after" in json.loads(line)["request"] for line in lines)
+
+
+@pytest.mark.anyio
+async def test_hostile_messages_are_rejected_alone_never_a_500(shim: httpx.AsyncClient,
+                                                               destinations: ScriptedServer) -> None:
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(300):  # orjson reads it, but cannot write it back: it must not get that far
+        inner["a"] = {}
+        inner = inner["a"]
+    batch = {"batch": [
+        {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "ok1"},
+        {"type": "track", "userId": "u2", "event": "Signed Up", "messageId": "deep", "properties": deep},
+        {"type": "track", "userId": "u3", "event": "Signed Up", "messageId": "t1",
+         "originalTimestamp": 1e20, "sentAt": -1e15},  # out of any datetime's range
+        {"type": "track", "userId": "u4", "event": "Signed Up", "messageId": "t2",
+         "originalTimestamp": "0001-01-01T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z"},
+        {"type": "track", "userId": "u5", "event": "Signed Up", "messageId": "ok2"},
+    ]}
+    reply = await shim.post("/v1/batch", json=batch, auth=AUTH)
+    assert (reply.status_code, reply.json()) == (200, {"success": True, "rejected": [
+        {"index": 1, "message": "the message is nested more than 64 levels deep"}]})
+    received = await arrived(destinations, "/calixa", 4)
+    assert sorted(json.loads(r.body)["messageId"] for r in received) == ["ok1", "ok2", "t1", "t2"]
+    preview = await shim.post("/v1/preview/calixa", json={"type": "track", "userId": "u", "event": "e",
+                                                          "properties": deep}, auth=AUTH)
+    assert (preview.status_code, preview.json()["code"]) == (400, "invalid_request")

@@ -183,3 +183,24 @@ def test_the_shipped_mappings_are_valid() -> None:
     destinations, found = engine.check(["mappings"])
     assert found == []
     assert {"calixa", "callexa", "callexa-sync-back", "skalin"} <= set(destinations)
+
+
+@pytest.mark.parametrize(("extends", "expected"), [
+    ("/etc/passwd", "demo.yaml:3:1: 'extends' names a file beside this one or below it; '/etc/passwd' is elsewhere"),
+    ("../outside.yaml", "demo.yaml:3:1: 'extends' names a file beside this one or below it; '../outside.yaml' is elsewhere"),
+    ("list.yaml", "list.yaml:1:1: a mapping file must be a YAML mapping at the top level"),
+    ("big.yaml", "big.yaml:1:1: cannot read file: larger than 1,000,000 bytes"),
+])
+def test_extends_reads_only_small_mapping_files_beside_it(tmp_path: Path, extends: str, expected: str) -> None:
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "big.yaml").write_text("# " + "x" * 1_000_001 + "\n")
+    found = problems(tmp_path, f"destination: D\nslug: d\nextends: {extends}\nrules: [{{name: a}}]\n")
+    assert expected in found, found
+
+
+def test_a_pipe_or_device_is_not_read(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.yaml")  # reading it would wait for a writer forever
+    found = problems(tmp_path, "destination: D\nslug: d\nextends: pipe.yaml\nrules: [{name: a}]\n")
+    assert any("cannot read file: not a regular file" in line for line in found), found
