@@ -102,9 +102,9 @@ def recorded(args: argparse.Namespace) -> int:
     config = open_config(args.config)
     outbox = open_outbox(config.store)
     try:
-        for row in outbox.rows("recorded", limit=max(1, args.limit)):
-            if args.source is None or row["source"] == args.source:
-                sys.stdout.buffer.write(orjson.dumps({"source": row["source"], **recorded_view(row)}) + b"\n")
+        sources = [] if args.source is None else [args.source]
+        for row in outbox.rows("recorded", limit=max(1, args.limit), sources=sources):
+            sys.stdout.buffer.write(orjson.dumps({"source": row["source"], **recorded_view(row)}) + b"\n")
     finally:
         outbox.close()
     return 0

@@ -188,8 +188,10 @@ class Outbox(Protocol):
         """Raise if the store cannot be read now (a cheap check, for readiness probes)."""
         ...
 
-    def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
-        """Stored jobs with a status, newest first, as dictionaries for people to read."""
+    def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = (),
+             sources: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Stored jobs with a status (of these `ids`, from these `sources`, when given),
+        newest first, as dictionaries for people to read."""
         ...
 
     def replay(self, ids: Sequence[int] = (), *, all_dead: bool = False) -> int:

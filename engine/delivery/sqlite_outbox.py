@@ -312,7 +312,8 @@ class SQLiteOutbox:
             rows = self._db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
         return dict(rows)
 
-    def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = ()) -> list[dict[str, Any]]:
+    def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = (),
+             sources: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Stored rows with a status, newest first, as dictionaries for people to read."""
         query = ("SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
                  " due_at, last_status, last_error, last_body, finished_at, once_key, once_window"
@@ -321,6 +322,9 @@ class SQLiteOutbox:
         if ids:
             query += f" AND id IN ({','.join('?' * len(ids))})"
             params += list(ids)
+        if sources:
+            query += f" AND source IN ({','.join('?' * len(sources))})"
+            params += list(sources)
         query += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         with self._lock:

@@ -225,13 +225,12 @@ async def recorded(request: HTTPRequest) -> Response:
         limit = max(1, min(1000, int(request.query_params.get("limit", "100"))))
     except ValueError:
         raise BadRequest("limit must be a number") from None
-    rows = await asyncio.to_thread(state.outbox.rows, "recorded", limit * 4)
     # The source's own, and those of inbound mappings that send back into it (their settings
     # hold its write key): nobody else's.
-    visible = {source.name, *(slug for slug, inbound in state.config.inbound.items()
-                              if source.write_key in inbound.settings.values())}
-    mine = [{**recorded_view(row), "source": row["source"]} for row in rows
-            if row["source"] in visible][:limit]
+    visible = [source.name, *(slug for slug, inbound in state.config.inbound.items()
+                              if source.write_key in inbound.settings.values())]
+    rows = await asyncio.to_thread(state.outbox.rows, "recorded", limit, (), visible)
+    mine = [{**recorded_view(row), "source": row["source"]} for row in rows]
     return JSONResponse({"dry_run": state.config.dry_run, "recorded": mine})
 
 

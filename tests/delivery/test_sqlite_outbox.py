@@ -148,3 +148,10 @@ def test_destinations_with_jobs_are_looked_up_again_now_and_then(outbox: Outbox,
     monkeypatch.setattr(sqlite_outbox, "_STRAYS_RECHECK", 0.0)
     (job,) = outbox.lease({"calixa": 1}, 4, 30)
     assert job.destination == "new-elsewhere"
+
+
+def test_rows_of_a_quiet_source_are_found_after_a_busy_one(outbox: Outbox) -> None:
+    outbox.enqueue("quiet", [request(1)], status="recorded")
+    outbox.enqueue("busy", [request(100 + n) for n in range(300)], status="recorded")
+    (row,) = outbox.rows("recorded", limit=10, sources=["quiet"])
+    assert row["message_id"] == "m1"
