@@ -64,8 +64,14 @@ def read_settings(destination: Destination, file: str | None, pairs: list[str]) 
     if file:
         try:
             loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(f"cannot read settings file {file}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read settings file {file}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            # Where and what, never the line itself: it may hold an API key.
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark is not None else file
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise UsageError(f"cannot read settings file {where}: {problem}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise UsageError(f"settings file {file} must hold a mapping of setting names to values")
         settings.update(loaded or {})

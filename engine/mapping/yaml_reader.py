@@ -24,6 +24,8 @@ Path_ = tuple[Any, ...]
 # Alias expansion can make a small file describe an enormous tree ("billion laughs").
 _MAX_NODES = 200_000
 
+_ECHO_LIMIT = 12
+"""Values longer than this are not repeated in messages."""
 _CANONICAL_BOOLS = {"true", "false", "True", "False", "TRUE", "FALSE"}
 _SUSPICIOUS_INT = re.compile(r"^[-+]?(0[0-9_]+|0[bx].*|.*[:_].*)$")
 
@@ -111,25 +113,36 @@ class _Builder:
                 self.problems.append(Problem(self.loc(node.start_mark), trap))
                 return node.value
         try:
-            return self._scalars.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self.problems.append(Problem(self.loc(node.start_mark), f"cannot read value: {exc}"))
+            value = self._scalars.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:  # `!!float abc`
+            self.problems.append(Problem(self.loc(node.start_mark), f"cannot read value: "
+                                         f"{getattr(exc, 'problem', None) or exc}"))
             return node.value
+        if not isinstance(value, (str, int, float, bool)) and value is not None:
+            # `!!binary`, `!!set`, ...: nothing a request or a setting can hold as JSON.
+            self.problems.append(Problem(self.loc(node.start_mark),
+                                         f"a {type(value).__name__} value (from a YAML tag) has no "
+                                         "place here: write text, a number, true/false or null"))
+            return node.value
+        return value
 
     @staticmethod
     def _trap(node: yaml.ScalarNode) -> str | None:
         text, tag = node.value, node.tag
+        # A long value may be a secret (a write key in a configuration): not repeated.
+        shown = f"'{text}'" if len(text) <= _ECHO_LIMIT else f"this value ({len(text)} characters)"
+        quoted = f": \"{text}\"" if len(text) <= _ECHO_LIMIT else ""
         if tag == "tag:yaml.org,2002:bool" and text not in _CANONICAL_BOOLS:
-            return (f"'{text}' is read by YAML 1.1 as the boolean "
+            return (f"{shown} is read by YAML 1.1 as the boolean "
                     f"{str(text.lower() in {'yes', 'on', 'y'}).lower()}; "
-                    f"write true/false, or quote it if you mean the text '{text}'")
+                    f"write true/false, or quote it if you mean the text {shown}")
         if tag == "tag:yaml.org,2002:int" and _SUSPICIOUS_INT.match(text):
-            return (f"'{text}' is read by YAML 1.1 as a number that is not what it looks like "
-                    f"(leading zero, base prefix or sexagesimal); quote it: \"{text}\"")
+            return (f"{shown} is read by YAML 1.1 as a number that is not what it looks like "
+                    f"(leading zero, base prefix or sexagesimal); quote it{quoted}")
         if tag == "tag:yaml.org,2002:timestamp":
-            return (f"'{text}' is read by YAML as a date, not text; quote it: \"{text}\"")
+            return f"{shown} is read by YAML as a date, not text; quote it{quoted}"
         if tag == "tag:yaml.org,2002:float" and (":" in text or "_" in text):
-            return f"'{text}' is read by YAML 1.1 as a float; quote it: \"{text}\""
+            return f"{shown} is read by YAML 1.1 as a float; quote it{quoted}"
         return None
 
 

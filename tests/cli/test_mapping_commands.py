@@ -191,3 +191,12 @@ def test_map_shows_progress_on_a_terminal() -> None:
 def test_map_shows_no_progress_when_stderr_is_not_a_terminal() -> None:
     result = run("map", *CALIXA, stdin=json.dumps({"type": "identify", "userId": "u"}) * 1 + "\n")
     assert result.stderr == ""
+
+
+def test_a_settings_file_that_is_not_yaml_is_named_without_its_content(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("api_key: calixa-secret-key-123\nendpoint: [unclosed\n")
+    result = run("map", *CALIXA[:2], "--settings", str(settings), stdin="")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot read settings file {settings}:")
+    assert "calixa-secret-key-123" not in result.stderr

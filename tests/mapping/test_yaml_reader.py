@@ -57,3 +57,16 @@ def test_empty_file() -> None:
 def test_merge_keys_are_refused() -> None:
     assert messages("base: &b {x: 1}\nother:\n  <<: *b\n") == [
         "f.yaml:3:3: merge keys ('<<') are not supported; use 'extends' to share a base file"]
+
+
+def test_long_values_are_not_repeated_and_odd_tags_are_located_problems() -> None:
+    text = ("write_key: 0x5f3c9a8b7d6e5f4a3b2c1d0e\n"
+            "ratio: !!float abc\n"
+            "blob: !!binary aGVsbG8=\n")
+    _, problems = parse_yaml(text, "c.yaml")
+    lines = [str(p) for p in problems]
+    assert lines[0].startswith("c.yaml:1:12: this value (26 characters) is read by YAML 1.1 as a number")
+    assert "5f3c" not in " ".join(lines)  # it may be a secret
+    assert lines[1].startswith("c.yaml:2:8: cannot read value: ")
+    assert lines[2] == ("c.yaml:3:7: a bytes value (from a YAML tag) has no place here: "
+                        "write text, a number, true/false or null")
