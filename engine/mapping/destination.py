@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from ..errors import EventError, Location, RenderError
+from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
 from ..outcomes import Outcome, Request, Skip
 from ..route import route
@@ -255,27 +255,32 @@ class BoundDestination:
                 continue
             headers = {}
             for name, compiled in spec.auth:
-                value = _value(compiled, with_secrets)
+                value = _settings_value(destination, f"auth header {name}", compiled, with_secrets)
                 if value is not MISSING:
                     headers[name] = str(value)
             self._auth[id(rule)] = headers
             for compiled in spec.templates():
                 if compiled.renderer is not None and compiled.names_used <= {"settings"}:
-                    # Depends on settings alone: render it once, here.
-                    self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
+                    # Depends on settings alone: render it once, here. One that fails stays a
+                    # template, and fails each event it maps (a rejection, with its reason).
+                    try:
+                        self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
+                    except RenderError:
+                        continue
         self._bulk: tuple[str, dict[str, str]] | None = None
         batch = destination.batch
         if batch is not None:
             headers = {}
             for name, compiled in batch.headers:
-                value = _value(compiled, base)
+                value = _settings_value(destination, f"batch header {name}", compiled, base)
                 if value is not MISSING:
                     headers[name] = str(value)
             for name, compiled in batch.auth:
-                value = _value(compiled, with_secrets)
+                value = _settings_value(destination, f"batch auth header {name}", compiled,
+                                        with_secrets)
                 if value is not MISSING:
                     headers[name] = str(value)
-            url = _value(batch.url, base)
+            url = _settings_value(destination, "batch url", batch.url, base)
             self._bulk = ("" if url is MISSING else str(url), headers)
 
     def bulk_request(self, items: Sequence[tuple[str, Any]]) -> BulkRequest:
@@ -434,6 +439,16 @@ class BoundDestination:
             batch_into=spec.batch_into if batch_item is not None else None,
             batch_item=batch_item,
         )
+
+
+def _settings_value(destination: Destination, what: str, compiled: Compiled, scope: Scope) -> Any:
+    """A value made of settings alone, or SettingsError saying which setting-made part fails
+    (so that a configuration with such settings is refused where it is loaded)."""
+    try:
+        return _value(compiled, scope)
+    except RenderError as exc:
+        raise SettingsError(destination.settings_schema.destination,
+                            [f"{what} cannot be made from these settings: {exc}"]) from None
 
 
 def _holds(test: Compiled, scope: Scope) -> bool:

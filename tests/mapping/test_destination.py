@@ -250,3 +250,35 @@ def test_skalin_bulks_only_hits_with_an_identity() -> None:
     (known,) = skalin.map({"type": "page", "userId": "u1", "name": "Home"})
     assert anonymous.batch_item is None  # only visitor_id says who: a form of its own
     assert known.batch_into == "features" and known.batch_item["identity"] == {"id": "u1"}
+
+
+def test_a_template_of_settings_alone_that_fails_rejects_events_instead_of_crashing(tmp_path: Path) -> None:
+    broken = destination(tmp_path, """\
+        destination: Broken
+        slug: broken
+        settings:
+          key: {type: string, required: true, secret: true}
+          divisor: {type: integer, default: 0}
+        request:
+          url: "https://x.example/{{ 100 // settings.divisor }}"
+          auth: {Authorization: "Bearer {{ settings.key }}"}
+        rules:
+          - name: all
+            when: {type: track}
+        """)
+    with pytest.raises(EventError, match="broken: rule all: template .* failed"):
+        broken.map({"type": "track", "userId": "u", "event": "e"}, settings={"key": "k-123456"})
+    bad_auth = destination(tmp_path, """\
+        destination: Bad auth
+        slug: bad-auth
+        settings:
+          key: {type: integer, required: true, secret: true}
+        request:
+          url: "https://x.example/in"
+          auth: {Authorization: "{{ 1 // (settings.key - settings.key) }}"}
+        rules:
+          - name: all
+            when: {type: track}
+        """, name="bad.yaml")
+    with pytest.raises(SettingsError, match="auth header Authorization cannot be made from these settings"):
+        bad_auth.bind({"key": 5})
