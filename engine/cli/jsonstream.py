@@ -60,6 +60,8 @@ def _lines(first: str, stream: TextIO) -> Iterator[Any | BadJSON]:
             yield json.loads(text)
         except json.JSONDecodeError as exc:
             yield BadJSON(f"line {line_number}: invalid JSON: {exc.msg} (column {exc.colno})")
+        except RecursionError:
+            yield BadJSON(f"line {line_number}: nested too deeply to read")
     if pending.strip():
         try:
             yield json.loads(pending)

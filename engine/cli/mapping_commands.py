@@ -22,6 +22,12 @@ from .jsonstream import BadJSON
 __all__ = ["validate", "map_events", "load_destination", "read_settings"]
 
 
+def _unmappable(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "the event is nested too deeply to map"
+    return f"the event cannot be mapped: {exc}"
+
+
 def validate(args: argparse.Namespace) -> int:
     """`engine validate`: every problem of the mapping files (and the configuration)."""
     destinations, problems = check(args.paths or [default_mappings()])
@@ -104,11 +110,17 @@ def map_events(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr)
     for number, event in enumerate(events_from(args.files), start=1):
         if isinstance(event, BadJSON):
-            records = [{"error": event.message}]
+            lines = [orjson.dumps({"event": number, "error": event.message})]
         else:
-            records = preview(bound, event, now=now, show_secrets=args.show_secrets)
-        for record in records:
-            out.write(orjson.dumps({"event": number, **record}) + b"\n")
+            try:
+                records = preview(bound, event, now=now, show_secrets=args.show_secrets)
+                lines = [orjson.dumps({"event": number, **record}) for record in records]
+            except (TypeError, ValueError, RecursionError) as exc:
+                # What the engine cannot map or write (a lone surrogate, a value JSON has no
+                # type for): an outcome of that event, and the stream goes on.
+                lines = [orjson.dumps({"event": number, "error": _unmappable(exc)})]
+        for line in lines:
+            out.write(line + b"\n")
         progress.tick(number)
     out.flush()
     progress.done()

@@ -38,7 +38,15 @@ def enqueue(args: argparse.Namespace) -> int:
             if isinstance(event, BadJSON):
                 out.write(orjson.dumps({"event": number, "error": event.message}) + b"\n")
                 continue
-            (result,), saved = intake.accept(source, [event])
+            try:
+                (result,), saved = intake.accept(source, [event])
+            except (TypeError, ValueError, RecursionError) as exc:
+                # A value the outbox cannot store (a lone surrogate, say): this event's
+                # outcome, nothing of it stored; the events after it go on.
+                reason = ("nested too deeply to store" if isinstance(exc, RecursionError)
+                          else f"cannot be stored: {exc}")
+                out.write(orjson.dumps({"event": number, "error": f"the event {reason}"}) + b"\n")
+                continue
             stored += saved.stored
             duplicates += saved.duplicates
             line: dict[str, Any] = {"event": number}

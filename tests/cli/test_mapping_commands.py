@@ -200,3 +200,19 @@ def test_a_settings_file_that_is_not_yaml_is_named_without_its_content(tmp_path:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: cannot read settings file {settings}:")
     assert "calixa-secret-key-123" not in result.stderr
+
+
+def test_map_reads_on_past_lines_it_cannot_read_or_map() -> None:
+    deep = '{"a":' * 3000 + "1" + "}" * 3000
+    stdin = "\n".join([
+        '{"type":"identify","userId":"u1","traits":{"email":"a@example.com","x":"\\ud800"}}',
+        deep,
+        '{"type":"identify","userId":"u2","traits":{"email":"b@example.com"}}',
+    ]) + "\n"
+    result = run("map", *CALIXA, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    found = lines(result)
+    assert found[0] == {"event": 1, "error": "the event cannot be mapped: str is not valid UTF-8: "
+                                             "surrogates not allowed"}
+    assert found[1] == {"event": 2, "error": "line 2: nested too deeply to read"}
+    assert found[2]["event"] == 3 and found[2]["rule"] == "identify"

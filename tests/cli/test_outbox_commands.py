@@ -72,3 +72,14 @@ def test_validate_checks_a_configuration_too(tmp_path: Path) -> None:
     bad.write_text(f"mappings: {MAPPINGS}\ndelivery: {{retries: 3}}\n")
     result = run("validate", "--config", str(bad))
     assert (result.returncode, result.stdout) == (1, f"{bad}:2:12: unknown key 'retries'\n")
+
+
+def test_enqueue_reads_on_past_events_it_cannot_store(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    stdin = ('{"type":"identify","userId":"u1","messageId":"m1","traits":{"email":"a@example.com","x":"\\ud800"}}\n'
+             '{"type":"identify","userId":"u2","messageId":"m2","traits":{"email":"b@example.com"}}\n')
+    result = run("enqueue", "--config", str(config), "--source", "web", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["event"] == 1 and first["error"].startswith("the event cannot be stored: ")
+    assert second == {"event": 2, "stored": ["calixa"], "skipped": {}}
