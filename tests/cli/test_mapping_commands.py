@@ -214,5 +214,7 @@ def test_map_reads_on_past_lines_it_cannot_read_or_map() -> None:
     found = lines(result)
     assert found[0] == {"event": 1, "error": "the event cannot be mapped: str is not valid UTF-8: "
                                              "surrogates not allowed"}
-    assert found[1] == {"event": 2, "error": "line 2: nested too deeply to read"}
+    # Too deep for the JSON reader of some Pythons (3.11), read and refused as no event by
+    # others (3.13): an error outcome either way.
+    assert found[1]["event"] == 2 and set(found[1]) == {"event", "error"}
     assert found[2]["event"] == 3 and found[2]["rule"] == "identify"
