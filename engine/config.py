@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Mapping
 from cerberus import Validator
 
 from .errors import ConfigError, Location, Problem, SettingsError
-from .mapping.destination import Destination
+from .mapping.destination import BoundDestination, Destination
 from .mapping.loader import SHIPPED_MAPPINGS, check
 from .mapping.schema import flatten_errors
 from .mapping.yaml_reader import SourceDocument, read_yaml
@@ -113,6 +113,22 @@ class Config:
     cors_origins: tuple[str, ...] = ("*",)
     """Origins whose pages may call the tracking API from a browser (analytics.js); "*":
     any page, as a write key is public anyway."""
+    _bound: dict[tuple[str, str, int], BoundDestination] = field(default_factory=dict, init=False,
+                                                                 repr=False)
+
+    def bound(self, source: str, destination: str) -> BoundDestination | None:
+        """`destination` bound to `source`'s settings for it (None when either is not
+        configured): checked and rendered once per pair, since settings do not change while
+        a configuration is loaded. Raises SettingsError for settings that fail the schema."""
+        compiled = self.destinations.get(destination)
+        settings = self.settings(source, destination)
+        if compiled is None or settings is None:
+            return None
+        key = (source, destination, id(compiled))  # a replaced mapping is bound anew
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = compiled.bind(settings)
+        return bound
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """The client's address: the connecting `peer`, or, when it is a trusted proxy, the

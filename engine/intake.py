@@ -59,16 +59,15 @@ class Intake:
         self.metrics = metrics or Metrics()
         self._secrets = config.secrets()
         self._status: JobStatus = "recorded" if config.dry_run else "pending"
-        self._bound: dict[tuple[str, str], BoundDestination] = {}
+        # Each source's destinations, compiled: what routing looks at for every event.
+        self._routes = {source.name: [config.destinations[slug] for slug in source.destinations]
+                        for source in config.sources}
 
     def bound(self, source: Source, slug: str) -> BoundDestination:
         """Destination `slug` bound to `source`'s settings for it. Settings do not change
         while a configuration is loaded, so they are checked and rendered once."""
-        key = (source.name, slug)
-        bound = self._bound.get(key)
-        if bound is None:
-            bound = self.config.destinations[slug].bind(source.destinations[slug])
-            self._bound[key] = bound
+        bound = self.config.bound(source.name, slug)
+        assert bound is not None, "the configuration names only destinations it has"
         return bound
 
     def map(self, source: Source, event: Any, now: datetime | str | None = None) -> EventResult:
@@ -86,8 +85,7 @@ class Intake:
             except EventError as exc:
                 result.error = str(exc)
             else:
-                destinations = [self.config.destinations[slug] for slug in source.destinations]
-                targets, result.skipped = route(message, destinations)
+                targets, result.skipped = route(message, self._routes[source.name])
                 for skip in result.skipped:
                     self.metrics.inc("events_skipped_total", destination=skip.destination,
                                      reason=skip.code)

@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 import aiohttp
 import orjson
@@ -29,7 +29,7 @@ from .outbox import MAX_STORED_BODY, Dead, Delivered, Job, JobOutcome, Outbox, R
 from .sender import Attempt, backoff, client_session, exchange, send
 
 if TYPE_CHECKING:  # the worker runs compiled destinations; it imports none of their making
-    from ..mapping.destination import BoundDestination, Destination
+    from ..mapping.destination import BoundDestination
 
 __all__ = ["Deliverer", "run_forever"]
 
@@ -54,7 +54,6 @@ class Deliverer:
         self._in_flight: dict[str, int] = {}
         self._sending: set[int] = set()
         self._decided: set[int] = set()  # jobs of sends under way whose outcome is known
-        self._bound: dict[tuple[str, str], BoundDestination] = {}
         self._outcomes: list[JobOutcome] = []
         # Leased jobs not sent yet: units (one job, or a bulk of several) waiting for a slot
         # of their destination, and bulk items still gathering, per (source, destination).
@@ -235,7 +234,7 @@ class Deliverer:
                 await self._attempt(client, job)
             return
         try:
-            bulk = self._bind(first, destination, settings).bulk_request(
+            bulk = self._bound(first).bulk_request(
                 [job.batch_item for job in jobs if job.batch_item is not None])
         except (EventError, SettingsError) as exc:
             for job in jobs:
@@ -271,7 +270,7 @@ class Deliverer:
                                                          f"source '{job.source}' (configuration changed?)"))
             return
         try:
-            auth = self._bind(job, destination, settings).auth_headers(job.rule)
+            auth = self._bound(job).auth_headers(job.rule)
         except SettingsError as exc:
             self._failed(job, Attempt(False, True, None, redact(str(exc), self._secrets)))
             return
@@ -285,13 +284,10 @@ class Deliverer:
         else:
             self._failed(job, attempt)
 
-    def _bind(self, job: Job, destination: Destination, settings: Mapping[str, Any]) -> BoundDestination:
-        """The destination bound to the job's source's settings, once per pair: settings do
-        not change while a configuration is loaded."""
-        key = (job.source, job.destination)
-        bound = self._bound.get(key)
-        if bound is None:
-            bound = self._bound[key] = destination.bind(settings)
+    def _bound(self, job: Job) -> BoundDestination:
+        """The job's destination bound to its source's settings (both checked present)."""
+        bound = self.config.bound(job.source, job.destination)
+        assert bound is not None
         return bound
 
     def _delivered(self, job: Job, status: int) -> None:
