@@ -88,6 +88,8 @@ class Job:
     once_window: float | None
     batch_item: tuple[str, Any] | None = None
     """The job's part of its destination's bulk request: (list name, item)."""
+    batch_size: int = 0
+    """Bytes of that part as stored (what a bulk's max_bytes counts)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,7 +250,8 @@ class SQLiteOutbox:
                 jobs.append(Job(job_id, row[1], row[2], row[3], row[4], data["method"], data["url"],
                                 data["headers"], data["encoding"], data["body"], row[6], row[7],
                                 row[8], once_key, once_window,
-                                (item[0], item[1]) if item is not None else None))
+                                (item[0], item[1]) if item is not None else None,
+                                len(row[11]) if row[11] is not None else 0))
             db.executemany("UPDATE outbox SET leased_until=? WHERE id=?",
                            [(now + lease_seconds, job.id) for job in jobs])
         return jobs

@@ -159,7 +159,7 @@ class Deliverer:
             unit: list[Job] = []
             size = 0
             for job in jobs:
-                item_size = len(orjson.dumps(job.batch_item))
+                item_size = job.batch_size
                 if unit and (len(unit) >= batch.max_items or size + item_size > batch.max_bytes):
                     units.append(unit)
                     unit, size = [], 0
