@@ -76,13 +76,17 @@ class _Compiler:
 
     # -- pieces ---------------------------------------------------------------------------
 
+    def where(self, path: Path_) -> str:
+        """file:line:col of a path, for the errors a template or expression raises."""
+        return str(self.view.locate(path))
+
     def tree(self, value: Any, path: Path_) -> Compiled:
-        compiled = compile_tree(value, path, self.template_problem)
+        compiled = compile_tree(value, path, self.template_problem, locate=self.where)
         self.settings_used += [(path, name) for name in compiled.settings_used]
         return compiled
 
     def expression(self, source: str, path: Path_) -> Compiled:
-        compiled = compile_expression(source)
+        compiled = compile_expression(source, self.where(path))
         if isinstance(compiled, Compiled):
             self.settings_used += [(path, name) for name in compiled.settings_used]
             return compiled
@@ -91,7 +95,7 @@ class _Compiler:
         return Compiled(None, False)
 
     def jmespath(self, source: str, path: Path_) -> Callable[[Any], Any]:
-        compiled = compile_jmespath(source)
+        compiled = compile_jmespath(source, self.where(path))
         if isinstance(compiled, ExpressionProblem):
             self.problems.append(Problem(self.view.locate_inside(path, 1, compiled.offset),
                                          compiled.message))
@@ -213,7 +217,8 @@ class _Compiler:
             merged = {k: v for k, v in base.items() if k not in mine}
             merged.update((k, v) for k, v in mine.items() if v is not None)
             key_paths = {k: mine_path + (k,) for k in mine}
-            compiled = compile_tree(merged, ("request", "body"), self.template_problem, key_paths)
+            compiled = compile_tree(merged, ("request", "body"), self.template_problem, key_paths,
+                                    locate=self.where)
             self.settings_used += [(mine_path, name) for name in compiled.settings_used]
             return compiled
         return self.tree(mine, mine_path)

@@ -334,7 +334,10 @@ class BoundDestination:
         if dest.snake is not None:
             event = dest.snake.apply(event)
         for rule in dest.rules:
-            matched = rule.matches(event, call)
+            try:
+                matched = rule.matches(event, call)
+            except RenderError as exc:
+                raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
             if matched:
                 return [self._apply(rule, event, when, matched)]
         scope = self._scope(event, when, ())
@@ -358,13 +361,13 @@ class BoundDestination:
         dest = self.destination
         if rule.snake is not None:
             event = rule.snake.apply(event)
-        for getter, _field, reason in rule.require:
-            if _absent(getter(event)):
-                return Skip(dest.slug, reason, rule.name, rule.name)
-        scope = self._scope(event, now, [(n, g(event)) for n, g in rule.extract])
-        if isinstance(matched, str):
-            scope["matched_event"] = matched
         try:
+            for getter, _field, reason in rule.require:
+                if _absent(getter(event)):
+                    return Skip(dest.slug, reason, rule.name, rule.name)
+            scope = self._scope(event, now, [(n, g(event)) for n, g in rule.extract])
+            if isinstance(matched, str):
+                scope["matched_event"] = matched
             for condition in rule.reject_if:
                 if _holds(condition.test, scope):
                     raise EventError(_text(condition.reason, scope, f"rejected by rule {rule.name}"))

@@ -15,6 +15,7 @@ import jmespath
 from jmespath import exceptions as jp_errors
 from jmespath.visitor import Options, TreeInterpreter
 
+from ..errors import RenderError
 from .functions import JMESPATH_FUNCTIONS
 
 __all__ = ["Expression", "ExpressionProblem", "compile_jmespath", "FUNCTIONS"]
@@ -43,8 +44,9 @@ class Expression:
     search: Getter
 
 
-def compile_jmespath(source: str) -> Expression | ExpressionProblem:
-    """Parse, check functions and arity, and compile `source`."""
+def compile_jmespath(source: str, origin: str = "") -> Expression | ExpressionProblem:
+    """Parse, check functions and arity, and compile `source`. A search that fails at run
+    time (a function given the wrong type) raises RenderError naming `origin`."""
     if not isinstance(source, str) or not source.strip():
         return ExpressionProblem("a JMESPath expression must be a non-empty string")
     try:
@@ -60,7 +62,24 @@ def compile_jmespath(source: str) -> Expression | ExpressionProblem:
     problem = _check_functions(parsed.parsed, source)
     if problem:
         return problem
-    return Expression(source, _compile(parsed.parsed))
+    return Expression(source, _reporting(_compile(parsed.parsed), source, origin))
+
+
+def _reporting(search: Getter, source: str, origin: str) -> Getter:
+    where = f"{origin}: " if origin else ""
+
+    def guarded(value: Any) -> Any:
+        try:
+            return search(value)
+        except jp_errors.JMESPathError as exc:
+            raise RenderError(f"{where}JMESPath {source!r} failed: {_one_line(exc)}") from None
+        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+            raise RenderError(f"{where}JMESPath {source!r} failed: {exc}") from None
+    return guarded
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _check_functions(node: dict[str, Any], source: str) -> ExpressionProblem | None:

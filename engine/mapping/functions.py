@@ -19,7 +19,7 @@ from ..serialization import json_default, parse_datetime, format_datetime, to_js
 from .casing import snake_case
 from .missing import MISSING, Missing, MissingValue, is_missing
 
-__all__ = ["FILTERS", "TESTS", "JMESPATH_FUNCTIONS"]
+__all__ = ["FILTERS", "TESTS", "JMESPATH_FUNCTIONS", "MISSING_AWARE_FILTERS", "MISSING_AWARE_TESTS"]
 
 
 # ---- Jinja filters ----------------------------------------------------------------------
@@ -96,7 +96,16 @@ def _f_is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _f_default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    """Jinja's `default`, with null counted as missing (a null drops its key everywhere)."""
+    if value is None or isinstance(value, Undefined) or (boolean and not value):
+        return default_value
+    return value
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
+    "default": _f_default,
+    "d": _f_default,
     "snake_case": lambda value: snake_case(str(value)),
     "snake_case_keys": _f_snake_case_keys,
     "datetime": _f_datetime,
@@ -110,6 +119,13 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "merge": _f_merge,
 }
 """The project's filters, added to Jinja's built-in ones."""
+
+MISSING_AWARE_FILTERS = frozenset({"default", "d"})
+"""Filters that exist to handle missing values; every other filter given a missing (or
+null) value yields missing."""
+
+MISSING_AWARE_TESTS = frozenset({"defined", "undefined", "missing", "present", "none"})
+"""Tests that ask about missing values; every other test of a missing value is false."""
 
 TESTS: dict[str, Callable[..., bool]] = {
     "integer": _f_is_integer,

@@ -28,6 +28,7 @@ from jinja2.utils import _PassArg
 from ..errors import EngineError, RenderError
 from ..serialization import format_datetime
 from .bounds import MAX_OUTPUT, bounded_binop
+from .functions import MISSING_AWARE_FILTERS
 from .missing import MISSING, MissingValue
 from .sandbox import ENV
 
@@ -68,11 +69,34 @@ class _Untranslatable(EngineError):
     pass
 
 
+def _ordering(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    # `traits.age > 18` without an age is missing (false in a condition), not an error.
+    def compare(a: Any, b: Any) -> Any:
+        if a is None or b is None or isinstance(a, Undefined) or isinstance(b, Undefined):
+            return MISSING
+        return op(a, b)
+    return compare
+
+
+def _contains(a: Any, b: Any) -> Any:
+    if b is None or isinstance(b, Undefined):
+        return MISSING
+    return a in b
+
+
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "lteq": operator.le,
-    "gt": operator.gt, "gteq": operator.ge,
-    "in": lambda a, b: a in b, "notin": lambda a, b: a not in b,
+    "eq": operator.eq, "ne": operator.ne, "lt": _ordering(operator.lt),
+    "lteq": _ordering(operator.le), "gt": _ordering(operator.gt), "gteq": _ordering(operator.ge),
+    "in": _contains, "notin": lambda a, b: _not(_contains(a, b)),
 }
+
+
+def _not(value: Any) -> Any:
+    return value if value is MISSING else not value
+
+
+def _absent(value: Any) -> bool:
+    return value is None or isinstance(value, Undefined)
 _ARITH = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*", nodes.Div: "/",
           nodes.FloorDiv: "//", nodes.Mod: "%", nodes.Pow: "**"}
 
@@ -169,12 +193,33 @@ def _translate(node: nodes.Node) -> Renderer:
                  for n in (node.start, node.stop, node.step)]
         start, stop, step = parts
         return lambda s: slice(start(s), stop(s), step(s))
-    if isinstance(node, (nodes.List, nodes.Tuple)):
+    if isinstance(node, nodes.Tuple):
+        members = [_translate(i) for i in node.items]
+        return lambda s: tuple(i(s) for i in members)
+    if isinstance(node, nodes.List):
+        # A missing (or null) item of a list literal is left out, as a body key is.
         items = [_translate(i) for i in node.items]
-        return lambda s: [i(s) for i in items]
+
+        def literal_list(s: Scope) -> list[Any]:
+            out = []
+            for item in items:
+                v = item(s)
+                if not _absent(v):
+                    out.append(v)
+            return out
+        return literal_list
     if isinstance(node, nodes.Dict):
+        # A missing (or null) value of a dict literal drops its key, as in a body.
         pairs = [(_translate(p.key), _translate(p.value)) for p in node.items]
-        return lambda s: {k(s): v(s) for k, v in pairs}
+
+        def literal_dict(s: Scope) -> dict[Any, Any]:
+            out = {}
+            for key, value in pairs:
+                k, v = key(s), value(s)
+                if not _absent(v) and not _absent(k):
+                    out[k] = v
+            return out
+        return literal_dict
     if isinstance(node, (nodes.Filter, nodes.Test)):
         return _translate_call(node)
     if isinstance(node, nodes.And):
@@ -185,7 +230,7 @@ def _translate(node: nodes.Node) -> Renderer:
         return lambda s: left(s) or right(s)
     if isinstance(node, nodes.Not):
         inner = _translate(node.node)
-        return lambda s: not inner(s)
+        return lambda s: not inner(s)  # `not missing` is true: missing is falsy
     if isinstance(node, nodes.Neg):
         inner = _translate(node.node)
         return lambda s: -inner(s)
@@ -249,14 +294,17 @@ def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
     if node.dyn_args is not None or node.dyn_kwargs is not None:
         raise _Untranslatable("dynamic arguments")
     table: dict[str, Any]
-    table, kind = (ENV.filters, "filter") if isinstance(node, nodes.Filter) else (ENV.tests, "test")
+    is_filter = isinstance(node, nodes.Filter)
+    table, kind = (ENV.filters, "filter") if is_filter else (ENV.tests, "test")
     if node.name not in table:
         raise _Untranslatable(f"unknown {kind}")  # reported by Jinja's own compile
     func = _callable_of(table, node.name, kind)
+    propagate = is_filter and node.name not in MISSING_AWARE_FILTERS
     raw = getattr(func, "__wrapped__", None)
     if raw is not None and not getattr(func, "has_precheck", False) and \
             getattr(raw, "jinja_pass_arg", None) is None:
-        # The bound check of the wrapper, inline: one Python call less per filter.
+        # The bound check of the wrapper, inline: one Python call less per filter (the
+        # missing check is made below).
         def checked(*args: Any, **kwargs: Any) -> Any:
             result = raw(*args, **kwargs)
             if type(result) is str and len(result) > MAX_OUTPUT:
@@ -266,12 +314,39 @@ def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
     subject = _translate(node.node) if node.node is not None else (lambda s: MISSING)
     args = [_translate(a) for a in node.args]
     kwargs = [(str(k.key), _translate(k.value)) for k in node.kwargs]
+    if not propagate:
+        if not args and not kwargs:
+            return lambda s: func(subject(s))
+        return lambda s: func(subject(s), *[a(s) for a in args], **{k: v(s) for k, v in kwargs})
+    # A filter given a missing or null value yields missing: `phone | digest` without a
+    # phone drops its key, never sends sha256("None").
     if not args and not kwargs:
-        return lambda s: func(subject(s))
+        def call0(s: Scope) -> Any:
+            v = subject(s)
+            return MISSING if v is None or isinstance(v, Undefined) else func(v)
+        return call0
     if not kwargs and len(args) == 1:
         (arg,) = args
-        return lambda s: func(subject(s), arg(s))
-    return lambda s: func(subject(s), *[a(s) for a in args], **{k: v(s) for k, v in kwargs})
+
+        def call1(s: Scope) -> Any:
+            v = subject(s)
+            if v is None or isinstance(v, Undefined):
+                return MISSING
+            a = arg(s)
+            return MISSING if isinstance(a, Undefined) else func(v, a)
+        return call1
+
+    def call(s: Scope) -> Any:
+        v = subject(s)
+        if v is None or isinstance(v, Undefined):
+            return MISSING
+        values = [a(s) for a in args]
+        named = {k: f(s) for k, f in kwargs}
+        if any(isinstance(a, Undefined) for a in values) or \
+                any(isinstance(a, Undefined) for a in named.values()):
+            return MISSING
+        return func(v, *values, **named)
+    return call
 
 
 # ---- checks on the parsed template -----------------------------------------------------
@@ -330,7 +405,9 @@ def _leaf(result: Any) -> Any:
     return result
 
 
-def _guard(fn: Renderer, source: str) -> Renderer:
+def _guard(fn: Renderer, source: str, origin: str) -> Renderer:
+    where = f"{origin}: " if origin else ""
+
     def render(scope: Scope) -> Any:
         try:
             result = fn(scope)
@@ -340,14 +417,31 @@ def _guard(fn: Renderer, source: str) -> Renderer:
         except MissingValue:
             return MISSING
         except SecurityError as exc:
-            raise RenderError(f"template {source!r} was stopped by the sandbox: {exc}") from None
+            raise RenderError(f"{where}template {_shown(source)} was stopped by the sandbox: "
+                              f"{exc}") from None
         except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            raise RenderError(f"template {source!r} failed: {exc}") from None
+            raise RenderError(f"{where}template {_shown(source)} failed: {exc}") from None
     return render
 
 
-def compile_template(source: str) -> Compiled | TemplateProblem | list[TemplateProblem]:
-    """Compile one template string (a leaf, a key, a URL, ...)."""
+def _shown(source: str) -> str:
+    return repr(source if len(source) <= 120 else source[:117] + "...")
+
+
+def _empty_when_false(tree: nodes.Template) -> None:
+    """`{{ '-eu' if eu }}` among other text is an empty part when the test is false, as
+    Jinja users expect (alone in a leaf it stays missing, and drops its key)."""
+    for output in tree.find_all(nodes.Output):
+        if output is tree.body[0] and len(tree.body) == 1 and len(output.nodes) == 1:
+            continue
+        for part in output.nodes:
+            if isinstance(part, nodes.CondExpr) and part.expr2 is None:
+                part.expr2 = nodes.Const("", lineno=part.lineno)
+
+
+def compile_template(source: str, origin: str = "") -> Compiled | TemplateProblem | list[TemplateProblem]:
+    """Compile one template string (a leaf, a key, a URL, ...). `origin` (file:line:col)
+    prefixes the errors it raises when it renders."""
     try:
         tree = ENV.parse(source)
         ENV.compile(tree, raw=True)  # raises for unknown filters and tests, at load
@@ -358,6 +452,7 @@ def compile_template(source: str) -> Compiled | TemplateProblem | list[TemplateP
     problems, settings, names = _check(tree)
     if problems:
         return problems
+    _empty_when_false(tree)
     body = tree.body
     fn: Renderer | None = None
     if len(body) == 1 and isinstance(body[0], nodes.Output):
@@ -375,7 +470,7 @@ def compile_template(source: str) -> Compiled | TemplateProblem | list[TemplateP
     if fn is None:
         template = ENV.from_string(tree)
         fn = _block(template)
-    return Compiled(_guard(fn, source), None, frozenset(settings), frozenset(names))
+    return Compiled(_guard(fn, source, origin), None, frozenset(settings), frozenset(names))
 
 
 _SINGLE = re.compile(r"^\s*\{\{[-+]?(.*?)[-+]?\}\}\s*$", re.DOTALL)
@@ -391,7 +486,17 @@ def _native_expression(source: str) -> Renderer | None:
         expression = ENV.compile_expression(match.group(1), undefined_to_none=False)
     except TemplateError:
         return None
-    return lambda s: expression(**s)
+    return lambda s: _without_missing(expression(**s))
+
+
+def _without_missing(value: Any) -> Any:
+    """A value Jinja computed, with the missing values inside its lists and mappings left
+    out (so that no Undefined reaches a body)."""
+    if isinstance(value, dict):
+        return {k: _without_missing(v) for k, v in value.items() if not isinstance(v, Undefined)}
+    if isinstance(value, (list, tuple)):
+        return [_without_missing(v) for v in value if not isinstance(v, Undefined)]
+    return value
 
 
 def _mixed(parts: list[str | Renderer]) -> Renderer:
@@ -414,28 +519,33 @@ def _block(template: Any) -> Renderer:
     return render
 
 
-def compile_expression(source: str) -> Compiled | TemplateProblem | list[TemplateProblem]:
+def compile_expression(source: str, origin: str = "") -> Compiled | TemplateProblem | list[TemplateProblem]:
     """Compile a bare Jinja expression (a condition): `traits.email is present`."""
-    return compile_template("{{ " + source + " }}")
+    return compile_template("{{ " + source + " }}", origin)
 
 
 # ---- trees -------------------------------------------------------------------------------
 
+Locate = Callable[[tuple[Any, ...]], str]
+
+
 def compile_tree(value: Any, path: tuple[Any, ...],
                  report: Callable[[tuple[Any, ...], TemplateProblem], None],
-                 key_paths: dict[Any, tuple[Any, ...]] | None = None) -> Compiled:
+                 key_paths: dict[Any, tuple[Any, ...]] | None = None,
+                 locate: Locate | None = None) -> Compiled:
     """Compile a YAML value whose string leaves (and keys) may be templates.
 
     `report(path, problem)` is called for every template that does not compile; the result
     is still a usable Compiled so that every problem in a file is found in one pass.
-    `key_paths` gives, for a mapping assembled from several places, where each key was written.
+    `key_paths` gives, for a mapping assembled from several places, where each key was written;
+    `locate(path)` says where a path is (file:line:col) for the errors templates raise.
     """
     if isinstance(value, dict):
-        return _compile_dict(value, path, report, key_paths or {})
+        return _compile_dict(value, path, report, key_paths or {}, locate)
     if isinstance(value, list):
-        return _compile_list(value, path, report)
+        return _compile_list(value, path, report, locate)
     if is_template(value):
-        compiled = compile_template(value)
+        compiled = compile_template(value, locate(path) if locate is not None else "")
         if isinstance(compiled, Compiled):
             return compiled
         for problem in compiled if isinstance(compiled, list) else [compiled]:
@@ -454,13 +564,14 @@ def _merge_usage(parts: list[Compiled]) -> tuple[frozenset[str], frozenset[str]]
 
 
 def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
-                  key_paths: dict[Any, tuple[Any, ...]]) -> Compiled:
+                  key_paths: dict[Any, tuple[Any, ...]], locate: Locate | None) -> Compiled:
     entries: list[tuple[Any, Renderer | None, Any, Renderer | None]] = []
     parts: list[Compiled] = []
     for key, item in value.items():
         where = key_paths.get(key, path + (key,))
-        key_c = compile_tree(key, where, report) if is_template(key) else Compiled(None, key)
-        item_c = compile_tree(item, where, report)
+        key_c = compile_tree(key, where, report, locate=locate) if is_template(key) \
+            else Compiled(None, key)
+        item_c = compile_tree(item, where, report, locate=locate)
         parts += [key_c, item_c]
         entries.append((key_c.constant, key_c.renderer, item_c.constant, item_c.renderer))
     settings, names = _merge_usage(parts)
@@ -486,8 +597,9 @@ def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
     return Compiled(render, None, settings, names)
 
 
-def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any) -> Compiled:
-    items = [compile_tree(item, path + (i,), report) for i, item in enumerate(value)]
+def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any,
+                  locate: Locate | None) -> Compiled:
+    items = [compile_tree(item, path + (i,), report, locate=locate) for i, item in enumerate(value)]
     settings, names = _merge_usage(items)
     if all(c.renderer is None for c in items):
         return Compiled(None, value, settings, names)

@@ -177,7 +177,7 @@ def test_a_render_failure_is_an_event_error(tmp_path: Path) -> None:
         request: {url: "https://x", body: {n: "{{ traits.n + 1 }}"}}
         rules: [{name: a}]
         """)
-    with pytest.raises(EventError, match=r"^d: rule a: template .* failed"):
+    with pytest.raises(EventError, match=r"^d: rule a: .*demo.yaml:3:39: template .* failed"):
         dest.map({"type": "identify", "userId": "u", "traits": {"n": "text"}})
 
 
@@ -266,7 +266,7 @@ def test_a_template_of_settings_alone_that_fails_rejects_events_instead_of_crash
           - name: all
             when: {type: track}
         """)
-    with pytest.raises(EventError, match="broken: rule all: template .* failed"):
+    with pytest.raises(EventError, match="broken: rule all: .*demo.yaml:7:8: template .* failed"):
         broken.map({"type": "track", "userId": "u", "event": "e"}, settings={"key": "k-123456"})
     bad_auth = destination(tmp_path, """\
         destination: Bad auth

@@ -191,3 +191,80 @@ def test_output_size_is_bounded() -> None:
 ])
 def test_expressions_jinja_compiles_keep_their_type(template: str, expected: Any) -> None:
     assert render({"v": template}) == {"v": expected}
+
+
+# ---- missing and null are never turned into wrong values ---------------------------------
+
+@pytest.mark.parametrize("template", [
+    "{{ traits.nothing | string | digest(64) }}",   # never sha256("None")
+    "{{ traits.nothing | lower }}",                 # never "none"
+    "{{ traits.missing | string }}",
+    "{{ traits.missing | length }}",                # never 0
+    "{{ traits.missing | tojson }}",
+    "{{ traits.missing | list }}",
+    "{{ traits.nothing | trim | lower | digest(64) }}",
+    "{{ traits.name | replace('I', traits.missing) }}",   # a missing argument, too
+    "{{ traits.name | truncate(traits.missing) }}",
+    "{{ traits.missing > 3 }}",                     # an ordering with nothing is missing
+    "{{ 'a' in traits.missing }}",
+    "{{ traits.tags | map('upper') | join(traits.missing) }}",
+    "{{ '-eu' if traits.missing }}",                # alone in a leaf: missing
+])
+def test_missing_propagates_through_filters(template: str) -> None:
+    assert render({"kept": 1, "v": template}) == {"kept": 1}
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ traits.missing is sequence }}", False),
+    ("{{ traits.missing is iterable }}", False),
+    ("{{ traits.missing is string }}", False),
+    ("{{ traits.missing is mapping }}", False),
+    ("{{ traits.missing is not sequence }}", True),
+    ("{{ traits.missing is defined }}", False),
+    ("{{ traits.missing is undefined }}", True),
+    ("{{ traits.nothing is none }}", True),
+    ("{{ traits.nothing is present }}", False),
+    ("{{ traits.missing | default('x') }}", "x"),
+    ("{{ traits.nothing | default('x') }}", "x"),   # null counts as missing for default
+    ("{{ traits.name | default('x') }}", "Initech"),
+    ("{{ traits.missing == 'a' }}", False),
+    ("{{ traits.missing != 'a' }}", True),
+    ("{{ not traits.missing }}", True),
+])
+def test_tests_of_missing_values(template: str, expected: Any) -> None:
+    assert render({"v": template}) == {"v": expected}
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ {'name': traits.name, 'plan': traits.plan, 'n': traits.nothing} }}", {"name": "Initech"}),
+    ("{{ [traits.name, traits.missing, traits.nothing, 1] }}", ["Initech", 1]),
+    ("{{ {'name': traits.name, 'plan': traits.plan} | tojson }}", '{"name":"Initech"}'),
+    ("{{ {'a': {'b': traits.missing, 'c': 1}} }}", {"a": {"c": 1}}),
+    # Through Jinja's own compiler (a filter that needs its context): no Undefined leaks.
+    ("{{ {'tags': traits.tags | map('upper') | list, 'x': traits.missing} }}", {"tags": ["A", "B"]}),
+])
+def test_missing_values_inside_literals_are_left_out(template: str, expected: Any) -> None:
+    assert render({"v": template}) == {"v": expected}
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("https://api{{ '-eu' if traits.missing }}.example.com", "https://api.example.com"),
+    ("https://api{{ '-eu' if traits.name }}.example.com", "https://api-eu.example.com"),
+    ("{% if traits.name %}{{ 'a' if traits.missing }}b{% endif %}", "b"),
+    ("x{{ traits.name if traits.flag }}", "x"),
+])
+def test_a_conditional_without_else_is_an_empty_part_of_text(template: str, expected: Any) -> None:
+    assert render({"v": template}) == {"v": expected}
+
+
+def test_other_missing_parts_of_text_still_drop_the_key() -> None:
+    assert render({"kept": 1, "v": "https://api{{ traits.missing }}.example.com"}) == {"kept": 1}
+
+
+def test_a_render_failure_names_where_the_template_was_written() -> None:
+    problems: list[Any] = []
+    compiled = compile_tree({"v": "{{ traits.name + 1 }}"}, ("body",), lambda *p: problems.append(p),
+                            locate=lambda path: f"demo.yaml:7:{len(path)}")
+    assert compiled.renderer is not None
+    with pytest.raises(RenderError, match=r"^demo.yaml:7:2: template '\{\{ traits.name \+ 1 \}\}' failed"):
+        compiled.renderer(SCOPE)
