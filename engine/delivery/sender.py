@@ -88,18 +88,18 @@ MAX_RESPONSE_BODY = 65536
 MAX_STORED_BODY characters), never a whole large body in memory."""
 
 _FORM = "application/x-www-form-urlencoded"
+_JSON = "application/json"
 
 
 def _body(job: Job, headers: dict[str, str]) -> bytes | None:
-    """The request body as bytes; a form body gets its content type unless the mapping set
-    one. (A JSON body is sent with the headers the mapping wrote.)"""
+    """The request body as bytes. Mapping adds the body's content type unless the mapping
+    set one; a job stored before it did gets it here."""
     if job.body is None:
         return None
-    if job.encoding == "form":
-        if not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = _FORM
-        return urlencode(job.body).encode("ascii")
-    return orjson.dumps(job.body)
+    form = job.encoding == "form"
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = _FORM if form else _JSON
+    return urlencode(job.body).encode("ascii") if form else orjson.dumps(job.body)
 
 
 def client_session(connections: int, per_destination: int) -> aiohttp.ClientSession:

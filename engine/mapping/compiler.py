@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .destination import (BatchSpec, Condition, Destination, Example, RequestSpec, Rule,
+from .destination import (FORM_TYPE, JSON_TYPE, BatchSpec, Condition, Destination, Example, RequestSpec, Rule,
                           SnakeCaseRule, normalize_name)
 from ..errors import Location, Problem
 from .expressions import Expression, ExpressionProblem, compile_jmespath
@@ -149,12 +149,14 @@ class _Compiler:
         if batch_item is not None and "batch" not in self.data:
             self.problem(origin("batch_item"), "batch_item needs a file-level 'batch' that says "
                                                "how the bulk request is made", key=True)
+        encoding = merged.get("encoding", "json")
+        named = {name.lower() for name in (*merged["headers"], *merged["auth"])}
         return RequestSpec(
             method=merged.get("method", "POST"),
             url=self.tree(merged.get("url", ""), origin("url")),
             headers=headers,
             auth=tuple(auth),
-            encoding=merged.get("encoding", "json"),
+            encoding=encoding,
             body=self.body(defaults, own, rule_path),
             deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"))
             if "deliver_after" in merged else None,
@@ -167,6 +169,8 @@ class _Compiler:
             if batch_item else None,
             batch_if=self.expression(batch_item["if"], origin("batch_item") + ("if",))
             if batch_item and "if" in batch_item else None,
+            content_type=None if "content-type" in named
+            else FORM_TYPE if encoding == "form" else JSON_TYPE,
         )
 
     def batch(self, rules: list[Rule]) -> BatchSpec | None:

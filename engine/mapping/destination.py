@@ -21,6 +21,9 @@ __all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkReque
 
 Scope = dict[str, Any]
 
+JSON_TYPE = "application/json"
+FORM_TYPE = "application/x-www-form-urlencoded"
+
 
 @dataclass(frozen=True)
 class Example:
@@ -77,6 +80,8 @@ class RequestSpec:
     batch_into: str | None = None
     batch_item: Compiled | None = None
     batch_if: Compiled | None = None
+    content_type: str | None = None
+    """The Content-Type a body is sent with when the mapping sets none itself."""
 
     def templates(self) -> list[Compiled]:
         """Every compiled value of the request except auth (which is rendered apart)."""
@@ -298,7 +303,10 @@ class BoundDestination:
             raise EventError(f"{self.destination.slug}: batch: {exc}") from None
         if not bulk[0]:
             raise EventError(f"{self.destination.slug}: batch: the url template rendered nothing")
-        return BulkRequest(batch.method, bulk[0], dict(bulk[1]), None if body is MISSING else body)
+        headers = dict(bulk[1])
+        if body is not MISSING and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = JSON_TYPE
+        return BulkRequest(batch.method, bulk[0], headers, None if body is MISSING else body)
 
     def auth_headers(self, rule_name: str) -> dict[str, str] | None:
         """The secret headers of a rule, rendered from the current settings; None when the
@@ -399,8 +407,11 @@ class BoundDestination:
             body = _value(self._c(spec.body), scope)
             if body is MISSING:
                 body = None
-            elif spec.batch_item is not None:
-                scope["body"] = body  # the item may reuse what the body computed
+            else:
+                if spec.content_type is not None:
+                    headers["Content-Type"] = spec.content_type
+                if spec.batch_item is not None:
+                    scope["body"] = body  # the item may reuse what the body computed
             if body is not None and spec.encoding == "form":
                 if not isinstance(body, dict):
                     raise EventError(f"{dest.slug}: rule {rule.name}: a form body must be a mapping")

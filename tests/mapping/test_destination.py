@@ -68,7 +68,8 @@ def test_request_fields(demo: engine.Destination) -> None:
     assert isinstance(request, Request)
     assert request.method == "POST"
     assert request.url == "https://eu.demo.example/identify"
-    assert request.headers == {"X-Client": "demo", "Authorization": "Bearer sekrit-key"}
+    assert request.headers == {"X-Client": "demo", "Authorization": "Bearer sekrit-key",
+                               "Content-Type": "application/json"}
     assert request.secret_headers == {"Authorization"}
     assert request.body["traits"] == {"email": "a@b.example", "first_name": "A", "firstName": "A"}
     assert request.message_id == "m1"
@@ -282,3 +283,25 @@ def test_a_template_of_settings_alone_that_fails_rejects_events_instead_of_crash
         """, name="bad.yaml")
     with pytest.raises(SettingsError, match="auth header Authorization cannot be made from these settings"):
         bad_auth.bind({"key": 5})
+
+
+@pytest.mark.parametrize(("request_yaml", "expected"), [
+    ('{url: "https://x.example", body: {a: 1}}', "application/json"),
+    ('{url: "https://x.example", encoding: form, body: {a: 1}}', "application/x-www-form-urlencoded"),
+    ('{url: "https://x.example", headers: {content-type: text/plain}, body: {a: 1}}', None),
+    ('{url: "https://x.example", method: GET}', None),                 # no body, no type
+    ('{url: "https://x.example", body: {a: "{{ traits.missing }}"}}', None),   # body dropped
+])
+def test_a_body_is_sent_with_its_content_type(tmp_path: Path, request_yaml: str,
+                                              expected: str | None) -> None:
+    dest = destination(tmp_path, f"""\
+        destination: D
+        slug: d
+        request: {request_yaml}
+        rules: [{{name: a}}]
+        """)
+    (request,) = dest.map({"type": "identify", "userId": "u1"})
+    assert isinstance(request, Request)
+    assert request.headers.get("Content-Type") == expected
+    if "content-type" in request_yaml:
+        assert request.headers == {"content-type": "text/plain"}

@@ -142,7 +142,7 @@ rules: [{name: a}]
     destination = engine.load(path)["d"]
     (request,) = destination.map({"type": "identify", "userId": "u"}, settings={"endpoint": "https://e"})
     assert request.url == "https://e"
-    assert request.headers == {"A": "base", "B": "own"}
+    assert request.headers == {"A": "base", "B": "own", "Content-Type": "application/json"}
     assert request.body == {"type": "identify", "userId": "u"}
 
 
