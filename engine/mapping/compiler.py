@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from .destination import (FORM_TYPE, JSON_TYPE, BatchSpec, Condition, Destination, Example, RequestSpec, Rule,
                           SnakeCaseRule, normalize_name)
@@ -11,11 +11,14 @@ from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .schema import check_document
 from .settings import SettingsSchema
 from .yaml_reader import Path_, SourceDocument
-from .templates import Compiled, TemplateProblem, compile_expression, compile_tree
+from .templates import (Compiled, Known, TemplateProblem, compile_expression, compile_tree,
+                        is_template)
+from ..normalize import MESSAGE_FIELDS
 
 __all__ = ["compile_destination", "SourceView"]
 
-_RESERVED = {"message", "settings", "now", "matched_event", "body"}
+_RESERVED = {"message", "settings", "now", "matched_event", "body", "items"}
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 class SourceView:
@@ -67,6 +70,10 @@ class _Compiler:
         self.view = view
         self.problems: list[Problem] = []
         self.settings_used: list[tuple[Path_, str]] = []
+        # The names templates can read; None for raw input (any field of the object).
+        self.known: Known | None = None if data.get("input", "segment") == "raw" else \
+            Known(MESSAGE_FIELDS | {"message", "settings", "now"})
+        self.file_known = self.known  # with the file's values, once they are compiled
 
     def problem(self, path: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(Problem(self.view.locate(path, key=key), message))
@@ -80,28 +87,51 @@ class _Compiler:
         """file:line:col of a path, for the errors a template or expression raises."""
         return str(self.view.locate(path))
 
-    def tree(self, value: Any, path: Path_) -> Compiled:
-        compiled = compile_tree(value, path, self.template_problem, locate=self.where)
+    def tree(self, value: Any, path: Path_, known: Known | None = None) -> Compiled:
+        compiled = compile_tree(value, path, self.template_problem, locate=self.where, known=known)
         self.settings_used += [(path, name) for name in compiled.settings_used]
         return compiled
 
-    def expression(self, source: str, path: Path_) -> Compiled:
+    def expression(self, source: str, path: Path_, known: Known | None = None) -> Compiled:
         compiled = compile_expression(source, self.where(path))
         if isinstance(compiled, Compiled):
             self.settings_used += [(path, name) for name in compiled.settings_used]
+            if known is not None:
+                for name in sorted(compiled.names_used - known.names):
+                    self.template_problem(path, TemplateProblem(known.explain(name)))
             return compiled
         for problem in compiled if isinstance(compiled, list) else [compiled]:
             self.template_problem(path, problem)
         return Compiled(None, False)
 
-    def jmespath(self, source: str, path: Path_) -> Callable[[Any], Any]:
+    def jmespath(self, source: str, path: Path_) -> Expression:
         compiled = compile_jmespath(source, self.where(path))
         if isinstance(compiled, ExpressionProblem):
             self.problems.append(Problem(self.view.locate_inside(path, 1, compiled.offset),
                                          compiled.message))
-            return lambda event: None
-        assert isinstance(compiled, Expression)
-        return compiled.search
+            return Expression(source, lambda event: None)
+        self.settings_used += [(path, name) for name in compiled.settings_used]
+        return compiled
+
+    def values(self, spec: dict[str, Any] | None, path: Path_,
+               known: Known | None) -> tuple[tuple[tuple[str, Compiled], ...], Known | None]:
+        """Named values, computed in order: each sees the ones before it. Returns them with
+        what the templates after them can read."""
+        out = []
+        names = list(spec or {})
+        for i, name in enumerate(names):
+            where = path + (name,)
+            if name in _RESERVED:
+                self.problem(where, f"'{name}' is a reserved name in templates; pick another", key=True)
+            later = frozenset(names[i:])
+            here = None if known is None else Known(known.names | frozenset(names[:i]), later)
+            compiled = self.tree(spec[name] if spec else None, where, here)
+            if known is None:
+                for used in sorted(compiled.names_used & later):
+                    self.problem(where, Known(frozenset(), later).explain(used))
+            out.append((name, compiled))
+        after = None if known is None else known.with_names(*names)
+        return tuple(out), after
 
     def snake(self, spec: Any, path: Path_) -> SnakeCaseRule | None:
         if not spec:
@@ -115,14 +145,16 @@ class _Compiler:
         return SnakeCaseRule(tuple(tuple(p.split(".")) for p in paths),
                              frozenset(_as_list(spec.get("except"))))
 
-    def conditions(self, items: list[dict[str, Any]] | None, path: Path_) -> tuple[Condition, ...]:
+    def conditions(self, items: list[dict[str, Any]] | None, path: Path_,
+                   known: Known | None) -> tuple[Condition, ...]:
         out = []
         for i, item in enumerate(items or []):
-            out.append(Condition(self.expression(item["if"], path + (i, "if")),
-                                 self.tree(item["reason"], path + (i, "reason"))))
+            out.append(Condition(self.expression(item["if"], path + (i, "if"), known),
+                                 self.tree(item["reason"], path + (i, "reason"), known)))
         return tuple(out)
 
-    def request(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_) -> RequestSpec:
+    def request(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_,
+                known: Known | None) -> RequestSpec:
         def origin(key: str) -> Path_:
             return rule_path + ("request", key) if key in own else ("request", key)
 
@@ -132,8 +164,11 @@ class _Compiler:
         if "url" not in merged:
             self.problem(rule_path, "no url: set request.url here or in the file's request defaults")
         headers = tuple((name, self.tree(value if isinstance(value, str) else str(value),
-                                         self._header_path(name, own, rule_path)))
+                                         self._header_path(name, own, rule_path), known))
                         for name, value in merged["headers"].items())
+        method = merged.get("method", "POST")
+        if not is_template(method) and method not in _METHODS:
+            self.problem(origin("method"), f"method '{method}' is not one of {', '.join(_METHODS)}")
         auth = []
         for name, value in merged["auth"].items():
             path = rule_path + ("request", "auth", name) if name in own.get("auth", {}) \
@@ -152,22 +187,25 @@ class _Compiler:
         encoding = merged.get("encoding", "json")
         named = {name.lower() for name in (*merged["headers"], *merged["auth"])}
         return RequestSpec(
-            method=merged.get("method", "POST"),
-            url=self.tree(merged.get("url", ""), origin("url")),
+            method=self.tree(method, origin("method"), known),
+            url=self.tree(merged.get("url", ""), origin("url"), known),
             headers=headers,
             auth=tuple(auth),
             encoding=encoding,
-            body=self.body(defaults, own, rule_path),
-            deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"))
+            body=self.body(defaults, own, rule_path, known),
+            deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"), known)
             if "deliver_after" in merged else None,
-            once_key=self.tree(once["key"], origin("once") + ("key",)) if once else None,
-            once_window=self.tree(once["window_seconds"], origin("once") + ("window_seconds",))
-            if once else None,
-            message_id=self.tree(merged.get("message_id", "{{ messageId }}"), origin("message_id")),
+            once_key=self.tree(once["key"], origin("once") + ("key",), known) if once else None,
+            once_window=self.tree(once["window_seconds"], origin("once") + ("window_seconds",),
+                                  known) if once else None,
+            message_id=self.tree(merged.get("message_id", "{{ messageId }}"), origin("message_id"),
+                                 known),
             batch_into=batch_item["into"] if batch_item else None,
-            batch_item=self.tree(batch_item["value"], origin("batch_item") + ("value",))
+            batch_item=self.tree(batch_item["value"], origin("batch_item") + ("value",),
+                                 known.with_names("body") if known else None)
             if batch_item else None,
-            batch_if=self.expression(batch_item["if"], origin("batch_item") + ("if",))
+            batch_if=self.expression(batch_item["if"], origin("batch_item") + ("if",),
+                                     known.with_names("body") if known else None)
             if batch_item and "if" in batch_item else None,
             content_type=None if "content-type" in named
             else FORM_TYPE if encoding == "form" else JSON_TYPE,
@@ -206,13 +244,14 @@ class _Compiler:
             auth=tuple((name, part(value, path + ("auth", name), {"settings"}))
                        for name, value in (request.get("auth") or {}).items()),
             body=part(request["body"], path + ("body",), {"settings", "items"}),
-            failed_items=self.jmespath(spec["failed_items"], ("batch", "failed_items"))
+            failed_items=self.jmespath(spec["failed_items"], ("batch", "failed_items")).search
             if "failed_items" in spec else None,
         )
 
-    def body(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_) -> Compiled | None:
+    def body(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_,
+             known: Known | None) -> Compiled | None:
         if "body" not in own:
-            return self.tree(defaults["body"], ("request", "body")) if "body" in defaults else None
+            return self.tree(defaults["body"], ("request", "body"), known) if "body" in defaults else None
         base, mine = defaults.get("body"), own["body"]
         mine_path = rule_path + ("request", "body")
         if isinstance(base, dict) and isinstance(mine, dict):
@@ -222,10 +261,10 @@ class _Compiler:
             merged.update((k, v) for k, v in mine.items() if v is not None)
             key_paths = {k: mine_path + (k,) for k in mine}
             compiled = compile_tree(merged, ("request", "body"), self.template_problem, key_paths,
-                                    locate=self.where)
+                                    locate=self.where, known=known)
             self.settings_used += [(mine_path, name) for name in compiled.settings_used]
             return compiled
-        return self.tree(mine, mine_path)
+        return self.tree(mine, mine_path, known)
 
     @staticmethod
     def _header_path(name: str, own: dict[str, Any], rule_path: Path_) -> Path_:
@@ -259,11 +298,17 @@ class _Compiler:
         for i, item in enumerate(spec.get("require") or []):
             require.append((self.jmespath(item["field"], path + ("require", i, "field")),
                             item["field"], item.get("reason") or f"'{item['field']}' is missing"))
+        # Before the rule matches, templates see the message, settings and the file's
+        # values; after, the extracted names, matched_event and the rule's own values too.
+        file_known = self.file_known
+        known = file_known.with_names("matched_event", *(n for n, _ in extract)) \
+            if file_known is not None else None
+        values, known = self.values(spec.get("values"), path + ("values",), known)
         has_request = "request" in spec or bool(defaults)
-        skip = self.tree(spec["skip"], path + ("skip",)) if "skip" in spec else None
+        skip = self.tree(spec["skip"], path + ("skip",), known) if "skip" in spec else None
         request = None
         if skip is None and has_request:
-            request = self.request(defaults, spec.get("request", {}), path)
+            request = self.request(defaults, spec.get("request", {}), path, known)
         rule_snake = snake
         if "snake_case" in spec:
             rule_snake = self.snake(spec["snake_case"], path + ("snake_case",))
@@ -276,11 +321,14 @@ class _Compiler:
             if "condition" in when else None,
             require=tuple(require),
             extract=tuple(extract),
-            reject_if=self.conditions(spec.get("reject_if"), path + ("reject_if",)),
-            skip_if=self.conditions(spec.get("skip_if"), path + ("skip_if",)),
+            reject_if=self.conditions(spec.get("reject_if"), path + ("reject_if",), known),
+            skip_if=self.conditions(spec.get("skip_if"), path + ("skip_if",), known),
             skip=skip,
             snake=rule_snake if rule_snake is not snake else None,
             request=request,
+            when_if=self.expression(when["if"], path + ("when", "if"), file_known)
+            if "if" in when else None,
+            values=values,
         )
 
     def examples(self, file: str) -> tuple[Example, ...]:
@@ -303,6 +351,7 @@ class _Compiler:
                 self.problem(("settings", name), f"setting '{name}' is required and has a default; "
                                                  "keep one of the two")
         snake = self.snake(data.get("snake_case"), ("snake_case",))
+        values, self.file_known = self.values(data.get("values"), ("values",), self.known)
         defaults = data.get("request") or {}
         rules = []
         names: set[str] = set()
@@ -313,7 +362,8 @@ class _Compiler:
             rules.append(self.rule(spec, i, defaults, snake))
         if not rules:
             self.problem(("rules",), "a destination needs at least one rule")
-        unmatched = self.tree(data["unmatched"], ("unmatched",)) if "unmatched" in data else None
+        unmatched = self.tree(data["unmatched"], ("unmatched",), self.file_known) \
+            if "unmatched" in data else None
         batch = self.batch(rules)
         secret = settings.secret_names
         for path, name in self.settings_used:
@@ -329,7 +379,7 @@ class _Compiler:
             docs=data.get("docs"), input=data.get("input", "segment"),
             accepts=frozenset(accepts) if accepts is not None else None,
             settings_schema=settings, rules=tuple(rules), snake=snake, unmatched=unmatched,
-            examples=self.examples(self.view.docs[0].path), batch=batch,
+            examples=self.examples(self.view.docs[0].path), batch=batch, values=values,
         )
 
 

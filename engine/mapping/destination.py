@@ -12,7 +12,7 @@ from ..outcomes import Outcome, Request, Skip
 from ..route import route
 from ..serialization import parse_datetime, to_json
 from .casing import snake_case
-from .expressions import Getter
+from .expressions import Expression, Getter
 from .missing import MISSING
 from .settings import SettingsSchema
 from .templates import Compiled
@@ -21,6 +21,8 @@ __all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkReque
 
 Scope = dict[str, Any]
 
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+"""The HTTP methods a request may use."""
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -67,7 +69,7 @@ class SnakeCaseRule:
 class RequestSpec:
     """The compiled request part of a rule (defaults merged in)."""
 
-    method: str
+    method: Compiled
     url: Compiled
     headers: tuple[tuple[str, Compiled], ...]
     auth: tuple[tuple[str, Compiled], ...]
@@ -85,7 +87,7 @@ class RequestSpec:
 
     def templates(self) -> list[Compiled]:
         """Every compiled value of the request except auth (which is rendered apart)."""
-        found = [self.url, *(c for _, c in self.headers), self.body, self.deliver_after,
+        found = [self.method, self.url, *(c for _, c in self.headers), self.body, self.deliver_after,
                  self.once_key, self.once_window, self.message_id, self.batch_item, self.batch_if]
         return [c for c in found if c is not None]
 
@@ -131,17 +133,20 @@ class Rule:
     types: frozenset[str] | None
     events: Mapping[str, str] | None  # as compared -> as written in the rule
     normalized: bool
-    condition: Getter | None
-    require: tuple[tuple[Getter, str, str], ...]
-    extract: tuple[tuple[str, Getter], ...]
+    condition: Expression | None
+    require: tuple[tuple[Expression, str, str], ...]
+    extract: tuple[tuple[str, Expression], ...]
     reject_if: tuple[Condition, ...]
     skip_if: tuple[Condition, ...]
     skip: Compiled | None
     snake: SnakeCaseRule | None
     request: RequestSpec | None
+    when_if: Compiled | None = None
+    values: tuple[tuple[str, Compiled], ...] = ()
 
-    def matches(self, event: dict[str, Any], call: str | None) -> str | bool:
-        """False, or True; for an event-name matcher, the name as the rule spells it."""
+    def matches_call(self, event: dict[str, Any], call: str | None) -> str | bool:
+        """The type and event-name matchers: False, or True; for an event-name matcher,
+        the name as the rule spells it. (Conditions are tested by the bound destination.)"""
         matched: str | bool = True
         if self.types is not None and call not in self.types:
             return False
@@ -152,9 +157,18 @@ class Rule:
             matched = self.events.get(normalize_name(name) if self.normalized else name, False)
             if not matched:
                 return False
-        if self.condition is not None and _is_false(self.condition(event)):
-            return False
         return matched
+
+
+@dataclass(frozen=True, slots=True)
+class _BoundRule:
+    """A rule with its JMESPath expressions bound to the settings, and its auth headers."""
+
+    rule: Rule
+    condition: Getter | None
+    require: tuple[tuple[Getter, str], ...]
+    extract: tuple[tuple[str, Getter], ...]
+    auth: dict[str, str]
 
 
 def normalize_name(name: str) -> str:
@@ -210,6 +224,8 @@ class Destination:
     unmatched: Compiled | None
     examples: tuple[Example, ...] = ()
     batch: BatchSpec | None = None
+    values: tuple[tuple[str, Compiled], ...] = ()
+    """Named values computed for each event before rules match, in order."""
     _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
 
     def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":
@@ -252,18 +268,24 @@ class BoundDestination:
         self._public = {k: v for k, v in settings.items() if k not in secret}
         base: Scope = {"settings": self._public}
         with_secrets: Scope = {"settings": settings}
-        self._auth: dict[int, dict[str, str]] = {}
         self._resolved: dict[int, Compiled] = {}
+        public = self._public
+        self._rules: list[_BoundRule] = []
         for rule in destination.rules:
             spec = rule.request
-            if spec is None:
-                continue
             headers = {}
-            for name, compiled in spec.auth:
+            for name, compiled in spec.auth if spec is not None else ():
                 value = _settings_value(destination, f"auth header {name}", compiled, with_secrets)
                 if value is not MISSING:
                     headers[name] = str(value)
-            self._auth[id(rule)] = headers
+            self._rules.append(_BoundRule(
+                rule,
+                rule.condition.with_settings(public) if rule.condition is not None else None,
+                tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
+                tuple((name, e.with_settings(public)) for name, e in rule.extract),
+                headers))
+            if spec is None:
+                continue
             for compiled in spec.templates():
                 if compiled.renderer is not None and compiled.names_used <= {"settings"}:
                     # Depends on settings alone: render it once, here. One that fails stays a
@@ -311,9 +333,9 @@ class BoundDestination:
     def auth_headers(self, rule_name: str) -> dict[str, str] | None:
         """The secret headers of a rule, rendered from the current settings; None when the
         destination has no such rule (any more)."""
-        for rule in self.destination.rules:
-            if rule.name == rule_name:
-                return dict(self._auth.get(id(rule), {}))
+        for bound in self._rules:
+            if bound.rule.name == rule_name:
+                return dict(bound.auth)
         return None
 
     def _c(self, compiled: Compiled) -> Compiled:
@@ -341,41 +363,62 @@ class BoundDestination:
         call = event["type"] if dest.input == "segment" else None
         if dest.snake is not None:
             event = dest.snake.apply(event)
-        for rule in dest.rules:
+        scope: Scope | None = None  # made once, when a rule's `if` or the reason needs it
+        for bound in self._rules:
+            rule = bound.rule
+            matched = rule.matches_call(event, call)
+            if not matched:
+                continue
             try:
-                matched = rule.matches(event, call)
+                if bound.condition is not None and _is_false(bound.condition(event)):
+                    continue
+                if rule.when_if is not None:
+                    if scope is None:
+                        scope = self._scope(event, when)
+                    if not _holds(self._c(rule.when_if), scope):
+                        continue
             except RenderError as exc:
                 raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
-            if matched:
-                return [self._apply(rule, event, when, matched)]
-        scope = self._scope(event, when, ())
+            return [self._apply(bound, event, when, matched, scope)]
         default = f"no rule of {dest.name} matches this {call or 'input'}" + (
             f" event ('{event.get('event')}')" if call == "track" else " call" if call else "")
-        reason = _text(dest.unmatched, scope, default) if dest.unmatched else default
+        if dest.unmatched is None:
+            return [Skip(dest.slug, default)]
+        try:
+            reason = _text(dest.unmatched, scope or self._scope(event, when), default)
+        except RenderError:
+            reason = default
         return [Skip(dest.slug, reason)]
 
-    def _scope(self, event: dict[str, Any], now: datetime,
-               extracted: Sequence[tuple[str, Any]]) -> Scope:
+    def _scope(self, event: dict[str, Any], now: datetime) -> Scope:
+        """What templates see: the message's fields, `message`, `settings` (without the
+        secret ones), `now`, and the file's `values`, computed in order."""
         scope = dict(event)
         scope["message"] = event
         scope["settings"] = self._public
         scope["now"] = now
-        for name, value in extracted:
-            scope[name] = value
+        for name, compiled in self.destination.values:
+            scope[name] = _value(self._c(compiled), scope)
         return scope
 
-    def _apply(self, rule: Rule, event: dict[str, Any], now: datetime,
-               matched: str | bool) -> Outcome:
-        dest = self.destination
+    def _apply(self, bound: _BoundRule, event: dict[str, Any], now: datetime,
+               matched: str | bool, scope: Scope | None) -> Outcome:
+        dest, rule = self.destination, bound.rule
         if rule.snake is not None:
             event = rule.snake.apply(event)
+            scope = None  # the rule reads the event renamed its way
         try:
-            for getter, _field, reason in rule.require:
+            for getter, reason in bound.require:
                 if _absent(getter(event)):
                     return Skip(dest.slug, reason, rule.name, rule.name)
-            scope = self._scope(event, now, [(n, g(event)) for n, g in rule.extract])
+            if scope is None:
+                scope = self._scope(event, now)
+            for name, getter in bound.extract:
+                scope[name] = getter(event)
             if isinstance(matched, str):
                 scope["matched_event"] = matched
+            for name, compiled in rule.values:
+                scope[name] = _value(self._c(compiled), scope)
             for condition in rule.reject_if:
                 if _holds(condition.test, scope):
                     raise EventError(_text(condition.reason, scope, f"rejected by rule {rule.name}"))
@@ -386,12 +429,17 @@ class BoundDestination:
                 reason = _text(rule.skip, scope, f"skipped by rule {rule.name}") if rule.skip \
                     else f"skipped by rule {rule.name}"
                 return Skip(dest.slug, reason, rule.name, rule.name)
-            return self._request(rule, rule.request, scope, now)
+            return self._request(bound, rule.request, scope, now)
         except RenderError as exc:
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
 
-    def _request(self, rule: Rule, spec: RequestSpec, scope: Scope, now: datetime) -> Request:
-        dest = self.destination
+    def _request(self, bound: _BoundRule, spec: RequestSpec, scope: Scope, now: datetime) -> Request:
+        dest, rule = self.destination, bound.rule
+        method = _value(self._c(spec.method), scope)
+        if method not in METHODS:
+            raise EventError(f"{dest.slug}: rule {rule.name}: the method template rendered "
+                             f"{'nothing' if method is MISSING else repr(method)}, not one of "
+                             f"{', '.join(METHODS)}")
         url = _value(self._c(spec.url), scope)
         if url is MISSING or not str(url):
             raise EventError(f"{dest.slug}: rule {rule.name}: the url template rendered nothing")
@@ -400,7 +448,7 @@ class BoundDestination:
             value = _value(self._c(compiled), scope)
             if value is not MISSING:
                 headers[name] = str(value)
-        auth = self._auth.get(id(rule), {})
+        auth = bound.auth
         headers.update(auth)
         body = None
         if spec.body is not None:
@@ -445,7 +493,7 @@ class BoundDestination:
             if batch_item is MISSING:
                 batch_item = None
         return Request(
-            destination=dest.slug, rule=rule.name, method=spec.method, url=str(url),
+            destination=dest.slug, rule=rule.name, method=method, url=str(url),
             headers=headers, encoding=spec.encoding, body=body, deliver_after=deliver_after,
             once_key=once_key, once_window=once_window,
             message_id=None if message_id is MISSING else str(message_id),

@@ -16,8 +16,11 @@ _STRINGS = {"type": ["string", "list"], "schema": {"type": "string"}}
 _TEMPLATE = {"type": "string", "empty": False}
 _SCALAR_TEMPLATE = {"type": ["string", "integer", "float"]}
 
+_VALUES = {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"}}
+
 _REQUEST = {
-    "method": {"type": "string", "allowed": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+    # One of GET, POST, PUT, PATCH, DELETE, or a template (checked by the compiler).
+    "method": {"type": "string", "empty": False},
     "url": _TEMPLATE,
     "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _SCALAR_TEMPLATE},
     "auth": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
@@ -43,7 +46,7 @@ _BATCH = {"type": "dict", "schema": {
     "max_wait": {"type": "number", "min": 0, "max": 10},
     "failed_items": _TEMPLATE,
     "request": {"type": "dict", "required": True, "schema": {
-        "method": _REQUEST["method"],
+        "method": {"type": "string", "allowed": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
         "url": {**_TEMPLATE, "required": True},
         "headers": _REQUEST["headers"],
         "auth": _REQUEST["auth"],
@@ -83,6 +86,7 @@ _RULE = {"type": "dict", "schema": {
         "event": _STRINGS,
         "event_match": {"type": "string", "allowed": ["exact", "normalized"]},
         "condition": _TEMPLATE,
+        "if": _TEMPLATE,
     }},
     "require": {"type": "list", "schema": {"type": "dict", "schema": {
         "field": {**_TEMPLATE, "required": True},
@@ -90,6 +94,7 @@ _RULE = {"type": "dict", "schema": {
     }}},
     "extract": {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
                 "valuesrules": _TEMPLATE},
+    "values": _VALUES,
     "reject_if": _CONDITIONS,
     "skip_if": _CONDITIONS,
     "skip": _TEMPLATE,
@@ -119,6 +124,7 @@ SCHEMA: dict[str, Any] = {
     "request": {"type": "dict", "schema": _REQUEST},
     "batch": _BATCH,
     "snake_case": _SNAKE_CASE,
+    "values": _VALUES,
     "rules": {"type": "list", "schema": _RULE},
     "unmatched": _TEMPLATE,
     "examples": {"type": "list", "schema": _EXAMPLE},

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from jinja2 import TemplateSyntaxError, Undefined, nodes
+from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.utils import _PassArg
 
@@ -32,8 +32,8 @@ from .functions import MISSING_AWARE_FILTERS
 from .missing import MISSING, MissingValue
 from .sandbox import ENV
 
-__all__ = ["Renderer", "TemplateProblem", "Compiled", "compile_tree", "compile_expression",
-           "is_template"]
+__all__ = ["Renderer", "TemplateProblem", "Compiled", "Known", "compile_tree",
+           "compile_expression", "is_template"]
 
 Scope = dict[str, Any]
 Renderer = Callable[[Scope], Any]
@@ -358,7 +358,7 @@ _FORBIDDEN = {nodes.Extends: "extends", nodes.Include: "include", nodes.Import: 
 def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[str]]:
     problems: list[TemplateProblem] = []
     settings: set[str] = set()
-    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    names = meta.find_undeclared_variables(tree)  # not the template's own set and loop names
     for klass, word in _FORBIDDEN.items():
         for found in tree.find_all(klass):
             problems.append(TemplateProblem(f"'{word}' is not allowed in mapping templates",
@@ -529,24 +529,45 @@ def compile_expression(source: str, origin: str = "") -> Compiled | TemplateProb
 Locate = Callable[[tuple[Any, ...]], str]
 
 
+@dataclass(frozen=True)
+class Known:
+    """The names a template may read at one place of a mapping file, and what to say of
+    the others (`later`: names defined after this place, so used before they are)."""
+
+    names: frozenset[str]
+    later: frozenset[str] = frozenset()
+
+    def explain(self, name: str) -> str:
+        if name in self.later:
+            return f"'{name}' is used before it is defined (values are computed in order)"
+        return f"unknown name '{name}' (templates here can read: {', '.join(sorted(self.names))})"
+
+    def with_names(self, *names: str) -> "Known":
+        return Known(self.names | frozenset(names), self.later - frozenset(names))
+
+
 def compile_tree(value: Any, path: tuple[Any, ...],
                  report: Callable[[tuple[Any, ...], TemplateProblem], None],
                  key_paths: dict[Any, tuple[Any, ...]] | None = None,
-                 locate: Locate | None = None) -> Compiled:
+                 locate: Locate | None = None, known: Known | None = None) -> Compiled:
     """Compile a YAML value whose string leaves (and keys) may be templates.
 
     `report(path, problem)` is called for every template that does not compile; the result
     is still a usable Compiled so that every problem in a file is found in one pass.
     `key_paths` gives, for a mapping assembled from several places, where each key was written;
-    `locate(path)` says where a path is (file:line:col) for the errors templates raise.
+    `locate(path)` says where a path is (file:line:col) for the errors templates raise;
+    `known` (when given) holds the names templates may read, and any other is reported.
     """
     if isinstance(value, dict):
-        return _compile_dict(value, path, report, key_paths or {}, locate)
+        return _compile_dict(value, path, report, key_paths or {}, locate, known)
     if isinstance(value, list):
-        return _compile_list(value, path, report, locate)
+        return _compile_list(value, path, report, locate, known)
     if is_template(value):
         compiled = compile_template(value, locate(path) if locate is not None else "")
         if isinstance(compiled, Compiled):
+            if known is not None:
+                for name in sorted(compiled.names_used - known.names):
+                    report(path, TemplateProblem(known.explain(name)))
             return compiled
         for problem in compiled if isinstance(compiled, list) else [compiled]:
             report(path, problem)
@@ -564,14 +585,15 @@ def _merge_usage(parts: list[Compiled]) -> tuple[frozenset[str], frozenset[str]]
 
 
 def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
-                  key_paths: dict[Any, tuple[Any, ...]], locate: Locate | None) -> Compiled:
+                  key_paths: dict[Any, tuple[Any, ...]], locate: Locate | None,
+                  known: Known | None) -> Compiled:
     entries: list[tuple[Any, Renderer | None, Any, Renderer | None]] = []
     parts: list[Compiled] = []
     for key, item in value.items():
         where = key_paths.get(key, path + (key,))
-        key_c = compile_tree(key, where, report, locate=locate) if is_template(key) \
+        key_c = compile_tree(key, where, report, locate=locate, known=known) if is_template(key) \
             else Compiled(None, key)
-        item_c = compile_tree(item, where, report, locate=locate)
+        item_c = compile_tree(item, where, report, locate=locate, known=known)
         parts += [key_c, item_c]
         entries.append((key_c.constant, key_c.renderer, item_c.constant, item_c.renderer))
     settings, names = _merge_usage(parts)
@@ -598,8 +620,9 @@ def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
 
 
 def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any,
-                  locate: Locate | None) -> Compiled:
-    items = [compile_tree(item, path + (i,), report, locate=locate) for i, item in enumerate(value)]
+                  locate: Locate | None, known: Known | None) -> Compiled:
+    items = [compile_tree(item, path + (i,), report, locate=locate, known=known)
+             for i, item in enumerate(value)]
     settings, names = _merge_usage(items)
     if all(c.renderer is None for c in items):
         return Compiled(None, value, settings, names)
