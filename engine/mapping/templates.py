@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+import regex
 from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.utils import _PassArg
@@ -28,7 +29,7 @@ from jinja2.utils import _PassArg
 from ..errors import EngineError, RenderError
 from ..serialization import format_datetime
 from .bounds import MAX_OUTPUT, bounded_binop
-from .functions import MISSING_AWARE_FILTERS
+from .functions import MISSING_AWARE_FILTERS, compile_regex
 from .missing import MISSING, MissingValue
 from .sandbox import ENV
 
@@ -375,6 +376,15 @@ def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[s
         if inner is not None:
             problems.append(TemplateProblem("loops inside loops are not allowed in mapping templates",
                                             inner.lineno))
+    for call in tree.find_all(nodes.Filter):
+        # A constant pattern is compiled at load, so a bad one is found by validate.
+        if call.name.startswith("regex_") and call.args and isinstance(call.args[0], nodes.Const) \
+                and isinstance(call.args[0].value, str):
+            try:
+                compile_regex(call.args[0].value)
+            except regex.error as exc:
+                problems.append(TemplateProblem(
+                    f"{call.name}: bad pattern {call.args[0].value!r}: {exc}", call.lineno))
     for attr in tree.find_all(nodes.Getattr):
         if attr.attr.startswith("_"):
             problems.append(TemplateProblem(

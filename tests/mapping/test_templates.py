@@ -268,3 +268,83 @@ def test_a_render_failure_names_where_the_template_was_written() -> None:
     assert compiled.renderer is not None
     with pytest.raises(RenderError, match=r"^demo.yaml:7:2: template '\{\{ traits.name \+ 1 \}\}' failed"):
         compiled.renderer(SCOPE)
+
+
+# ---- the functions destinations need ---------------------------------------------------
+
+TIMES = {"ts": "2024-01-15T10:00:00.123456Z", "before": "1969-12-31T23:59:59.5Z",
+         "phone": "+1 (555) 010-9999", "email": "  Jane.Doe@Example.COM ", "bad": "n/a",
+         "ua": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 "
+               "(KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+         "events": [{"from": "Order Completed", "to": "Purchase"},
+                    {"from": "Order Completed", "to": "CompletePayment"},
+                    {"from": "Signed Up", "to": "CompleteRegistration"}],
+         "nested": {"a": {"b": 1, "c": [2, {"d": 3}]}, "e": {}, "f": None}}
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ ts | unix }}", 1705312800),
+    ("{{ ts | unix_ms }}", 1705312800123),
+    ("{{ ts | unix_us }}", 1705312800123456),
+    ("{{ before | unix_ms }}", -500),
+    ("{{ 1705312800 | unix_ms }}", 1705312800000),       # epoch seconds in
+    ("{{ ts | format_date('%Y%m%d') }}", "20240115"),
+    ("{{ ts | format_date('%d/%m/%Y %H:%M') }}", "15/01/2024 10:00"),
+    ("{{ phone | digits }}", "15550109999"),
+    ("{{ email | trim | lower | sha256 }}",
+     "86e0b9e56c17cc4d12387e1949b85053fbe73bc3ce5a1188713a9d300cc6133d"),
+    ("{{ email | trim is email }}", True),
+    ("{{ phone is email }}", False),
+    ("{{ phone | regex_match('\\\\+1') }}", True),
+    ("{{ phone | regex_search('\\\\((\\\\d+)\\\\)', 1) }}", "555"),
+    ("{{ phone | regex_replace('[^0-9+]', '') }}", "+15550109999"),
+    ("{{ ua | useragent }}", {"browser": "Mobile Safari", "browser_version": "17.2", "os": "iOS",
+                              "os_version": "17.2", "device": "iPhone", "device_brand": "Apple",
+                              "device_model": "iPhone"}),
+    ("{{ events | lookup('Order Completed') }}", ["Purchase", "CompletePayment"]),
+    ("{{ events | lookup('Nope') }}", []),
+    ("{{ {'a': 'x', 'b': ['y', 'z']} | lookup('b') }}", ["y", "z"]),
+    ("{{ nested | flatten }}", {"a.b": 1, "a.c.0": 2, "a.c.1.d": 3, "e": {}, "f": None}),
+    ("{{ nested | flatten('_', 'p') }}", {"p_a_b": 1, "p_a_c_0": 2, "p_a_c_1_d": 3, "p_e": {}, "p_f": None}),
+    ("{{ 'a/b c?' | path_segment }}", "a%2Fb%20c%3F"),
+    ("{{ missing | coalesce(nothing, email) | trim }}", "Jane.Doe@Example.COM"),
+    ("{{ '12' | int }}", 12),
+    ("{{ '1.5' | float }}", 1.5),
+])
+def test_functions(template: str, expected: Any) -> None:
+    assert render({"v": template}, {**TIMES, "nothing": None}) == {"v": expected}
+
+
+@pytest.mark.parametrize("template", [
+    "{{ bad | unix }}",
+    "{{ bad | format_date('%Y') }}",
+    "{{ bad | int }}",                 # never a silent 0
+    "{{ bad | float }}",
+    "{{ 'no digits' | digits }}",
+    "{{ phone | regex_search('x') }}",
+    "{{ missing | coalesce(nothing) }}",
+])
+def test_functions_without_a_value_give_missing(template: str) -> None:
+    assert render({"kept": 1, "v": template}, {**TIMES, "nothing": None}) == {"kept": 1}
+
+
+def test_a_catastrophic_regex_is_stopped_in_time() -> None:
+    compiled = compile_template("{{ text | regex_match(pattern) }}")
+    assert isinstance(compiled, Compiled) and compiled.renderer is not None
+    with pytest.raises(RenderError, match="took too long"):
+        compiled.renderer({"text": "a" * 40 + "!", "pattern": "(a|aa)+$"})
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{{ x | regex_match('(') }}", "regex_match: bad pattern '('"),
+    ("{{ x | format_date('%Q') }}", None),   # found when it runs: a rejection, not a crash
+])
+def test_bad_patterns(template: str, message: str | None) -> None:
+    result = compile_template(template)
+    if message is None:
+        assert isinstance(result, Compiled) and result.renderer is not None
+        with pytest.raises(RenderError, match="unknown directive"):
+            result.renderer({"x": "2024-01-01T00:00:00Z"})
+        return
+    found = result if isinstance(result, list) else [result]
+    assert isinstance(found[0], TemplateProblem) and found[0].message.startswith(message)
