@@ -153,26 +153,28 @@ class _Compiler:
                                  self.tree(item["reason"], path + (i, "reason"), known)))
         return tuple(out)
 
-    def request(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_,
-                known: Known | None) -> RequestSpec:
+    def request(self, defaults: dict[str, Any], own: dict[str, Any], own_path: Path_,
+                known: Known | None, request_name: str, id_suffix: str = "") -> RequestSpec:
+        """One request of a rule: the file's defaults merged with `own` (the rule's `request`,
+        or one entry of its `requests`, written at `own_path`)."""
         def origin(key: str) -> Path_:
-            return rule_path + ("request", key) if key in own else ("request", key)
+            return own_path + (key,) if key in own else ("request", key)
 
         merged = {**defaults, **own}
         merged["headers"] = {**defaults.get("headers", {}), **own.get("headers", {})}
         merged["auth"] = {**defaults.get("auth", {}), **own.get("auth", {})}
         if "url" not in merged:
-            self.problem(rule_path, "no url: set request.url here or in the file's request defaults")
+            self.problem(own_path[:-1] if own_path[-1] == "request" else own_path,
+                         "no url: set request.url here or in the file's request defaults")
         headers = tuple((name, self.tree(value if isinstance(value, str) else str(value),
-                                         self._header_path(name, own, rule_path), known))
+                                         origin_in(own_path, own, "headers", name), known))
                         for name, value in merged["headers"].items())
         method = merged.get("method", "POST")
         if not is_template(method) and method not in _METHODS:
             self.problem(origin("method"), f"method '{method}' is not one of {', '.join(_METHODS)}")
         auth = []
         for name, value in merged["auth"].items():
-            path = rule_path + ("request", "auth", name) if name in own.get("auth", {}) \
-                else ("request", "auth", name)
+            path = origin_in(own_path, own, "auth", name)
             compiled = self.tree(value, path)
             stray = compiled.names_used - {"settings"}
             if stray:
@@ -185,6 +187,17 @@ class _Compiler:
             self.problem(origin("batch_item"), "batch_item needs a file-level 'batch' that says "
                                                "how the bulk request is made", key=True)
         encoding = merged.get("encoding", "json")
+        item_name = own.get("as", "item")
+        for_each = None
+        if "for_each" in own:
+            for_each = self.tree(own["for_each"], own_path + ("for_each",), known)
+            if known is not None:
+                known = known.with_names(item_name, "index")
+        elif "as" in own:
+            self.problem(own_path + ("as",), "'as' names the item of for_each, and there is no "
+                                             "for_each here", key=True)
+        query = tuple((key, self.tree(value, origin_in(own_path, own, "query", key), known))
+                      for key, value in {**defaults.get("query", {}), **own.get("query", {})}.items())
         named = {name.lower() for name in (*merged["headers"], *merged["auth"])}
         return RequestSpec(
             method=self.tree(method, origin("method"), known),
@@ -192,7 +205,7 @@ class _Compiler:
             headers=headers,
             auth=tuple(auth),
             encoding=encoding,
-            body=self.body(defaults, own, rule_path, known),
+            body=self.body(defaults, own, own_path, known),
             deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"), known)
             if "deliver_after" in merged else None,
             once_key=self.tree(once["key"], origin("once") + ("key",), known) if once else None,
@@ -209,6 +222,12 @@ class _Compiler:
             if batch_item and "if" in batch_item else None,
             content_type=None if "content-type" in named
             else FORM_TYPE if encoding == "form" else JSON_TYPE,
+            name=request_name,
+            query=query,
+            for_each=for_each,
+            item_name=item_name,
+            # A request that says its own message_id keeps it as it is, item by item.
+            id_suffix=None if "message_id" in own else id_suffix,
         )
 
     def batch(self, rules: list[Rule]) -> BatchSpec | None:
@@ -216,12 +235,12 @@ class _Compiler:
         spec = self.data.get("batch")
         if spec is None:
             return None
-        if not any(r.request is not None and r.request.batch_item is not None for r in rules):
+        if not any(q.batch_item is not None for r in rules for q in r.requests):
             self.problem(("batch",), "'batch' is declared but no rule's request has a batch_item",
                          key=True)
         request = spec["request"]
         path: Path_ = ("batch", "request")
-        lists = {r.request.batch_into for r in rules if r.request is not None and r.request.batch_into}
+        lists = {q.batch_into for r in rules for q in r.requests if q.batch_into}
         if "failed_items" in spec and len(lists) > 1:
             self.problem(("batch", "failed_items"), "failed_items counts the items of one list, "
                          f"and the rules' batch_items go into several ({', '.join(sorted(lists))})")
@@ -248,17 +267,17 @@ class _Compiler:
             if "failed_items" in spec else None,
         )
 
-    def body(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_,
+    def body(self, defaults: dict[str, Any], own: dict[str, Any], own_path: Path_,
              known: Known | None) -> Compiled | None:
         if "body" not in own:
             return self.tree(defaults["body"], ("request", "body"), known) if "body" in defaults else None
         base, mine = defaults.get("body"), own["body"]
-        mine_path = rule_path + ("request", "body")
+        mine_path = own_path + ("body",)
         if isinstance(base, dict) and isinstance(mine, dict):
             # Merged once, here: the rule's keys win, a key the rule sets to null is removed,
             # and each key is compiled (and its problems located) where it was written.
-            merged = {k: v for k, v in base.items() if k not in mine}
-            merged.update((k, v) for k, v in mine.items() if v is not None)
+            # `body_merge: deep` merges nested mappings the same way, key by key.
+            merged = _merge_bodies(base, mine, deep=own.get("body_merge") == "deep")
             key_paths = {k: mine_path + (k,) for k in mine}
             compiled = compile_tree(merged, ("request", "body"), self.template_problem, key_paths,
                                     locate=self.where, known=known)
@@ -266,11 +285,6 @@ class _Compiler:
             return compiled
         return self.tree(mine, mine_path, known)
 
-    @staticmethod
-    def _header_path(name: str, own: dict[str, Any], rule_path: Path_) -> Path_:
-        if name in own.get("headers", {}):
-            return rule_path + ("request", "headers", name)
-        return ("request", "headers", name)
 
     def rule(self, spec: dict[str, Any], index: int, defaults: dict[str, Any],
              snake: SnakeCaseRule | None) -> Rule:
@@ -304,11 +318,27 @@ class _Compiler:
         known = file_known.with_names("matched_event", *(n for n, _ in extract)) \
             if file_known is not None else None
         values, known = self.values(spec.get("values"), path + ("values",), known)
-        has_request = "request" in spec or bool(defaults)
+        has_request = "request" in spec or "requests" in spec or bool(defaults)
         skip = self.tree(spec["skip"], path + ("skip",), known) if "skip" in spec else None
-        request = None
+        requests: list[RequestSpec] = []
         if skip is None and has_request:
-            request = self.request(defaults, spec.get("request", {}), path, known)
+            if "requests" in spec:
+                if "request" in spec:
+                    self.problem(path + ("requests",), "a rule has 'request' or 'requests', "
+                                                       "not both", key=True)
+                labels: set[str] = set()
+                for i, entry in enumerate(spec["requests"]):
+                    label = str(entry.get("name", i))
+                    if label in labels:
+                        self.problem(path + ("requests", i, "name"), f"duplicate request name '{label}'")
+                    labels.add(label)
+                    requests.append(self.request(
+                        defaults, {k: v for k, v in entry.items() if k != "name"},
+                        path + ("requests", i), known, f"{spec['name']}/{label}",
+                        "" if i == 0 else f"#{label}"))
+            else:
+                requests.append(self.request(defaults, spec.get("request", {}),
+                                             path + ("request",), known, spec["name"]))
         rule_snake = snake
         if "snake_case" in spec:
             rule_snake = self.snake(spec["snake_case"], path + ("snake_case",))
@@ -325,7 +355,7 @@ class _Compiler:
             skip_if=self.conditions(spec.get("skip_if"), path + ("skip_if",), known),
             skip=skip,
             snake=rule_snake if rule_snake is not snake else None,
-            request=request,
+            requests=tuple(requests),
             when_if=self.expression(when["if"], path + ("when", "if"), file_known)
             if "if" in when else None,
             values=values,
@@ -383,8 +413,34 @@ class _Compiler:
         )
 
 
+def origin_in(own_path: Path_, own: dict[str, Any], part: str, name: str) -> Path_:
+    """Where a header, auth header or query parameter was written: in the rule's own request
+    if it names it there, else in the file's request defaults."""
+    if name in (own.get(part) or {}):
+        return own_path + (part, name)
+    return ("request", part, name)
+
+
+def _merge_bodies(base: dict[str, Any], mine: dict[str, Any], *, deep: bool) -> dict[str, Any]:
+    merged = {k: v for k, v in base.items() if k not in mine}
+    for key, value in mine.items():
+        if value is None:
+            continue  # a key set to null removes the default's key
+        if deep and isinstance(value, dict) and isinstance(base.get(key), dict) \
+                and "$each" not in value and "$entries" not in value:
+            merged[key] = _merge_bodies(base[key], value, deep=True)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _in_auth(path: Path_) -> bool:
-    return any(a == "request" and b == "auth" for a, b in zip(path, path[1:], strict=False))
+    """Is the path inside a request's `auth` (of a `request`, or of one of `requests`)?"""
+    for i, part in enumerate(path[1:], start=1):
+        if part == "auth" and (path[i - 1] == "request" or (
+                i >= 2 and isinstance(path[i - 1], int) and path[i - 2] == "requests")):
+            return True
+    return False
 
 
 def _as_list(value: Any) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
+from urllib.parse import quote, urlencode
 
 from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
@@ -84,10 +85,20 @@ class RequestSpec:
     batch_if: Compiled | None = None
     content_type: str | None = None
     """The Content-Type a body is sent with when the mapping sets none itself."""
+    name: str = ""
+    """What the requests it makes are called (Request.rule): the rule's name, or
+    `rule/request` for one of a rule's several requests. Delivery finds the auth by it."""
+    query: tuple[tuple[str, Compiled], ...] = ()
+    for_each: Compiled | None = None
+    item_name: str = "item"
+    id_suffix: str | None = ""
+    """Added to the dedupe id of the requests after a rule's first (and `:index` to each
+    item of a for_each), so that each has its own; None when the request sets message_id."""
 
     def templates(self) -> list[Compiled]:
         """Every compiled value of the request except auth (which is rendered apart)."""
-        found = [self.method, self.url, *(c for _, c in self.headers), self.body, self.deliver_after,
+        found = [self.method, self.url, *(c for _, c in self.headers), *(c for _, c in self.query),
+                 self.for_each, self.body, self.deliver_after,
                  self.once_key, self.once_window, self.message_id, self.batch_item, self.batch_if]
         return [c for c in found if c is not None]
 
@@ -140,7 +151,7 @@ class Rule:
     skip_if: tuple[Condition, ...]
     skip: Compiled | None
     snake: SnakeCaseRule | None
-    request: RequestSpec | None
+    requests: tuple[RequestSpec, ...]
     when_if: Compiled | None = None
     values: tuple[tuple[str, Compiled], ...] = ()
 
@@ -168,7 +179,8 @@ class _BoundRule:
     condition: Getter | None
     require: tuple[tuple[Getter, str], ...]
     extract: tuple[tuple[str, Getter], ...]
-    auth: dict[str, str]
+    auths: tuple[dict[str, str], ...]
+    """The auth headers of each of the rule's requests."""
 
 
 def normalize_name(name: str) -> str:
@@ -272,21 +284,22 @@ class BoundDestination:
         public = self._public
         self._rules: list[_BoundRule] = []
         for rule in destination.rules:
-            spec = rule.request
-            headers = {}
-            for name, compiled in spec.auth if spec is not None else ():
-                value = _settings_value(destination, f"auth header {name}", compiled, with_secrets)
-                if value is not MISSING:
-                    headers[name] = str(value)
+            auths = []
+            for spec in rule.requests:
+                headers = {}
+                for name, compiled in spec.auth:
+                    value = _settings_value(destination, f"auth header {name}", compiled,
+                                            with_secrets)
+                    if value is not MISSING:
+                        headers[name] = str(value)
+                auths.append(headers)
             self._rules.append(_BoundRule(
                 rule,
                 rule.condition.with_settings(public) if rule.condition is not None else None,
                 tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
                 tuple((name, e.with_settings(public)) for name, e in rule.extract),
-                headers))
-            if spec is None:
-                continue
-            for compiled in spec.templates():
+                tuple(auths)))
+            for compiled in (c for spec in rule.requests for c in spec.templates()):
                 if compiled.renderer is not None and compiled.names_used <= {"settings"}:
                     # Depends on settings alone: render it once, here. One that fails stays a
                     # template, and fails each event it maps (a rejection, with its reason).
@@ -334,8 +347,9 @@ class BoundDestination:
         """The secret headers of a rule, rendered from the current settings; None when the
         destination has no such rule (any more)."""
         for bound in self._rules:
-            if bound.rule.name == rule_name:
-                return dict(bound.auth)
+            for spec, auth in zip(bound.rule.requests, bound.auths, strict=True):
+                if spec.name == rule_name:
+                    return dict(auth)
         return None
 
     def _c(self, compiled: Compiled) -> Compiled:
@@ -379,7 +393,7 @@ class BoundDestination:
                         continue
             except RenderError as exc:
                 raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
-            return [self._apply(bound, event, when, matched, scope)]
+            return self._apply(bound, event, when, matched, scope)
         default = f"no rule of {dest.name} matches this {call or 'input'}" + (
             f" event ('{event.get('event')}')" if call == "track" else " call" if call else "")
         if dest.unmatched is None:
@@ -402,7 +416,7 @@ class BoundDestination:
         return scope
 
     def _apply(self, bound: _BoundRule, event: dict[str, Any], now: datetime,
-               matched: str | bool, scope: Scope | None) -> Outcome:
+               matched: str | bool, scope: Scope | None) -> list[Outcome]:
         dest, rule = self.destination, bound.rule
         if rule.snake is not None:
             event = rule.snake.apply(event)
@@ -410,7 +424,7 @@ class BoundDestination:
         try:
             for getter, reason in bound.require:
                 if _absent(getter(event)):
-                    return Skip(dest.slug, reason, rule.name, rule.name)
+                    return [Skip(dest.slug, reason, rule.name, rule.name)]
             if scope is None:
                 scope = self._scope(event, now)
             for name, getter in bound.extract:
@@ -424,17 +438,38 @@ class BoundDestination:
                     raise EventError(_text(condition.reason, scope, f"rejected by rule {rule.name}"))
             for condition in rule.skip_if:
                 if _holds(condition.test, scope):
-                    return Skip(dest.slug, _text(condition.reason, scope, "skipped"), rule.name, rule.name)
-            if rule.skip is not None or rule.request is None:
+                    return [Skip(dest.slug, _text(condition.reason, scope, "skipped"), rule.name,
+                                 rule.name)]
+            if rule.skip is not None or not rule.requests:
                 reason = _text(rule.skip, scope, f"skipped by rule {rule.name}") if rule.skip \
                     else f"skipped by rule {rule.name}"
-                return Skip(dest.slug, reason, rule.name, rule.name)
-            return self._request(bound, rule.request, scope, now)
+                return [Skip(dest.slug, reason, rule.name, rule.name)]
+            out: list[Outcome] = []
+            for spec, auth in zip(rule.requests, bound.auths, strict=True):
+                if spec.for_each is None:
+                    out.append(self._request(rule, spec, auth, scope, now, spec.id_suffix or ""))
+                    continue
+                items = _value(self._c(spec.for_each), scope)
+                if items is MISSING:
+                    continue
+                item_scope = dict(scope)
+                for index, item in enumerate(items if isinstance(items, list) else [items]):
+                    if item is None:
+                        continue
+                    item_scope[spec.item_name] = item
+                    item_scope["index"] = index
+                    suffix = "" if spec.id_suffix is None else f"{spec.id_suffix}:{index}"
+                    out.append(self._request(rule, spec, auth, item_scope, now, suffix))
+            if not out:
+                return [Skip(dest.slug, f"rule {rule.name} made no request (its for_each gave "
+                                        "no items)", rule.name, rule.name)]
+            return out
         except RenderError as exc:
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
 
-    def _request(self, bound: _BoundRule, spec: RequestSpec, scope: Scope, now: datetime) -> Request:
-        dest, rule = self.destination, bound.rule
+    def _request(self, rule: Rule, spec: RequestSpec, auth: dict[str, str], scope: Scope,
+                 now: datetime, id_suffix: str) -> Request:
+        dest = self.destination
         method = _value(self._c(spec.method), scope)
         if method not in METHODS:
             raise EventError(f"{dest.slug}: rule {rule.name}: the method template rendered "
@@ -443,12 +478,14 @@ class BoundDestination:
         url = _value(self._c(spec.url), scope)
         if url is MISSING or not str(url):
             raise EventError(f"{dest.slug}: rule {rule.name}: the url template rendered nothing")
+        url = str(url)
+        if spec.query:
+            url = _with_query(url, [(k, _value(self._c(c), scope)) for k, c in spec.query])
         headers: dict[str, str] = {}
         for name, compiled in spec.headers:
             value = _value(self._c(compiled), scope)
             if value is not MISSING:
                 headers[name] = str(value)
-        auth = bound.auth
         headers.update(auth)
         body = None
         if spec.body is not None:
@@ -486,6 +523,8 @@ class BoundDestination:
                                      f"rendered {window!r}, not a number") from None
                 once_key = str(key)
         message_id = _value(self._c(spec.message_id), scope)
+        if message_id is not MISSING and id_suffix:
+            message_id = f"{message_id}{id_suffix}"
         batch_item = None
         if spec.batch_item is not None and (spec.batch_if is None
                                             or _holds(self._c(spec.batch_if), scope)):
@@ -493,7 +532,7 @@ class BoundDestination:
             if batch_item is MISSING:
                 batch_item = None
         return Request(
-            destination=dest.slug, rule=rule.name, method=method, url=str(url),
+            destination=dest.slug, rule=spec.name or rule.name, method=method, url=url,
             headers=headers, encoding=spec.encoding, body=body, deliver_after=deliver_after,
             once_key=once_key, once_window=once_window,
             message_id=None if message_id is MISSING else str(message_id),
@@ -501,6 +540,35 @@ class BoundDestination:
             batch_into=spec.batch_into if batch_item is not None else None,
             batch_item=batch_item,
         )
+
+
+def _query_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return to_json(value)
+    return str(value)
+
+
+def _with_query(url: str, params: list[tuple[str, Any]]) -> str:
+    """The url with the query parameters added, encoded; missing ones left out, a list
+    repeating its key (`ids=1&ids=2`)."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params:
+        if value is MISSING or value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if item is not MISSING and item is not None:
+                pairs.append((key, _query_text(item)))
+    if not pairs:
+        return url
+    base, _, fragment = url.partition("#")
+    joiner = "&" if "?" in base else "?"
+    if base.endswith(("?", "&")):
+        joiner = ""
+    return base + joiner + urlencode(pairs, quote_via=quote) + ("#" + fragment if fragment else "")
 
 
 def _settings_value(destination: Destination, what: str, compiled: Compiled, scope: Scope) -> Any:

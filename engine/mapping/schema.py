@@ -32,6 +32,12 @@ _REQUEST = {
         "window_seconds": {**_SCALAR_TEMPLATE, "required": True},
     }},
     "message_id": _TEMPLATE,
+    # Query parameters, added to the url (encoded; missing ones left out).
+    "query": {"type": "dict", "keysrules": {"type": "string"}},
+    # One request per item of a list (a template), each item named `as` (default item).
+    "for_each": _TEMPLATE,
+    "as": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
+    "body_merge": {"type": "string", "allowed": ["keys", "deep"]},
     # This request's part of a bulk request (see `batch`): joins the list `into`.
     "batch_item": {"type": "dict", "schema": {
         "into": {"type": "string", "required": True, "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
@@ -100,6 +106,8 @@ _RULE = {"type": "dict", "schema": {
     "skip": _TEMPLATE,
     "snake_case": _SNAKE_CASE,
     "request": {"type": "dict", "schema": _REQUEST},
+    "requests": {"type": "list", "empty": False, "schema": {"type": "dict", "schema": {
+        **_REQUEST, "name": {"type": "string", "regex": r"[A-Za-z0-9_.-]+"}}}},
 }}
 
 _EXAMPLE = {"type": "dict", "schema": {

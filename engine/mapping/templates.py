@@ -569,6 +569,8 @@ def compile_tree(value: Any, path: tuple[Any, ...],
     `known` (when given) holds the names templates may read, and any other is reported.
     """
     if isinstance(value, dict):
+        if "$each" in value or "$entries" in value:
+            return _compile_directive(value, path, report, locate, known)
         return _compile_dict(value, path, report, key_paths or {}, locate, known)
     if isinstance(value, list):
         return _compile_list(value, path, report, locate, known)
@@ -651,3 +653,107 @@ def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any,
         return out if out or not nonempty else MISSING
     return Compiled(render, None, settings, names)
 
+
+
+# ---- directives: structure built from the event's arrays and objects --------------------
+
+_DIRECTIVE_KEYS = {"$each": {"$each", "as", "value", "if"},
+                   "$entries": {"$entries", "key", "value", "if"}}
+
+
+def _compile_directive(spec: dict[Any, Any], path: tuple[Any, ...], report: Any,
+                       locate: Locate | None, known: Known | None) -> Compiled:
+    """`$each` (a list, one value per item) or `$entries` (a mapping, one key and value per
+    entry of another mapping); docs/mapping-format.md, "Building structure"."""
+    kind = "$each" if "$each" in spec else "$entries"
+    if "$each" in spec and "$entries" in spec:
+        report(path, TemplateProblem("a mapping can hold $each or $entries, not both"))
+        return Compiled(lambda s: MISSING)
+    stray = sorted(str(k) for k in spec if k not in _DIRECTIVE_KEYS[kind])
+    if stray:
+        report(path, TemplateProblem(f"{kind} takes {', '.join(sorted(_DIRECTIVE_KEYS[kind]))}; "
+                                     f"unknown: {', '.join(stray)}"))
+    source = spec[kind]
+    if not is_template(source):
+        report(path + (kind,), TemplateProblem(f"{kind} must be a template giving "
+                                               f"{'a list' if kind == '$each' else 'a mapping'}"))
+        return Compiled(lambda s: MISSING)
+    if kind == "$each":
+        name = spec.get("as", "item")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            report(path + ("as",), TemplateProblem(f"'as' must be a name, got {name!r}"))
+            name = "item"
+        names: tuple[str, ...] = (name, "index")
+    else:
+        names = ("key", "value")
+    inner = known.with_names(*names) if known is not None else None
+    parts = [compile_tree(source, path + (kind,), report, locate=locate, known=known)]
+    value_c = compile_tree(spec.get("value", "{{ value }}" if kind == "$entries" else "{{ " + names[0] + " }}"),
+                           path + ("value",), report, locate=locate, known=inner)
+    key_c = compile_tree(spec.get("key", "{{ key }}"), path + ("key",), report, locate=locate,
+                         known=inner) if kind == "$entries" else None
+    test_c = None
+    if "if" in spec:
+        compiled = compile_expression(str(spec["if"]), locate(path + ("if",)) if locate else "")
+        if isinstance(compiled, Compiled):
+            test_c = compiled
+            if inner is not None:
+                for unknown in sorted(compiled.names_used - inner.names):
+                    report(path + ("if",), TemplateProblem(inner.explain(unknown)))
+        else:
+            for problem in compiled if isinstance(compiled, list) else [compiled]:
+                report(path + ("if",), problem)
+    parts += [c for c in (value_c, key_c, test_c) if c is not None]
+    settings, used = _merge_usage(parts)
+    used = frozenset(used - set(names)) | parts[0].names_used
+    get_source = _renderer_of(parts[0])
+    get_value = _renderer_of(value_c)
+    get_key = _renderer_of(key_c) if key_c is not None else None
+    test = test_c.renderer if test_c is not None else None
+
+    def items(scope: Scope) -> Any:
+        found = get_source(scope)
+        if found is MISSING or found is None:
+            return None
+        if kind == "$entries":
+            return list(found.items()) if isinstance(found, dict) else None
+        return found if isinstance(found, list) else [found]
+
+    def render(scope: Scope) -> Any:
+        pairs = items(scope)
+        if pairs is None:
+            return MISSING
+        if len(pairs) > MAX_OUTPUT:
+            raise SecurityError(f"{kind} over more than {MAX_OUTPUT} items")
+        inner_scope = dict(scope)
+        out_list: list[Any] = []
+        out_dict: dict[str, Any] = {}
+        for index, pair in enumerate(pairs):
+            if kind == "$each":
+                inner_scope[names[0]] = pair
+                inner_scope["index"] = index
+            else:
+                inner_scope["key"], inner_scope["value"] = pair
+            if test is not None:
+                passed = test(inner_scope)
+                if passed is MISSING or not passed:
+                    continue
+            v = get_value(inner_scope)
+            if v is MISSING:
+                continue
+            if get_key is None:
+                out_list.append(v)
+                continue
+            k = get_key(inner_scope)
+            if k is not MISSING:
+                out_dict[k if type(k) is str else str(k)] = v
+        result = out_list if get_key is None else out_dict
+        return result if result else MISSING
+    return Compiled(render, None, settings, used)
+
+
+def _renderer_of(compiled: Compiled) -> Renderer:
+    if compiled.renderer is not None:
+        return compiled.renderer
+    constant = compiled.constant
+    return lambda s: constant

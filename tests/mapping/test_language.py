@@ -238,3 +238,96 @@ def test_raw_input_templates_may_read_any_field(tmp_path: Path) -> None:
         request: {url: "https://d.example/in", body: {a: "{{ anything.x }}"}}
         rules: [{name: r}]
         """) == []
+
+
+# ---- several requests, fan-out, query parameters, deep merge ----------------------------
+
+SEVERAL = """\
+    destination: D
+    slug: d
+    settings:
+      token: {type: string, secret: true, default: sekrit}
+      event_map: {type: list, default: [{from: Order Completed, to: Purchase}, {from: Order Completed, to: Sale}]}
+    request:
+      url: "https://d.example/track"
+      auth: {Authorization: "Bearer {{ settings.token }}"}
+      body: {envelope: {source: engine, user: "{{ userId }}"}}
+    rules:
+      - name: mapped
+        when: {type: track, if: "settings.event_map | lookup(event)"}
+        requests:
+          - name: per-mapped-event
+            for_each: "{{ settings.event_map | lookup(event) }}"
+            as: mapped
+            body_merge: deep
+            body: {envelope: {event: "{{ mapped }}"}, revenue: "{{ properties.revenue }}"}
+          - name: products
+            method: PUT
+            url: "https://d.example/products"
+            auth: {Authorization: "Products {{ settings.token }}"}
+            for_each: "{{ properties.products }}"
+            message_id: "{{ messageId }}-{{ item.id }}"
+            query: {id: "{{ item.id }}", tag: "{{ item.missing }}", ids: "{{ properties.products | map(attribute='id') | list }}"}
+            body: "{{ item }}"
+          - name: audit
+            url: "https://d.example/audit?v=1"
+            query: {q: "a b&c/d", flag: true}
+            body: {envelope: {only: this}}
+"""
+
+
+def test_a_rule_makes_several_requests_each_with_its_own_dedupe_id(tmp_path: Path) -> None:
+    dest = destination(tmp_path, SEVERAL)
+    outcomes = requests(dest.map(TRACK))
+    assert [(r.rule, r.message_id) for r in outcomes] == [
+        ("mapped/per-mapped-event", "m1:0"), ("mapped/per-mapped-event", "m1:1"),
+        ("mapped/products", "m1-p1"), ("mapped/products", "m1-p2"),
+        ("mapped/audit", "m1#audit"),
+    ]
+    first, second, p1, _, audit = outcomes
+    assert first.body == {"envelope": {"source": "engine", "user": "u1", "event": "Purchase"},
+                          "revenue": 42}
+    assert second.body["envelope"]["event"] == "Sale"
+    assert (p1.method, p1.body) == ("PUT", {"id": "p1"})
+    assert p1.url == "https://d.example/products?id=p1&ids=p1&ids=p2"
+    assert audit.url == "https://d.example/audit?v=1&q=a%20b%26c%2Fd&flag=true"
+    assert audit.body == {"envelope": {"only": "this"}}   # no body_merge: keys replace
+    # Each request's auth is found again at send time by the name it is stored under.
+    bound = dest.bind({})
+    assert bound.auth_headers("mapped/products") == {"Authorization": "Products sekrit"}
+    assert bound.auth_headers("mapped/audit") == {"Authorization": "Bearer sekrit"}
+    assert all("sekrit" not in r.url for r in outcomes)
+
+
+def test_a_fan_out_over_nothing_is_a_skip_saying_so(tmp_path: Path) -> None:
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        request: {url: "https://d.example/in"}
+        rules:
+          - name: per-group
+            request: {for_each: "{{ traits.groups }}", body: {group: "{{ item }}"}}
+        """)
+    (skip,) = dest.map({"type": "identify", "userId": "u1", "messageId": "m1"})
+    assert skip == Skip("d", "rule per-group made no request (its for_each gave no items)",
+                        "per-group", "per-group")
+    found = requests(dest.map({"type": "identify", "userId": "u1", "messageId": "m1",
+                               "traits": {"groups": ["g1", "g2"]}}))
+    assert [(r.body, r.message_id) for r in found] == [({"group": "g1"}, "m1:0"),
+                                                       ({"group": "g2"}, "m1:1")]
+
+
+@pytest.mark.parametrize(("rule", "expected"), [
+    ('{name: a, request: {url: "x"}, requests: [{url: "y"}]}', "a rule has 'request' or 'requests', not both"),
+    ('{name: a, requests: [{name: r, url: "x"}, {name: r, url: "y"}]}', "duplicate request name 'r'"),
+    ('{name: a, request: {as: thing, url: "x"}}', "'as' names the item of for_each, and there is no for_each here"),
+    ('{name: a, request: {url: "x", for_each: "{{ traits.g }}", body: "{{ itme }}"}}', "unknown name 'itme'"),
+])
+def test_request_shape_problems(tmp_path: Path, rule: str, expected: str) -> None:
+    found = problems(tmp_path, f"""\
+        destination: D
+        slug: d
+        rules:
+          - {rule}
+        """)
+    assert any(expected in p for p in found), found

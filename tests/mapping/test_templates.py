@@ -348,3 +348,53 @@ def test_bad_patterns(template: str, message: str | None) -> None:
         return
     found = result if isinstance(result, list) else [result]
     assert isinstance(found[0], TemplateProblem) and found[0].message.startswith(message)
+
+
+# ---- building structure: $each and $entries ----------------------------------------------
+
+ORDER = {"properties": {"currency": "EUR", "price": 9, "products": [
+    {"product_id": "p1", "price": 10, "quantity": 2},
+    {"product_id": "p2", "quantity": 1},
+    {"sku": "no-id"},
+]}, "context": {"campaign": {"source": "news", "medium": "email", "name": None}}}
+
+
+def test_each_maps_an_array_into_objects_reading_the_enclosing_event() -> None:
+    body = {"contents": {
+        "$each": "{{ properties.products }}",
+        "as": "product",
+        "if": "product.product_id is present",
+        "value": {"id": "{{ product.product_id }}",
+                  "price": "{{ product.price | default(properties.price) }}",
+                  "quantity": "{{ product.quantity }}", "position": "{{ index }}"},
+    }}
+    assert render(body, ORDER) == {"contents": [
+        {"id": "p1", "price": 10, "quantity": 2, "position": 0},
+        {"id": "p2", "price": 9, "quantity": 1, "position": 1},
+    ]}
+
+
+def test_each_over_nothing_drops_its_key_and_a_single_object_is_one_item() -> None:
+    body = {"kept": 1, "ids": {"$each": "{{ properties.missing }}", "value": "{{ item.id }}"}}
+    assert render(body, ORDER) == {"kept": 1}
+    body = {"ids": {"$each": "{{ properties.one }}", "value": "{{ item.id }}"}}
+    assert render(body, {"properties": {"one": {"id": "x"}}}) == {"ids": ["x"]}
+
+
+def test_entries_builds_an_object_from_another_objects_entries() -> None:
+    body = {"utm": {"$entries": "{{ context.campaign }}", "key": "utm_{{ key }}",
+                    "value": {"value": "{{ value }}"}, "if": "key != 'medium'"}}
+    assert render(body, ORDER) == {"utm": {"utm_source": {"value": "news"}}}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"$each": "{{ x }}", "value": 1, "extra": 2}, "$each takes $each, as, if, value; unknown: extra"),
+    ({"$each": "not a template"}, "$each must be a template giving a list"),
+    ({"$each": "{{ x }}", "as": "1bad"}, "'as' must be a name, got '1bad'"),
+    ({"$entries": "{{ x }}", "$each": "{{ y }}"}, "a mapping can hold $each or $entries, not both"),
+    ({"$each": "{{ x }}", "if": "item is"}, "template error"),
+])
+def test_directive_problems_are_found_at_load(body: dict[str, Any], message: str) -> None:
+    problems: list[Any] = []
+    compile_tree(body, (), lambda path, problem: problems.append(problem))
+    assert problems and problems[0].message.startswith(message), problems
