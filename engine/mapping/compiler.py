@@ -370,7 +370,7 @@ class _Compiler:
             seen.add(spec["name"])
             out.append(Example(spec["name"], spec["event"], spec.get("settings") or {},
                                spec.get("now"), spec.get("source"),
-                               self.view.locate(("examples", i))))
+                               self.view.locate(("examples", i)), spec.get("expect")))
         return tuple(out)
 
     def run(self) -> Destination:

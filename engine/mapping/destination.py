@@ -38,6 +38,9 @@ class Example:
     now: str | None
     source: str | None
     location: Location
+    expect: Sequence[Mapping[str, Any]] | None = None
+    """The outcomes the example must give (from the destination's docs or a public test
+    suite), when the file says them."""
 
 
 @dataclass(frozen=True)

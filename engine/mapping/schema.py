@@ -116,6 +116,10 @@ _EXAMPLE = {"type": "dict", "schema": {
     "settings": {"type": "dict"},
     "now": {"type": "string"},
     "event": {"type": ["dict", "list"], "required": True},
+    # The outcomes the example must give, as `engine map` prints them (secrets redacted):
+    # {request: {...}}, {skipped: reason} or {error: part of the reason}.
+    "expect": {"type": "list", "schema": {"type": "dict", "minlength": 1, "maxlength": 2,
+                                          "keysrules": {"allowed": ["request", "skipped", "error", "rule"]}}},
 }}
 
 SCHEMA: dict[str, Any] = {
