@@ -116,12 +116,14 @@ _NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
 async def send(session: aiohttp.ClientSession, job: Job, auth_headers: Mapping[str, str],
-               timeout: float) -> Attempt:
-    """One attempt at `job`, with `auth_headers` (rendered from the current settings).
-    `timeout` bounds the whole exchange, from connecting to the last byte of the answer, so
-    a destination that trickles its answer cannot hold a slot past it."""
+               timeout: float, url: str | None = None) -> Attempt:
+    """One attempt at `job`, with `auth_headers` and `url` (the stored url with its secret
+    parts put back: both rendered from the current settings). `timeout` bounds the whole
+    exchange, from connecting to the last byte of the answer, so a destination that
+    trickles its answer cannot hold a slot past it."""
     headers = {**job.headers, **auth_headers}
-    return await exchange(session, job.method, job.url, headers, _body(job, headers), timeout)
+    return await exchange(session, job.method, url or job.url, headers, _body(job, headers),
+                          timeout)
 
 
 async def exchange(session: aiohttp.ClientSession, method: str, url: str,

@@ -74,6 +74,9 @@ class _Compiler:
         self.known: Known | None = None if data.get("input", "segment") == "raw" else \
             Known(MESSAGE_FIELDS | {"message", "settings", "now"})
         self.file_known = self.known  # with the file's values, once they are compiled
+        self.secret_names = frozenset(name for name, rules in (data.get("settings") or {}).items()
+                                      if isinstance(rules, dict) and rules.get("secret"))
+        self.secret_ok: set[tuple[Path_, str]] = set()  # secrets inserted in a url
 
     def problem(self, path: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(Problem(self.view.locate(path, key=key), message))
@@ -163,6 +166,7 @@ class _Compiler:
         merged = {**defaults, **own}
         merged["headers"] = {**defaults.get("headers", {}), **own.get("headers", {})}
         merged["auth"] = {**defaults.get("auth", {}), **own.get("auth", {})}
+        merged["auth_query"] = {**defaults.get("auth_query", {}), **own.get("auth_query", {})}
         if "url" not in merged:
             self.problem(own_path[:-1] if own_path[-1] == "request" else own_path,
                          "no url: set request.url here or in the file's request defaults")
@@ -181,6 +185,25 @@ class _Compiler:
                 self.problem(path, "auth may use settings only (it is rendered again at send "
                                    f"time, without the event); found: {', '.join(sorted(stray))}")
             auth.append((name, compiled))
+        auth_query = []
+        for name, value in merged["auth_query"].items():
+            path = origin_in(own_path, own, "auth_query", name)
+            compiled = self.tree(value if isinstance(value, str) else str(value), path)
+            stray = compiled.names_used - {"settings"}
+            if stray:
+                self.problem(path, "auth_query may use settings only (it is rendered again at "
+                                   f"send time, without the event); found: {', '.join(sorted(stray))}")
+            auth_query.append((name, compiled))
+        url = self.tree(merged.get("url", ""), origin("url"), known)
+        # Secret settings may be inserted into the url as they are: the url is stored with a
+        # placeholder for each, and delivery puts the current value in at send time.
+        url_secrets = frozenset(url.settings_used & self.secret_names)
+        for name in sorted(url_secrets):
+            self.secret_ok.add((origin("url"), name))  # reported here, if at all
+            if name not in url.settings_inserted:
+                self.problem(origin("url"), f"secret setting '{name}' may be used in the url only "
+                                            f"as it is, {{{{ settings.{name} }}}} (it is inserted, "
+                                            "percent-encoded, at send time)")
         once = merged.get("once")
         batch_item = merged.get("batch_item")
         if batch_item is not None and "batch" not in self.data:
@@ -201,7 +224,9 @@ class _Compiler:
         named = {name.lower() for name in (*merged["headers"], *merged["auth"])}
         return RequestSpec(
             method=self.tree(method, origin("method"), known),
-            url=self.tree(merged.get("url", ""), origin("url"), known),
+            url=url,
+            url_secrets=url_secrets,
+            auth_query=tuple(auth_query),
             headers=headers,
             auth=tuple(auth),
             encoding=encoding,
@@ -397,9 +422,10 @@ class _Compiler:
         batch = self.batch(rules)
         secret = settings.secret_names
         for path, name in self.settings_used:
-            if name in secret and not _in_auth(path):
-                self.problem(path, f"secret setting '{name}' may be used in request.auth only "
-                                   "(requests are stored without their auth headers)")
+            if name in secret and not _in_auth(path) and (path, name) not in self.secret_ok:
+                self.problem(path, f"secret setting '{name}' may be used in request.auth, "
+                                   "request.auth_query or inserted as it is in the url only "
+                                   "(requests are stored without them)")
             if name not in settings.spec:
                 declared = ", ".join(sorted(settings.spec)) or "none"
                 self.problem(path, f"setting '{name}' is used but not declared (declared: {declared})")
@@ -437,7 +463,7 @@ def _merge_bodies(base: dict[str, Any], mine: dict[str, Any], *, deep: bool) -> 
 def _in_auth(path: Path_) -> bool:
     """Is the path inside a request's `auth` (of a `request`, or of one of `requests`)?"""
     for i, part in enumerate(path[1:], start=1):
-        if part == "auth" and (path[i - 1] == "request" or (
+        if part in ("auth", "auth_query") and (path[i - 1] == "request" or (
                 i >= 2 and isinstance(path[i - 1], int) and path[i - 2] == "requests")):
             return True
     return False

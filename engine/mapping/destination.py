@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
-from ..outcomes import Outcome, Request, Skip
+from ..outcomes import SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import route
 from ..serialization import parse_datetime, to_json
 from .casing import snake_case
@@ -94,6 +94,10 @@ class RequestSpec:
     query: tuple[tuple[str, Compiled], ...] = ()
     for_each: Compiled | None = None
     item_name: str = "item"
+    url_secrets: frozenset[str] = frozenset()
+    """Secret settings inserted in the url: stored as placeholders, put in at send time."""
+    auth_query: tuple[tuple[str, Compiled], ...] = ()
+    """Query parameters made from settings (secret ones too), added at send time."""
     id_suffix: str | None = ""
     """Added to the dedupe id of the requests after a rule's first (and `:index` to each
     item of a for_each), so that each has its own; None when the request sets message_id."""
@@ -184,6 +188,8 @@ class _BoundRule:
     extract: tuple[tuple[str, Getter], ...]
     auths: tuple[dict[str, str], ...]
     """The auth headers of each of the rule's requests."""
+    queries: tuple[tuple[tuple[str, Any], ...], ...] = ()
+    """The auth query parameters of each of the rule's requests."""
 
 
 def normalize_name(name: str) -> str:
@@ -286,8 +292,11 @@ class BoundDestination:
         self._resolved: dict[int, Compiled] = {}
         public = self._public
         self._rules: list[_BoundRule] = []
+        # The url's view of the settings: a secret one is a placeholder, put in at send time.
+        self._url_settings = {**public, **{name: f"{{secret:{name}}}" for name in secret}}
+        url_base: Scope = {"settings": self._url_settings}
         for rule in destination.rules:
-            auths = []
+            auths, queries = [], []
             for spec in rule.requests:
                 headers = {}
                 for name, compiled in spec.auth:
@@ -296,13 +305,25 @@ class BoundDestination:
                     if value is not MISSING:
                         headers[name] = str(value)
                 auths.append(headers)
+                queries.append(tuple(
+                    (name, _settings_value(destination, f"auth query parameter {name}",
+                                           compiled, with_secrets))
+                    for name, compiled in spec.auth_query))
             self._rules.append(_BoundRule(
                 rule,
                 rule.condition.with_settings(public) if rule.condition is not None else None,
                 tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
                 tuple((name, e.with_settings(public)) for name, e in rule.extract),
-                tuple(auths)))
-            for compiled in (c for spec in rule.requests for c in spec.templates()):
+                tuple(auths), tuple(queries)))
+            for spec in rule.requests:
+                if spec.url_secrets and spec.url.renderer is not None \
+                        and spec.url.names_used <= {"settings"}:
+                    try:
+                        self._resolved[id(spec.url)] = Compiled(None, spec.url.renderer(url_base))
+                    except RenderError:
+                        pass
+            for compiled in (c for spec in rule.requests for c in spec.templates()
+                             if not (c is spec.url and spec.url_secrets)):
                 if compiled.renderer is not None and compiled.names_used <= {"settings"}:
                     # Depends on settings alone: render it once, here. One that fails stays a
                     # template, and fails each event it maps (a rejection, with its reason).
@@ -345,6 +366,24 @@ class BoundDestination:
         if body is not MISSING and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = JSON_TYPE
         return BulkRequest(batch.method, bulk[0], headers, None if body is MISSING else body)
+
+    def send_url(self, rule_name: str, stored_url: str) -> str | None:
+        """The url a stored request is sent to: its secret placeholders filled in and its
+        auth query parameters added, from the current settings; None when the destination
+        has no such rule (any more)."""
+        for bound in self._rules:
+            for i, spec in enumerate(bound.rule.requests):
+                if spec.name == rule_name:
+                    return self._fill_url(spec, stored_url, bound.queries[i])
+        return None
+
+    def _fill_url(self, spec: RequestSpec, url: str, query: tuple[tuple[str, Any], ...]) -> str:
+        if spec.url_secrets:
+            settings = self.settings
+            url = SECRET_PLACEHOLDER.sub(
+                lambda m: quote(str(settings.get(m.group(1), "")), safe="")
+                if m.group(1) in spec.url_secrets else m.group(0), url)
+        return _with_query(url, list(query)) if query else url
 
     def auth_headers(self, rule_name: str) -> dict[str, str] | None:
         """The secret headers of a rule, rendered from the current settings; None when the
@@ -448,9 +487,11 @@ class BoundDestination:
                     else f"skipped by rule {rule.name}"
                 return [Skip(dest.slug, reason, rule.name, rule.name)]
             out: list[Outcome] = []
-            for spec, auth in zip(rule.requests, bound.auths, strict=True):
+            for i, spec in enumerate(rule.requests):
+                auth = bound.auths[i]
                 if spec.for_each is None:
-                    out.append(self._request(rule, spec, auth, scope, now, spec.id_suffix or ""))
+                    out.append(self._request(rule, spec, auth, scope, now, spec.id_suffix or "",
+                                             bound.queries[i]))
                     continue
                 items = _value(self._c(spec.for_each), scope)
                 if items is MISSING:
@@ -462,7 +503,8 @@ class BoundDestination:
                     item_scope[spec.item_name] = item
                     item_scope["index"] = index
                     suffix = "" if spec.id_suffix is None else f"{spec.id_suffix}:{index}"
-                    out.append(self._request(rule, spec, auth, item_scope, now, suffix))
+                    out.append(self._request(rule, spec, auth, item_scope, now, suffix,
+                                             bound.queries[i]))
             if not out:
                 return [Skip(dest.slug, f"rule {rule.name} made no request (its for_each gave "
                                         "no items)", rule.name, rule.name)]
@@ -471,19 +513,29 @@ class BoundDestination:
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
 
     def _request(self, rule: Rule, spec: RequestSpec, auth: dict[str, str], scope: Scope,
-                 now: datetime, id_suffix: str) -> Request:
+                 now: datetime, id_suffix: str, secret_query: tuple[tuple[str, Any], ...]) -> Request:
         dest = self.destination
         method = _value(self._c(spec.method), scope)
         if method not in METHODS:
             raise EventError(f"{dest.slug}: rule {rule.name}: the method template rendered "
                              f"{'nothing' if method is MISSING else repr(method)}, not one of "
                              f"{', '.join(METHODS)}")
-        url = _value(self._c(spec.url), scope)
+        if spec.url_secrets:
+            shown_settings, scope["settings"] = scope["settings"], self._url_settings
+            try:
+                url = _value(self._c(spec.url), scope)
+            finally:
+                scope["settings"] = shown_settings
+        else:
+            url = _value(self._c(spec.url), scope)
         if url is MISSING or not str(url):
             raise EventError(f"{dest.slug}: rule {rule.name}: the url template rendered nothing")
         url = str(url)
         if spec.query:
             url = _with_query(url, [(k, _value(self._c(c), scope)) for k, c in spec.query])
+        stored_url = None
+        if spec.url_secrets or secret_query:
+            stored_url, url = url, self._fill_url(spec, url, secret_query)
         headers: dict[str, str] = {}
         for name, compiled in spec.headers:
             value = _value(self._c(compiled), scope)
@@ -542,6 +594,8 @@ class BoundDestination:
             secret_headers=frozenset(auth),
             batch_into=spec.batch_into if batch_item is not None else None,
             batch_item=batch_item,
+            stored_url=stored_url,
+            secret_query=tuple(name for name, _ in spec.auth_query),
         )
 
 

@@ -24,6 +24,8 @@ _REQUEST = {
     "url": _TEMPLATE,
     "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _SCALAR_TEMPLATE},
     "auth": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
+    # Query parameters made from (secret) settings, added at send time.
+    "auth_query": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
     "encoding": {"type": "string", "allowed": ["json", "form"]},
     "body": {"nullable": True},
     "deliver_after": _TEMPLATE,

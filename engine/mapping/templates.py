@@ -55,6 +55,9 @@ class Compiled:
     constant: Any = None
     settings_used: frozenset[str] = frozenset()
     names_used: frozenset[str] = frozenset()
+    settings_inserted: frozenset[str] = frozenset()
+    """Settings only ever inserted as they are (`{{ settings.token }}`, nothing done to them),
+    which delivery can put in at send time."""
 
 
 _MARKERS = ("{{", "{%", "{#")
@@ -356,6 +359,27 @@ _FORBIDDEN = {nodes.Extends: "extends", nodes.Include: "include", nodes.Import: 
               nodes.FromImport: "from ... import"}
 
 
+def _settings_inserted(tree: nodes.Template) -> set[str]:
+    """The settings a template only ever prints as they are: `{{ settings.token }}`."""
+    direct: dict[str, int] = {}
+    for output in tree.find_all(nodes.Output):
+        for part in output.nodes:
+            if isinstance(part, nodes.Getattr) and isinstance(part.node, nodes.Name) \
+                    and part.node.name == "settings":
+                direct[part.attr] = direct.get(part.attr, 0) + 1
+    everywhere: dict[str, int] = {}
+    for name in tree.find_all(nodes.Name):
+        if name.name == "settings":
+            everywhere["*"] = everywhere.get("*", 0) + 1
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "settings":
+            everywhere[attr.attr] = everywhere.get(attr.attr, 0) + 1
+    # Any other use of `settings` (a loop over it, settings['x'], | tojson) disqualifies all.
+    if everywhere.get("*", 0) != sum(v for k, v in everywhere.items() if k != "*"):
+        return set()
+    return {name for name, count in direct.items() if everywhere.get(name) == count}
+
+
 def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[str]]:
     problems: list[TemplateProblem] = []
     settings: set[str] = set()
@@ -480,7 +504,8 @@ def compile_template(source: str, origin: str = "") -> Compiled | TemplateProble
     if fn is None:
         template = ENV.from_string(tree)
         fn = _block(template)
-    return Compiled(_guard(fn, source, origin), None, frozenset(settings), frozenset(names))
+    return Compiled(_guard(fn, source, origin), None, frozenset(settings), frozenset(names),
+                    frozenset(_settings_inserted(tree)))
 
 
 _SINGLE = re.compile(r"^\s*\{\{[-+]?(.*?)[-+]?\}\}\s*$", re.DOTALL)

@@ -82,11 +82,11 @@ def test_settings_in_jmespath_inside_a_filter(tmp_path: Path) -> None:
     ('{if: "event == settings.nope"}',
      "demo.yaml:6:11: setting 'nope' is used but not declared (declared: token, tracked_event)"),
     ('{condition: "event == settings.token"}',
-     "demo.yaml:6:11: secret setting 'token' may be used in request.auth only (requests are "
-     "stored without their auth headers)"),
+     "demo.yaml:6:11: secret setting 'token' may be used in request.auth, request.auth_query "
+     "or inserted as it is in the url only (requests are stored without them)"),
     ('{if: "settings.token == \'x\'"}',
-     "demo.yaml:6:11: secret setting 'token' may be used in request.auth only (requests are "
-     "stored without their auth headers)"),
+     "demo.yaml:6:11: secret setting 'token' may be used in request.auth, request.auth_query "
+     "or inserted as it is in the url only (requests are stored without them)"),
     ('{if: "event == userid"}',
      "demo.yaml:6:11: unknown name 'userid' (templates here can read: anonymousId, category, "
      "channel, context, event, groupId, integrations, message, messageId, name, now, "
