@@ -12,7 +12,7 @@ from ..normalize import normalize_event
 from ..outcomes import SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import route
 from ..serialization import parse_datetime, to_json
-from .casing import snake_case
+from .casing import snake_case_keys
 from .expressions import Expression, Getter
 from .missing import MISSING
 from .settings import SettingsSchema
@@ -63,9 +63,7 @@ class SnakeCaseRule:
         if rest:
             renamed = self._at(inner, rest)
         else:
-            keep = self.keep
-            renamed = {(k if k in keep or not isinstance(k, str) else snake_case(k)): v
-                       for k, v in inner.items()}
+            renamed = snake_case_keys(inner, self.keep)
         return obj if renamed is inner else {**obj, head: renamed}
 
 

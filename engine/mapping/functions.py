@@ -20,7 +20,7 @@ from jinja2 import Undefined
 from jmespath import functions as jp_functions
 
 from ..serialization import json_default, parse_datetime, format_datetime, to_json
-from .casing import snake_case
+from .casing import snake_case, snake_case_keys
 from .missing import MISSING, Missing, MissingValue, is_missing
 
 __all__ = ["FILTERS", "TESTS", "JMESPATH_FUNCTIONS", "MISSING_AWARE_FILTERS", "MISSING_AWARE_TESTS"]
@@ -28,27 +28,40 @@ __all__ = ["FILTERS", "TESTS", "JMESPATH_FUNCTIONS", "MISSING_AWARE_FILTERS", "M
 
 # ---- Jinja filters ----------------------------------------------------------------------
 
+EPOCH_MS_FROM = 10**11
+"""A number at least this large is epoch milliseconds, not seconds (10^11 seconds is the
+year 5138; 10^11 milliseconds is March 1973)."""
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A time from ISO 8601 text, a datetime, or epoch seconds or milliseconds; None for
+    anything else (including times outside the years 1 to 9999)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= EPOCH_MS_FROM:
+        value = value / 1000
+    return parse_datetime(value)
+
+
 def _f_datetime(value: Any) -> datetime | Missing:
-    parsed = parse_datetime(value)
+    parsed = parse_time(value)
     return MISSING if parsed is None else parsed
 
 
 def _f_add_days(value: Any, days: Any) -> datetime | Missing:
-    parsed = parse_datetime(value)
+    parsed = parse_time(value)
     if parsed is None or not isinstance(days, (int, float)) or isinstance(days, bool):
         return MISSING
     return parsed + timedelta(days=days)
 
 
 def _f_days_between(start: Any, end: Any) -> float | Missing:
-    a, b = parse_datetime(start), parse_datetime(end)
+    a, b = parse_time(start), parse_time(end)
     if a is None or b is None:
         return MISSING
     return (b - a).total_seconds() / 86400
 
 
 def _f_isoformat(value: Any) -> str | Missing:
-    parsed = parse_datetime(value)
+    parsed = parse_time(value)
     return MISSING if parsed is None else format_datetime(parsed)
 
 
@@ -92,8 +105,7 @@ def _f_merge(value: Any, *others: Any) -> Any:
 def _f_snake_case_keys(value: Any, exceptions: Any = ()) -> Any:
     if not isinstance(value, dict):
         return value
-    keep = set(exceptions or ())
-    return {(k if k in keep or not isinstance(k, str) else snake_case(k)): v for k, v in value.items()}
+    return snake_case_keys(value, set(exceptions or ()))
 
 
 def _f_is_integer(value: Any) -> bool:
@@ -106,7 +118,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _since_epoch(value: Any) -> timedelta | None:
-    parsed = parse_datetime(value)
+    parsed = parse_time(value)
     return None if parsed is None else parsed - _EPOCH
 
 
@@ -136,7 +148,7 @@ _STRFTIME_ALLOWED = set("aAbBcdHIjmMpSUwWxXyYzZfGuVe%")
 
 def _f_format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%S") -> str | Missing:
     """strftime over the time in UTC: `ts | format_date('%Y-%m-%d')`."""
-    parsed = parse_datetime(value)
+    parsed = parse_time(value)
     if parsed is None or not isinstance(fmt, str):
         return MISSING
     for directive in _STRFTIME.findall(fmt):
@@ -401,8 +413,7 @@ class _ProjectFunctions(jp_functions.Functions):  # type: ignore[misc]  # jmespa
     @jp_functions.signature(  # type: ignore[untyped-decorator]
         {"types": ["object"]}, {"types": ["array"]})
     def _func_snake_case_keys(self, value: dict[str, Any], exceptions: list[Any]) -> dict[str, Any]:
-        keep = set(exceptions)
-        return {(k if k in keep else snake_case(k)): v for k, v in value.items()}
+        return snake_case_keys(value, set(exceptions))
 
     @jp_functions.signature(  # type: ignore[untyped-decorator]
         {"types": [], "variadic": True})

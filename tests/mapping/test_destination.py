@@ -305,3 +305,23 @@ def test_a_body_is_sent_with_its_content_type(tmp_path: Path, request_yaml: str,
     assert request.headers.get("Content-Type") == expected
     if "content-type" in request_yaml:
         assert request.headers == {"content-type": "text/plain"}
+
+
+def test_callexa_sync_back_sends_only_valid_segment_messages() -> None:
+    """What the sync back sends is a Segment message our own shim (and Segment's) takes:
+    an empty userId is absent, never sent as ""."""
+    from engine.normalize import normalize_event
+
+    dest = engine.load(MAPPINGS)["callexa-sync-back"]
+    sent = 0
+    for example in dest.examples:
+        try:
+            outcomes = dest.map(example.event, settings=example.settings, now=example.now)
+        except EventError:
+            continue
+        for outcome in outcomes:
+            if isinstance(outcome, Request):
+                normalize_event(outcome.body)
+                assert outcome.body.get("userId") != ""
+                sent += 1
+    assert sent >= 5
