@@ -72,6 +72,7 @@ def _false_for_missing(test: Any) -> Any:
         return bool(test(*args))
     if pass_arg is not None:
         checked.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    checked.checked_test = test  # type: ignore[attr-defined]  # for the arity check at load
     return checked
 
 

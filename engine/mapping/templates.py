@@ -15,6 +15,7 @@ compiled by the sandboxed Jinja compiler once and rendered as text.
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 from dataclasses import dataclass
@@ -359,6 +360,27 @@ _FORBIDDEN = {nodes.Extends: "extends", nodes.Include: "include", nodes.Import: 
               nodes.FromImport: "from ... import"}
 
 
+def _arity_problem(node: nodes.Filter | nodes.Test) -> str | None:
+    """A filter or test called with arguments its function cannot take, found at load."""
+    if node.dyn_args is not None or node.dyn_kwargs is not None:
+        return None
+    kind = "filter" if isinstance(node, nodes.Filter) else "test"
+    func: Any = (ENV.filters if kind == "filter" else ENV.tests).get(node.name)
+    if func is None:
+        return None  # unknown: Jinja's own compile says so
+    target: Any = getattr(func, "checked_test", None) or inspect.unwrap(func)
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    given = 1 + len(node.args) + (1 if getattr(target, "jinja_pass_arg", None) is not None else 0)
+    try:
+        signature.bind(*([None] * given), **{str(k.key): None for k in node.kwargs})
+    except TypeError as exc:
+        return f"{kind} '{node.name}' cannot take these arguments: {exc}"
+    return None
+
+
 def _settings_inserted(tree: nodes.Template) -> set[str]:
     """The settings a template only ever prints as they are: `{{ settings.token }}`."""
     direct: dict[str, int] = {}
@@ -400,6 +422,11 @@ def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[s
         if inner is not None:
             problems.append(TemplateProblem("loops inside loops are not allowed in mapping templates",
                                             inner.lineno))
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        assert isinstance(node, (nodes.Filter, nodes.Test))
+        problem = _arity_problem(node)
+        if problem is not None:
+            problems.append(TemplateProblem(problem, node.lineno))
     for call in tree.find_all(nodes.Filter):
         # A constant pattern is compiled at load, so a bad one is found by validate.
         if call.name.startswith("regex_") and call.args and isinstance(call.args[0], nodes.Const) \

@@ -398,3 +398,15 @@ def test_directive_problems_are_found_at_load(body: dict[str, Any], message: str
     problems: list[Any] = []
     compile_tree(body, (), lambda path, problem: problems.append(problem))
     assert problems and problems[0].message.startswith(message), problems
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{{ x | digest(1, 2, 3) }}", "filter 'digest' cannot take these arguments: too many positional arguments"),
+    ("{{ x | replace('a') }}", "filter 'replace' cannot take these arguments: missing a required argument: 'new'"),
+    ("{{ x is divisibleby }}", "test 'divisibleby' cannot take these arguments: missing a required argument: 'num'"),
+    ("{{ x | tojson(indent=2) }}", "filter 'tojson' cannot take these arguments: got an unexpected keyword argument 'indent'"),
+])
+def test_wrong_arity_is_found_at_load(template: str, message: str) -> None:
+    result = compile_template(template)
+    found = result if isinstance(result, list) else [result]
+    assert isinstance(found[0], TemplateProblem) and found[0].message == message
