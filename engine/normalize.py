@@ -68,7 +68,8 @@ def _checked(event: dict[str, Any]) -> dict[str, Any]:
         event = {**event, "type": call.lower()}
         call = call.lower()
     if not (_present(event.get("userId")) or _present(event.get("anonymousId"))):
-        raise EventError(f"a {call} event needs a userId or an anonymousId")
+        article = "an" if call[:1] in "aeiou" else "a"
+        raise EventError(f"{article} {call} event needs a userId or an anonymousId")
     needed = _NEEDS.get(call)
     if needed and not _present(event.get(needed)):
         raise EventError(f"a {call} event needs '{needed}'")

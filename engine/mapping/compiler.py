@@ -4,16 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from .destination import (FORM_TYPE, JSON_TYPE, BatchSpec, Condition, Destination, Example, RequestSpec, Rule,
-                          SnakeCaseRule, normalize_name)
+import regex
+
 from ..errors import Location, Problem
+from ..normalize import MESSAGE_FIELDS
+from .destination import (
+    FORM_TYPE,
+    JSON_TYPE,
+    BatchSpec,
+    Condition,
+    Destination,
+    Example,
+    RequestSpec,
+    Rule,
+    SnakeCaseRule,
+    normalize_name,
+)
 from .expressions import Expression, ExpressionProblem, compile_jmespath
+from .functions import compile_regex
 from .schema import check_document
 from .settings import SettingsSchema
+from .templates import (
+    Compiled,
+    Known,
+    TemplateProblem,
+    compile_expression,
+    compile_tree,
+    is_template,
+)
 from .yaml_reader import Path_, SourceDocument
-from .templates import (Compiled, Known, TemplateProblem, compile_expression, compile_tree,
-                        is_template)
-from ..normalize import MESSAGE_FIELDS
 
 __all__ = ["compile_destination", "SourceView"]
 
@@ -219,6 +238,7 @@ class _Compiler:
         elif "as" in own:
             self.problem(own_path + ("as",), "'as' names the item of for_each, and there is no "
                                              "for_each here", key=True)
+        condition = self.expression(own["if"], own_path + ("if",), known) if "if" in own else None
         query = tuple((key, self.tree(value, origin_in(own_path, own, "query", key), known))
                       for key, value in {**defaults.get("query", {}), **own.get("query", {})}.items())
         named = {name.lower() for name in (*merged["headers"], *merged["auth"])}
@@ -249,6 +269,7 @@ class _Compiler:
             else FORM_TYPE if encoding == "form" else JSON_TYPE,
             name=request_name,
             query=query,
+            condition=condition,
             for_each=for_each,
             item_name=item_name,
             # A request that says its own message_id keeps it as it is, item by item.
@@ -402,12 +423,25 @@ class _Compiler:
         data = self.data
         settings = SettingsSchema(data.get("destination", "?"), data.get("settings") or {})
         for name, spec in settings.spec.items():
+            if "regex" in spec:
+                try:
+                    compile_regex(spec["regex"])
+                except regex.error as exc:
+                    self.problem(("settings", name, "regex"), f"bad pattern: {exc}")
+            if "schema" in spec:
+                problem = settings.schema_problem(name)
+                if problem is not None:
+                    self.problem(("settings", name, "schema"), problem)
             if "default" in spec and spec.get("required"):
                 self.problem(("settings", name), f"setting '{name}' is required and has a default; "
                                                  "keep one of the two")
         snake = self.snake(data.get("snake_case"), ("snake_case",))
         values, self.file_known = self.values(data.get("values"), ("values",), self.known)
         defaults = data.get("request") or {}
+        for key in ("for_each", "as", "if"):
+            if key in defaults:
+                self.problem(("request", key), f"'{key}' belongs to a rule's request, not to the "
+                                               "file's request defaults", key=True)
         rules = []
         names: set[str] = set()
         for i, spec in enumerate(data.get("rules") or []):

@@ -92,6 +92,8 @@ class RequestSpec:
     query: tuple[tuple[str, Compiled], ...] = ()
     for_each: Compiled | None = None
     item_name: str = "item"
+    condition: Compiled | None = None
+    """`if`: when false, this request is not made (tested per item with for_each)."""
     url_secrets: frozenset[str] = frozenset()
     """Secret settings inserted in the url: stored as placeholders, put in at send time."""
     auth_query: tuple[tuple[str, Compiled], ...] = ()
@@ -103,7 +105,7 @@ class RequestSpec:
     def templates(self) -> list[Compiled]:
         """Every compiled value of the request except auth (which is rendered apart)."""
         found = [self.method, self.url, *(c for _, c in self.headers), *(c for _, c in self.query),
-                 self.for_each, self.body, self.deliver_after,
+                 self.for_each, self.condition, self.body, self.deliver_after,
                  self.once_key, self.once_window, self.message_id, self.batch_item, self.batch_if]
         return [c for c in found if c is not None]
 
@@ -488,8 +490,9 @@ class BoundDestination:
             for i, spec in enumerate(rule.requests):
                 auth = bound.auths[i]
                 if spec.for_each is None:
-                    out.append(self._request(rule, spec, auth, scope, now, spec.id_suffix or "",
-                                             bound.queries[i]))
+                    if spec.condition is None or _holds(self._c(spec.condition), scope):
+                        out.append(self._request(rule, spec, auth, scope, now,
+                                                 spec.id_suffix or "", bound.queries[i]))
                     continue
                 items = _value(self._c(spec.for_each), scope)
                 if items is MISSING:
@@ -500,12 +503,15 @@ class BoundDestination:
                         continue
                     item_scope[spec.item_name] = item
                     item_scope["index"] = index
+                    if spec.condition is not None and not _holds(self._c(spec.condition),
+                                                                 item_scope):
+                        continue
                     suffix = "" if spec.id_suffix is None else f"{spec.id_suffix}:{index}"
                     out.append(self._request(rule, spec, auth, item_scope, now, suffix,
                                              bound.queries[i]))
             if not out:
-                return [Skip(dest.slug, f"rule {rule.name} made no request (its for_each gave "
-                                        "no items)", rule.name, rule.name)]
+                return [Skip(dest.slug, f"rule {rule.name} made no request (its conditions "
+                                        "or for_each gave none)", rule.name, rule.name)]
             return out
         except RenderError as exc:
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None

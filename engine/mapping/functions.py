@@ -92,7 +92,10 @@ def _f_without(value: Any, *keys: str) -> Any:
 
 
 def _f_merge(value: Any, *others: Any) -> Any:
-    """`message | merge({"event": name})`: a new mapping, later keys winning."""
+    """`message | merge({"event": name})`: a new mapping, later keys winning; a missing
+    mapping among the others adds nothing."""
+    if is_missing(value):
+        return MISSING
     if not isinstance(value, dict):
         return value
     merged = dict(value)
@@ -329,7 +332,8 @@ def _useragent(value: Any) -> dict[str, Any] | Missing:
     def version(part: Any) -> str | None:
         if part is None or part.major is None:
             return None
-        return ".".join(p for p in (part.major, part.minor, part.patch) if p is not None)
+        numbers = (part.major, part.minor, part.patch, getattr(part, "patch_minor", None))
+        return ".".join(p for p in numbers if p is not None)
 
     if result.user_agent is not None:
         out["browser"] = result.user_agent.family
@@ -384,7 +388,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
 }
 """The project's filters, added to Jinja's built-in ones."""
 
-MISSING_AWARE_FILTERS = frozenset({"default", "d", "coalesce"})
+MISSING_AWARE_FILTERS = frozenset({"default", "d", "coalesce", "merge"})
 """Filters that exist to handle missing values; every other filter given a missing (or
 null) value yields missing."""
 

@@ -40,6 +40,8 @@ _REQUEST = {
     "for_each": _TEMPLATE,
     "as": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
     "body_merge": {"type": "string", "allowed": ["keys", "deep"]},
+    # A condition: when it is false the request is not made (per item with for_each).
+    "if": _TEMPLATE,
     # This request's part of a bulk request (see `batch`): joins the list `into`.
     "batch_item": {"type": "dict", "schema": {
         "into": {"type": "string", "required": True, "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
@@ -84,6 +86,9 @@ _SETTING = {"type": "dict", "schema": {
     "max": {"type": "number"},
     "regex": {"type": "string"},
     "empty": {"type": "boolean"},
+    "nullable": {"type": "boolean"},
+    # The rules of a list's items or a dict's keys (Cerberus' own `schema` rule).
+    "schema": {"type": "dict"},
 }}
 
 _RULE = {"type": "dict", "schema": {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import operator
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
@@ -98,6 +99,20 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 
 def _not(value: Any) -> Any:
     return value if value is MISSING else not value
+
+
+class _EmptiedDict(dict[Any, Any]):
+    """A dict literal whose every value was missing: `{}` inside an expression (so that
+    `{'a': x} | merge(other)` still merges), but as a template's value it drops its key,
+    as an emptied mapping of a body does."""
+
+    __slots__ = ()
+
+
+class _EmptiedList(list[Any]):
+    """A list literal whose every item was missing (see _EmptiedDict)."""
+
+    __slots__ = ()
 
 
 def _absent(value: Any) -> bool:
@@ -205,25 +220,25 @@ def _translate(node: nodes.Node) -> Renderer:
         # A missing (or null) item of a list literal is left out, as a body key is.
         items = [_translate(i) for i in node.items]
 
-        def literal_list(s: Scope) -> list[Any]:
+        def literal_list(s: Scope) -> Any:
             out = []
             for item in items:
                 v = item(s)
                 if not _absent(v):
                     out.append(v)
-            return out
+            return out if out or not items else _EmptiedList()
         return literal_list
     if isinstance(node, nodes.Dict):
         # A missing (or null) value of a dict literal drops its key, as in a body.
         pairs = [(_translate(p.key), _translate(p.value)) for p in node.items]
 
-        def literal_dict(s: Scope) -> dict[Any, Any]:
+        def literal_dict(s: Scope) -> Any:
             out = {}
             for key, value in pairs:
                 k, v = key(s), value(s)
                 if not _absent(v) and not _absent(k):
                     out[k] = v
-            return out
+            return out if out or not pairs else _EmptiedDict()
         return literal_dict
     if isinstance(node, (nodes.Filter, nodes.Test)):
         return _translate_call(node)
@@ -457,7 +472,7 @@ def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[s
 # ---- compiling one template ------------------------------------------------------------
 
 def _leaf(result: Any) -> Any:
-    if result is None or isinstance(result, Undefined):
+    if result is None or isinstance(result, (Undefined, _EmptiedDict, _EmptiedList)):
         return MISSING
     if isinstance(result, datetime):
         return format_datetime(result)
@@ -504,8 +519,16 @@ def compile_template(source: str, origin: str = "") -> Compiled | TemplateProble
     """Compile one template string (a leaf, a key, a URL, ...). `origin` (file:line:col)
     prefixes the errors it raises when it renders."""
     try:
-        tree = ENV.parse(source)
-        ENV.compile(tree, raw=True)  # raises for unknown filters and tests, at load
+        with warnings.catch_warnings(record=True) as caught:
+            # Jinja reads string literals as Python does: `'\{'` is an invalid escape that
+            # Python only warns about (and a stricter run turns into an error).
+            warnings.simplefilter("always")
+            tree = ENV.parse(source)
+            ENV.compile(tree, raw=True)  # raises for unknown filters and tests, at load
+        for warning in caught:
+            if issubclass(warning.category, (DeprecationWarning, SyntaxWarning)):
+                return TemplateProblem(f"template error: {warning.message} in a string "
+                                       "(write a backslash as \\\\ inside a template's quotes)")
     except TemplateSyntaxError as exc:
         return TemplateProblem(f"template error: {exc.message}", exc.lineno or 1)
     except TemplateError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import engine
 from engine import EventError, Request, Skip
 
 from tests.support.builders import destination, problems
@@ -309,7 +310,7 @@ def test_a_fan_out_over_nothing_is_a_skip_saying_so(tmp_path: Path) -> None:
             request: {for_each: "{{ traits.groups }}", body: {group: "{{ item }}"}}
         """)
     (skip,) = dest.map({"type": "identify", "userId": "u1", "messageId": "m1"})
-    assert skip == Skip("d", "rule per-group made no request (its for_each gave no items)",
+    assert skip == Skip("d", "rule per-group made no request (its conditions or for_each gave none)",
                         "per-group", "per-group")
     found = requests(dest.map({"type": "identify", "userId": "u1", "messageId": "m1",
                                "traits": {"groups": ["g1", "g2"]}}))
@@ -331,3 +332,71 @@ def test_request_shape_problems(tmp_path: Path, rule: str, expected: str) -> Non
           - {rule}
         """)
     assert any(expected in p for p in found), found
+
+
+def test_a_request_made_only_when_its_condition_holds(tmp_path: Path) -> None:
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        request: {url: "https://d.example/in"}
+        rules:
+          - name: a
+            requests:
+              - name: always
+                body: {u: "{{ userId }}"}
+              - name: with-email
+                if: "traits.email is present"
+                body: {e: "{{ traits.email }}"}
+              - name: per-big-item
+                for_each: "{{ traits.items }}"
+                if: "item > 1"
+                body: {i: "{{ item }}"}
+        """)
+    found = requests(dest.map({"type": "identify", "userId": "u1", "messageId": "m1",
+                               "traits": {"items": [1, 2, 3]}}))
+    assert [(r.rule, r.body) for r in found] == [
+        ("a/always", {"u": "u1"}), ("a/per-big-item", {"i": 2}), ("a/per-big-item", {"i": 3})]
+
+
+def test_settings_rules_for_list_items_and_a_slow_pattern(tmp_path: Path) -> None:
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        settings:
+          event_map:
+            type: list
+            default: []
+            schema: {type: dict, schema: {from: {type: string, required: true}, to: {type: string}}}
+          code: {type: string, regex: "(a|aa)+$", default: x}
+        request: {url: "https://d.example/in"}
+        rules: [{name: a}]
+        """)
+    with pytest.raises(engine.SettingsError, match="event_map"):
+        dest.bind({"event_map": [{"to": "Purchase"}]})
+    with pytest.raises(engine.SettingsError, match="took too long"):
+        dest.bind({"code": "a" * 40 + "!"})
+    assert dest.bind({"event_map": [{"from": "A", "to": "B"}], "code": "aaa"})
+
+
+def test_bad_setting_rules_are_found_at_load(tmp_path: Path) -> None:
+    found = problems(tmp_path, """\
+        destination: D
+        slug: d
+        settings:
+          a: {type: string, regex: "("}
+          b: {type: list, schema: {type: nonsense}}
+        request: {url: "https://d.example/in"}
+        rules: [{name: r}]
+        """)
+    assert [p.split(": ", 1)[1][:40] for p in found] == [
+        "bad pattern: missing ) at position 1", "not valid setting rules: {'b': [{'schema"]
+
+
+def test_an_invalid_escape_in_a_template_string_is_found_by_validate(tmp_path: Path) -> None:
+    found = problems(tmp_path, r"""
+        destination: D
+        slug: d
+        request: {url: "https://d.example/in", body: {a: "{{ userId | regex_search('\\{') }}"}}
+        rules: [{name: r}]
+        """)
+    assert len(found) == 1 and "invalid escape sequence" in found[0]

@@ -410,3 +410,15 @@ def test_wrong_arity_is_found_at_load(template: str, message: str) -> None:
     result = compile_template(template)
     found = result if isinstance(result, list) else [result]
     assert isinstance(found[0], TemplateProblem) and found[0].message == message
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("{{ {'city': traits.missing} }}", None),                       # emptied: missing
+    ("{{ [traits.missing] }}", None),
+    ("{{ {} }}", {}),                                                # written empty: kept
+    ("{{ traits.address | merge({'zip': traits.missing}) }}", {"city": "Paris"}),
+    ("{{ traits.missing | merge({'zip': 1}) }}", None),
+])
+def test_emptied_literals_and_merge(template: str, expected: Any) -> None:
+    assert render({"kept": 1, "v": template}) == ({"kept": 1} if expected is None
+                                                   else {"kept": 1, "v": expected})
