@@ -519,8 +519,10 @@ class BoundDestination:
     def _request(self, rule: Rule, spec: RequestSpec, auth: dict[str, str], scope: Scope,
                  now: datetime, id_suffix: str, secret_query: tuple[tuple[str, Any], ...]) -> Request:
         dest = self.destination
-        method = _value(self._c(spec.method), scope)
-        if method not in METHODS:
+        # A constant method was checked at load; only a templated one is checked here.
+        method = spec.method.constant if spec.method.renderer is None \
+            else _value(self._c(spec.method), scope)
+        if spec.method.renderer is not None and method not in METHODS:
             raise EventError(f"{dest.slug}: rule {rule.name}: the method template rendered "
                              f"{'nothing' if method is MISSING else repr(method)}, not one of "
                              f"{', '.join(METHODS)}")

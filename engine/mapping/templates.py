@@ -32,7 +32,7 @@ from ..errors import EngineError, RenderError
 from ..serialization import format_datetime
 from .bounds import MAX_OUTPUT, bounded_binop
 from .functions import MISSING_AWARE_FILTERS, compile_regex
-from .missing import MISSING, MissingValue
+from .missing import MISSING, Missing, MissingValue
 from .sandbox import ENV
 
 __all__ = ["Renderer", "TemplateProblem", "Compiled", "Known", "compile_tree",
@@ -116,7 +116,10 @@ class _EmptiedList(list[Any]):
 
 
 def _absent(value: Any) -> bool:
-    return value is None or isinstance(value, Undefined)
+    # Every undefined value of the mapping environment is a Missing (its `undefined`).
+    return value is None or type(value) is Missing
+
+
 _ARITH = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*", nodes.Div: "/",
           nodes.FloorDiv: "//", nodes.Mod: "%", nodes.Pow: "**"}
 
@@ -343,17 +346,17 @@ def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
     if not args and not kwargs:
         def call0(s: Scope) -> Any:
             v = subject(s)
-            return MISSING if v is None or isinstance(v, Undefined) else func(v)
+            return MISSING if v is None or type(v) is Missing else func(v)
         return call0
     if not kwargs and len(args) == 1:
         (arg,) = args
 
         def call1(s: Scope) -> Any:
             v = subject(s)
-            if v is None or isinstance(v, Undefined):
+            if v is None or type(v) is Missing:
                 return MISSING
             a = arg(s)
-            return MISSING if isinstance(a, Undefined) else func(v, a)
+            return MISSING if type(a) is Missing else func(v, a)
         return call1
 
     def call(s: Scope) -> Any:
