@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 from cerberus import Validator
 
@@ -43,6 +43,7 @@ mappings were sources of their own (such jobs are still delivered with their map
 settings)."""
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+WebhookSignature = Literal["body", "first_event"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -68,6 +69,9 @@ class SourceConfig:
     write_key: str
     destinations: Mapping[str, Mapping[str, Any]]
     webhook_secret: str | None = None
+    webhook_signature: WebhookSignature = "body"
+    """What X-Signature signs: the whole body (the default), or, for a batch, its first event
+    alone ("first_event", as Segment's Actions Webhooks sign batches: weaker, see README)."""
     kind: ClassVar[str] = "segment"
 
 
@@ -207,6 +211,8 @@ SCHEMA = {
         "name": {"type": "string", "required": True, "regex": r"[A-Za-z0-9_.-]+"},
         "write_key": {"type": "string", "required": True, "empty": False},
         "webhook_secret": {"type": "string", "nullable": True},
+        "webhook_signature": {"type": "string", "allowed": ["body", "first_event"],
+                              "default": "body"},
         "destinations": {"type": "dict", "default": {},
                          "valuesrules": {"type": "dict"}},
     }}},
@@ -296,8 +302,11 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
                 for message in exc.messages:
                     problems.append(Problem(doc.locate(dest_path, key=True),
                                             f"source '{raw['name']}', {slug}: {message}"))
+        if raw["webhook_signature"] != "body" and not raw.get("webhook_secret"):
+            problems.append(Problem(doc.locate(where + ("webhook_signature",)),
+                                    "webhook_signature needs a webhook_secret to check"))
         sources.append(SourceConfig(raw["name"], raw["write_key"], raw["destinations"],
-                                    raw.get("webhook_secret")))
+                                    raw.get("webhook_secret"), raw["webhook_signature"]))
     inbound = {}
     for slug, raw in data["inbound"].items():
         where = ("inbound", slug)

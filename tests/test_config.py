@@ -38,6 +38,10 @@ def write(tmp_path: Path, text: str) -> Path:
      "inbound: {callexa-sync-back: {settings: {write_key: w}}}\n",
      ["config.yaml:1:18: source name 'callexa-sync-back' is taken by the inbound mapping of that name; "
       "pick another"]),
+    ("sources: [{name: w, write_key: k, webhook_signature: first_event}]\n",
+     ["config.yaml:1:54: webhook_signature needs a webhook_secret to check"]),
+    ("sources: [{name: w, write_key: k, webhook_secret: s, webhook_signature: last}]\n",
+     ["config.yaml:1:73: 'webhook_signature': unallowed value last"]),
     ("inbound: {calixa: {settings: {}}}\n",
      ["config.yaml:1:11: 'calixa' is not an inbound (input: raw) mapping (those: callexa-sync-back)"]),
 ])

@@ -170,7 +170,8 @@ async def webhook(request: HTTPRequest) -> Response:
     if source is None:
         raise BadRequest("unknown source", 404)
     raw = await _read_raw(request, MAX_WEBHOOK)
-    verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"))
+    verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"),
+                     first_event=source.webhook_signature == "first_event")
     body = decode_body(raw, request.headers.get("content-encoding"), MAX_WEBHOOK)
     messages = body if isinstance(body, list) else [body]
     if len(messages) > MAX_WEBHOOK_MESSAGES:

@@ -74,7 +74,8 @@ def openapi_document() -> dict[str, Any]:
                     "Message", {"404": {"description": "No such source", **_JSON_ERROR}}, secured=False)
     webhook["parameters"] = [{"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
                              {"name": "X-Signature", "in": "header", "schema": {"type": "string"},
-                              "description": "Hex HMAC-SHA1 of the body (or of an array's first element)"}]
+                              "description": "Hex HMAC-SHA1 of the whole body (or of an array's first "
+                                             "element, for a source with webhook_signature: first_event)"}]
     paths["/webhook/{source}"] = {"post": webhook, "put": webhook, "patch": webhook}
     inbound = _post("Input for an inbound mapping (a partner's reply)", "Message",
                     {"404": {"description": "No such inbound mapping", **_JSON_ERROR}}, secured=False)

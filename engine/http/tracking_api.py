@@ -4,7 +4,8 @@ normalized (engine.normalize) and taken in (engine.intake).
 Source: segment-docs, connections/sources/catalog/libraries/server/http-api. Limits: 32 KB
 per message, 500 KB per batch, 2,500 messages per batch. The write key comes as Basic auth
 (the username) or as `writeKey` in the body. Webhook and inbound calls are signed with
-X-Signature, the hex HMAC-SHA1 of the body with a shared secret.
+X-Signature, the hex HMAC-SHA1 of the body with a shared secret (or, for a source that asks
+for it, of a batch's first event, as Segment's Actions Webhooks sign batches).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..normalize import CALL_TYPES, apply_batch_defaults
 
 __all__ = ["MAX_MESSAGE", "MAX_BATCH", "MAX_BATCH_MESSAGES", "MAX_WEBHOOK_MESSAGES",
            "MAX_WEBHOOK", "MAX_DEPTH", "CALL_TYPES", "SHORT_PATHS", "decode_body",
-           "write_key_from", "messages_of", "message_problem", "verify_signature"]
+           "write_key_from", "messages_of", "message_problem", "body_signer", "verify_signature"]
 
 SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group",
                "a": "alias", "b": "batch"}
@@ -112,23 +113,40 @@ def _depth(value: Any, limit: int = MAX_DEPTH + 1) -> int:
     return deepest
 
 
-def verify_signature(secret: str | None, raw: bytes, signature: str | None) -> None:
-    """Raise BadRequest (401) unless X-Signature is the hex HMAC-SHA1 of the body with the
-    shared secret, or, for a batch from Segment's Actions Webhooks, of its first event as
-    sent. Nothing is checked when there is no secret."""
+def body_signer(secret: str) -> "hmac.HMAC":
+    """An HMAC-SHA1 with `secret`, to feed the body to as it is read (`update`)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha1)
+
+
+def verify_signature(secret: str | None, raw: bytes, signature: str | None, *,
+                     first_event: bool = False, body_digest: str | None = None) -> None:
+    """Raise BadRequest (401) unless X-Signature is the hex HMAC-SHA1 of the whole body with
+    the shared secret. With `first_event` (only for a source that asks for it: Segment's
+    Actions Webhooks sign a batch so), the HMAC of a batch's first event as sent is accepted
+    too, and the events after it are then not authenticated. `body_digest`: the body's hex
+    HMAC, computed while it was read. Nothing is checked when there is no secret."""
     if not secret:
         return
     given = (signature or "").strip().lower()
-    for signed in (raw, _first_element(raw)):
-        if signed is not None and given and hmac.compare_digest(
-                hmac.new(secret.encode(), signed, hashlib.sha1).hexdigest(), given):
+    if given:
+        whole = body_digest if body_digest is not None else hmac.new(
+            secret.encode(), raw, hashlib.sha1).hexdigest()
+        if hmac.compare_digest(whole, given):
             return
-    raise BadRequest("missing or wrong X-Signature (hex HMAC-SHA1 of the body)", 401)
+        first = _first_element(raw) if first_event else None
+        if first is not None and hmac.compare_digest(
+                hmac.new(secret.encode(), first, hashlib.sha1).hexdigest(), given):
+            return
+    what = "the body, or of a batch's first event" if first_event else "the whole body"
+    raise BadRequest(f"missing or wrong X-Signature (hex HMAC-SHA1 of {what})", 401)
 
 
 def _first_element(raw: bytes) -> bytes | None:
     """The exact bytes of the first element of a JSON array body, or None."""
-    text = raw.decode("utf-8", errors="replace")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
     start = len(text) - len(text.lstrip())
     if not text[start:start + 1] == "[":
         return None
@@ -136,6 +154,6 @@ def _first_element(raw: bytes) -> bytes | None:
     offset = len(rest) - len(rest.lstrip())
     try:
         _, end = json.JSONDecoder().raw_decode(rest, offset)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what it reads
         return None
     return rest[offset:end].encode("utf-8")

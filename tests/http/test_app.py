@@ -284,19 +284,60 @@ async def test_webhook_and_inbound_bodies_are_bounded(shim: httpx.AsyncClient, p
     assert (reply.status_code, reply.json()["message"]) == (400, f"the body is larger than {limit} KB")
 
 
-@pytest.mark.anyio
-async def test_actions_webhooks_put_patch_and_first_event_signatures(shim: httpx.AsyncClient, destinations: ScriptedServer) -> None:
-    events = [{"type": "track", "userId": f"u{i}", "event": "Signed Up", "messageId": f"a{i}"} for i in range(3)]
+def _actions_batch(count: int, prefix: str) -> tuple[bytes, bytes]:
+    """A batch as Segment's Actions Webhooks send it, and its first event's exact bytes."""
+    events = [{"type": "track", "userId": f"u{i}", "event": "Signed Up", "messageId": f"{prefix}{i}"}
+              for i in range(count)]
     first = json.dumps(events[0], separators=(",", ":")).encode()
     raw = b"[" + first + b"," + b",".join(json.dumps(e, separators=(",", ":")).encode() for e in events[1:]) + b"]"
-    signature = hmac.new(b"hook-secret-123", first, hashlib.sha1).hexdigest()
-    for method in ("PUT", "PATCH"):
-        reply = await shim.request(method, "/webhook/web", content=raw, headers={"X-Signature": signature})
+    return raw, first
+
+
+def _sign(raw: bytes) -> str:
+    return hmac.new(b"hook-secret-123", raw, hashlib.sha1).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_a_webhook_batch_is_verified_whole_by_default(shim: httpx.AsyncClient,
+                                                            destinations: ScriptedServer) -> None:
+    raw, first = _actions_batch(3, "a")
+    for method in ("PUT", "PATCH"):  # as Actions Webhooks may send
+        reply = await shim.request(method, "/webhook/web", content=raw, headers={"X-Signature": _sign(raw)})
         assert reply.json() == {"success": True}, method
-    forged = raw.replace(b"u1", b"uX")  # later events are not signed, the first one is
-    assert (await shim.post("/webhook/web", content=forged.replace(b"u0", b"uY"),
-                      headers={"X-Signature": signature})).status_code == 401
+    # A captured event's signature, with a forged event after it: refused, as is the first
+    # event's signature alone (the source did not ask for first-event signatures).
+    captured = first
+    forged = json.dumps({"type": "track", "userId": "mallory", "event": "Account Deleted"}).encode()
+    for body in (b"[" + captured + b"," + forged + b"]", raw):
+        reply = await shim.post("/webhook/web", content=body, headers={"X-Signature": _sign(captured)})
+        assert (reply.status_code, reply.json()["message"]) == (
+            401, "missing or wrong X-Signature (hex HMAC-SHA1 of the whole body)")
     await arrived(destinations, "/calixa", 3)  # the PATCH repeated the PUT: deduplicated
+    assert "mallory" not in {json.loads(r.body)["userId"] for r in destinations.at("/calixa")}
+
+
+@pytest.mark.anyio
+async def test_first_event_signatures_only_for_a_source_that_asks(tmp_path: Path,
+                                                                  destinations: ScriptedServer) -> None:
+    config = shim_config(tmp_path, destinations.url())
+    config.write_text(config.read_text().replace(
+        "webhook_secret: hook-secret-123", "webhook_secret: hook-secret-123\n    webhook_signature: first_event"))
+    raw, first = _actions_batch(3, "f")
+    async with in_process(config) as shim:
+        assert (await shim.post("/webhook/web", content=raw, headers={"X-Signature": _sign(first)})).json() \
+            == {"success": True}
+        assert (await shim.post("/webhook/web", content=raw, headers={"X-Signature": _sign(raw)})).json() \
+            == {"success": True}  # the whole body signed: accepted as well
+        forged = raw.replace(b"u0", b"uY")  # the first event is signed: changing it is refused
+        reply = await shim.post("/webhook/web", content=forged, headers={"X-Signature": _sign(first)})
+        assert (reply.status_code, reply.json()["message"]) == (
+            401, "missing or wrong X-Signature (hex HMAC-SHA1 of the body, or of a batch's first event)")
+        # The documented weakness: events after the first one are not authenticated.
+        appended = raw[:-1] + b',{"type":"track","userId":"mallory","event":"Signed Up"}]'
+        assert (await shim.post("/webhook/web", content=appended, headers={"X-Signature": _sign(first)})
+                ).json() == {"success": True}
+        received = await arrived(destinations, "/calixa", 4)
+    assert "mallory" in {json.loads(r.body)["userId"] for r in received}
 
 
 @pytest.mark.anyio
