@@ -254,7 +254,7 @@ class Deliverer:
             if index in failed:
                 self._failed(job, Attempt(False, True, attempt.status,
                                           f"item {index} of a bulk request of {len(jobs)} failed",
-                                          (attempt.body or "")[:MAX_STORED_BODY] or None))
+                                          attempt.body or None))
             else:
                 self._delivered(job, attempt.status or 200)
 
@@ -317,8 +317,9 @@ class Deliverer:
 
     def _dead(self, job: Job, attempt: Attempt) -> None:
         self._decided.add(job.id)
-        self._outcomes.append(Dead(job, attempt.status, redact(attempt.error, self._secrets),
-                                   redact(attempt.body, self._secrets) if attempt.body else None))
+        # Redacted whole, then cut: a secret across the cut would be kept in part.
+        body = redact(attempt.body, self._secrets)[:MAX_STORED_BODY] if attempt.body else None
+        self._outcomes.append(Dead(job, attempt.status, redact(attempt.error, self._secrets), body))
         self.metrics.inc("requests_dead_lettered_total", destination=job.destination)
         log.warning("job %s to %s is a dead letter: %s", job.id, job.destination,
                     redact(attempt.error, self._secrets))
