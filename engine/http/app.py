@@ -36,9 +36,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config, Source, SourceConfig
 from ..delivery import Outbox, open_outbox
-from ..delivery.outbox import recorded_view
+from ..delivery.outbox import job_counts, recorded_view
 from ..delivery.worker import Deliverer
-from ..errors import BadRequest, EngineError
+from ..errors import BadRequest, EngineError, StoreUnavailable
 from ..intake import EventResult, Intake
 from ..mapping.preview import preview
 from ..metrics import Metrics
@@ -65,6 +65,19 @@ class _State:
     deliverer: Deliverer | None = None
     delivery: DeliveryHandle | None = None
     draining: bool = False
+    store_problem: str | None = None
+    """Why the last commit failed (StoreUnavailable), until one succeeds: /health says it."""
+
+    def store_failed(self, exc: StoreUnavailable) -> None:
+        """Note a failed commit; the first of a kind is logged (not one line a request)."""
+        if self.store_problem != str(exc):
+            log.error("the outbox cannot take events: %s; answering 503 until it can", exc)
+        self.store_problem = str(exc)
+
+    def store_works(self) -> None:
+        if self.store_problem is not None:
+            log.warning("the outbox takes events again (it failed: %s)", self.store_problem)
+            self.store_problem = None
 
 
 def _error(message: str, status: int = 400, code: str = "invalid_request") -> JSONResponse:
@@ -105,7 +118,12 @@ def _source(state: _State, request: HTTPRequest, body: Any) -> SourceConfig:
 async def _accept(state: _State, source: Source, events: list[Any]) -> list[EventResult]:
     """Take `events` in through the intake (a commit shared with concurrent requests, off
     the event loop); durable when it returns."""
-    results, stored = await state.commits.accept(source, events)
+    try:
+        results, stored = await state.commits.accept(source, events)
+    except StoreUnavailable as exc:
+        state.store_failed(exc)
+        raise
+    state.store_works()
     if stored.stored:
         if state.deliverer is not None:
             state.deliverer.wakeup.set()
@@ -236,12 +254,24 @@ async def recorded(request: HTTPRequest) -> Response:
 
 
 async def health(request: HTTPRequest) -> Response:
+    """Liveness and the outbox's counts; 503 with the reason while the outbox cannot be read,
+    or since a commit failed (a full disk lets it be read) until one succeeds."""
     state = _state(request)
-    counts = await asyncio.to_thread(state.outbox.counts)
-    return JSONResponse({"status": "ok", "dry_run": state.config.dry_run,
-                         "delivering": state.deliverer is not None
-                         or (state.delivery is not None and state.delivery.running),
-                         "outbox": counts})
+    problem = state.store_problem
+    counts: dict[str, int] | None = None
+    try:
+        counts = await asyncio.to_thread(state.outbox.counts)
+    except StoreUnavailable as exc:
+        problem = str(exc)
+    body: dict[str, Any] = {"status": "ok" if problem is None else "store unavailable",
+                            "dry_run": state.config.dry_run,
+                            "delivering": state.deliverer is not None
+                            or (state.delivery is not None and state.delivery.running),
+                            "outbox": counts}
+    if problem is not None:
+        body["problem"] = problem
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
+    return JSONResponse(body)
 
 
 MIN_FREE_DISK = 64 * 1024 * 1024
@@ -258,7 +288,11 @@ async def ready(request: HTTPRequest) -> Response:
     try:
         await asyncio.to_thread(state.outbox.ping)
     except Exception as exc:  # whatever the store says, it is not ready
-        problems.append(f"store unavailable: {type(exc).__name__}: {exc}")
+        problems.append(f"store unavailable: {exc}" if isinstance(exc, StoreUnavailable)
+                        else f"store unavailable: {type(exc).__name__}: {exc}")
+    else:
+        if state.store_problem is not None:
+            problems.append(f"store unavailable: {state.store_problem}")
     try:
         free = shutil.disk_usage(state.config.store.parent).free
     except OSError as exc:
@@ -290,6 +324,20 @@ async def _bad_request(request: HTTPRequest, exc: Exception) -> Response:
     return _error(exc.message, exc.status, exc.code)
 
 
+RETRY_AFTER = 10
+"""Seconds a client is asked to wait (Retry-After) when the outbox cannot take its events."""
+
+
+async def _store_unavailable(request: HTTPRequest, exc: Exception) -> Response:
+    # Nothing of the request was stored (the transaction rolled back): the client keeps
+    # its events and sends them again. The reason, not the path, is the client's to read.
+    assert isinstance(exc, StoreUnavailable)
+    response = _error(f"the event store is unavailable ({exc.reason}); nothing of this request "
+                      f"was stored: retry later", 503, "store_unavailable")
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
 async def _engine_error(request: HTTPRequest, exc: Exception) -> Response:
     # The intake turns rejected events into outcomes, so little gets here; what does is
     # still an error the engine raised on purpose, for the client to read.
@@ -314,6 +362,7 @@ async def _unexpected(request: HTTPRequest, exc: Exception) -> Response:
 ExceptionHandler = Callable[[HTTPRequest, Exception], Awaitable[Response]]
 _HANDLERS: Mapping[Any, ExceptionHandler] = {
     BadRequest: _bad_request,
+    StoreUnavailable: _store_unavailable,
     EngineError: _engine_error,
     HTTPException: _http_error,
     Exception: _unexpected,
@@ -339,7 +388,7 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics_ = metrics or Metrics()
         outbox = open_outbox(config.store)
-        metrics_.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
+        metrics_.gauges["outbox_jobs"] = lambda: job_counts(outbox)
         intake = Intake(config, outbox, metrics_)
         state = _State(config, outbox, intake, metrics_, GroupCommit(intake), delivery=delivery)
         task = stop = None
