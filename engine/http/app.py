@@ -47,7 +47,7 @@ from ..redact import redact
 from .group_commit import GroupCommit
 from .openapi import openapi_document
 from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK, MAX_WEBHOOK_MESSAGES,
-                           SHORT_PATHS, decode_body, message_problem, messages_of,
+                           SHORT_PATHS, Checked, decode_body, message_problem, messages_of,
                            verify_signature, write_key_from)
 
 __all__ = ["create_app"]
@@ -132,27 +132,37 @@ async def _accept(state: _State, source: Source, events: list[Any]) -> list[Even
     return results
 
 
-async def _accept_messages(state: _State, source: SourceConfig, messages: list[Any],
-                           sent_at: Any = None, ip: str | None = None) -> JSONResponse:
-    """Enrich Segment messages as the tracking API does (`ip`: the client's, for those with
-    no `context.ip`), take them in, and answer with the ones rejected (`{"index",
-    "message"}`); the others are kept."""
+def _enriched(source: SourceConfig, checked: list[Checked], sent_at: Any = None,
+              ip: str | None = None) -> tuple[list[dict[str, Any]], list[tuple[int, dict[str, Any]]]]:
+    """Segment messages enriched as the tracking API does (`ip`: the client's, for those
+    with no `context.ip`): the ones rejected (`{"index", "message"}`), and the others with
+    their index."""
     received_at = datetime.now(timezone.utc)
     rejected: list[dict[str, Any]] = []
     kept: list[tuple[int, dict[str, Any]]] = []
-    for index, message in enumerate(messages):
-        problem = "a message must be a JSON object" if not isinstance(message, dict) \
-            else message_problem(message)
+    for index, (message, problem) in enumerate(checked):
         if problem is not None:
             rejected.append({"index": index, "message": problem})
         else:
             kept.append((index, enrich(message, source.name, received_at, sent_at, ip)))
+    return rejected, kept
+
+
+async def _accept_messages(state: _State, source: SourceConfig, checked: list[Checked],
+                           sent_at: Any = None, ip: str | None = None) -> JSONResponse:
+    """Enrich Segment messages, take them in, and answer with the ones rejected (`{"index",
+    "message"}`); the others are kept. Many messages (a batch) are enriched off the event
+    loop: that is work in proportion to their size, and /health must not wait for it."""
+    if len(checked) > 1:
+        rejected, kept = await asyncio.to_thread(_enriched, source, checked, sent_at, ip)
+    else:
+        rejected, kept = _enriched(source, checked, sent_at, ip)
     results = await _accept(state, source, [message for _, message in kept])
     for (index, _), result in zip(kept, results, strict=True):
         if result.error is not None:
             rejected.append({"index": index, "message": result.error})
     rejected.sort(key=lambda r: r["index"])
-    total = len(messages)
+    total = len(checked)
     if total and len(rejected) == total:
         if total == 1:
             return _error(rejected[0]["message"], code="invalid_message")
@@ -179,7 +189,10 @@ async def tracking(request: HTTPRequest) -> Response:
     ip = state.config.client_ip(request.client.host if request.client else None, forwarded)
     if call in CALL_TYPES:
         return await _accept_messages(state, source, messages_of(body, call), ip=ip)
-    return await _accept_messages(state, source, messages_of(body, None), body.get("sentAt"), ip)
+    # A batch's shared parts are measured once, yet merging them into each message is
+    # still work in proportion to the batch: off the event loop.
+    checked = await asyncio.to_thread(messages_of, body, None)
+    return await _accept_messages(state, source, checked, body.get("sentAt"), ip)
 
 
 async def webhook(request: HTTPRequest) -> Response:
@@ -194,7 +207,8 @@ async def webhook(request: HTTPRequest) -> Response:
     messages = body if isinstance(body, list) else [body]
     if len(messages) > MAX_WEBHOOK_MESSAGES:
         raise BadRequest(f"a webhook batch holds at most {MAX_WEBHOOK_MESSAGES} events")
-    return await _accept_messages(state, source, messages)
+    checked = await asyncio.to_thread(lambda: [(m, message_problem(m)) for m in messages])
+    return await _accept_messages(state, source, checked)
 
 
 async def inbound(request: HTTPRequest) -> Response:

@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 
 from ..errors import BadRequest
-from ..normalize import CALL_TYPES, apply_batch_defaults
+from ..normalize import CALL_TYPES, batch_defaults, with_batch_defaults
 
 __all__ = ["MAX_MESSAGE", "MAX_BATCH", "MAX_BATCH_MESSAGES", "MAX_WEBHOOK_MESSAGES",
            "MAX_WEBHOOK", "MAX_DEPTH", "CALL_TYPES", "SHORT_PATHS", "decode_body",
-           "write_key_from", "messages_of", "message_problem", "body_signer", "verify_signature"]
+           "write_key_from", "Checked", "messages_of", "message_problem", "body_signer", "verify_signature"]
 
 SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group",
                "a": "alias", "b": "batch"}
@@ -71,33 +71,70 @@ def write_key_from(authorization: str | None, body: Any) -> str | None:
     return None
 
 
-def messages_of(body: Any, call: str | None) -> list[Any]:
-    """The messages of a request: one for /v1/<call>, the batch's for /v1/batch, with the
-    batch's `context` and `integrations` applied to each."""
+Checked = tuple[Any, "str | None"]
+"""A message of a request, and why it is refused before it is read as an event (or None)."""
+
+
+def messages_of(body: Any, call: str | None) -> list[Checked]:
+    """The messages of a request, each checked (`message_problem`): one for /v1/<call>; the
+    batch's for /v1/batch, with the batch's `context` and `integrations` merged into each.
+
+    Those shared parts are measured once per batch, not once per message (a batch of small
+    messages sharing a huge context would cost its size times theirs): a batch whose shared
+    parts alone are too large or too deep for any message is refused whole."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     if call is not None:
-        return [{**body, "type": call}]
+        message = {**body, "type": call}
+        return [(message, message_problem(message))]
     batch = body.get("batch")
     if not isinstance(batch, list):
         raise BadRequest("a batch body needs a 'batch' array")
     if len(batch) > MAX_BATCH_MESSAGES:
         raise BadRequest(f"a batch holds at most {MAX_BATCH_MESSAGES} messages")
-    return apply_batch_defaults(batch, body)
+    shared = batch_defaults(body)
+    shared_size = 0
+    if shared:
+        what, s = "the batch's " + " and ".join(shared), "" if len(shared) > 1 else "s"
+        if _depth(shared) > MAX_DEPTH:
+            raise BadRequest(f"{what} nest{s} more than {MAX_DEPTH} levels deep")
+        shared_size = len(orjson.dumps(shared))
+        if shared_size > MAX_MESSAGE:
+            raise BadRequest(f"{what} take{s} more than {MAX_MESSAGE // 1024} KB: no message "
+                             f"can carry {'them' if len(shared) > 1 else 'it'}")
+    checked: list[Checked] = []
+    for message in batch:
+        problem, size = _measure(message)
+        merged = with_batch_defaults(message, shared)
+        # Merged, it nests no deeper than the deeper of the two, and its text is no longer
+        # than both texts: only when that sum is over the limit is it measured itself.
+        if problem is None and size + shared_size > MAX_MESSAGE \
+                and len(orjson.dumps(merged)) > MAX_MESSAGE:
+            problem = _TOO_LARGE
+        checked.append((merged, problem))
+    return checked
 
 
 MAX_DEPTH = 64
 """Levels of nesting a message may have (Segment's have a handful); deeper ones are refused."""
+_TOO_DEEP = f"the message is nested more than {MAX_DEPTH} levels deep"
+_TOO_LARGE = f"the message is larger than {MAX_MESSAGE // 1024} KB"
 
 
 def message_problem(message: Any) -> str | None:
-    """Why a message is refused before it is even read as an event (too large, or nested
-    too deeply to be one), or None."""
+    """Why a message is refused before it is even read as an event (not an object, too
+    large, or nested too deeply to be one), or None."""
+    return _measure(message)[0]
+
+
+def _measure(message: Any) -> tuple[str | None, int]:
+    """Why a message is refused (see message_problem), and the size of its JSON text."""
+    if not isinstance(message, dict):
+        return "a message must be a JSON object", 0
     if _depth(message) > MAX_DEPTH:
-        return f"the message is nested more than {MAX_DEPTH} levels deep"
-    if len(orjson.dumps(message)) > MAX_MESSAGE:
-        return f"the message is larger than {MAX_MESSAGE // 1024} KB"
-    return None
+        return _TOO_DEEP, 0
+    size = len(orjson.dumps(message))
+    return (_TOO_LARGE if size > MAX_MESSAGE else None), size
 
 
 def _depth(value: Any, limit: int = MAX_DEPTH + 1) -> int:

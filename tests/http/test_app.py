@@ -519,3 +519,14 @@ async def test_hostile_messages_are_rejected_alone_never_a_500(shim: httpx.Async
     preview = await shim.post("/v1/preview/calixa", json={"type": "track", "userId": "u", "event": "e",
                                                           "properties": deep}, auth=AUTH)
     assert (preview.status_code, preview.json()["code"]) == (400, "invalid_request")
+
+
+@pytest.mark.anyio
+async def test_a_batch_whose_shared_context_no_message_can_carry_is_refused_whole(
+        shim: httpx.AsyncClient) -> None:
+    batch = {"batch": [{"type": "track", "userId": f"u{i}", "event": "Signed Up"} for i in range(1500)],
+             "context": {f"k{i}": 1 for i in range(30_000)}}
+    reply = await shim.post("/v1/batch", json=batch, auth=AUTH)
+    assert (reply.status_code, reply.json()) == (400, {
+        "success": False, "code": "invalid_request",
+        "message": "the batch's context takes more than 32 KB: no message can carry it"})
