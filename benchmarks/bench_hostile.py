@@ -13,7 +13,8 @@ mappings) and attacks it as a client with a write key (or none, for webhooks) co
 - casing: 4,160 identifies, each with one ~28 KB trait key that Calixa's mapping snake_cases:
   the shim's resident memory before and after (what stays).
 - webhook: 4 concurrent ~119 MB bodies with a wrong X-Signature, declared in Content-Length,
-  then the same streamed without it (chunked): the shim's peak resident memory.
+  then the same streamed without it (chunked), then 8 concurrent bodies of 15 MB (under
+  the default limit of 16 MB): the shim's peak resident memory.
 
 `--code DIR` runs the engine found in DIR (a checkout of another version, say, exported
 with `git archive`), to compare before and after in one sitting.
@@ -148,15 +149,20 @@ def casing(code: Path) -> None:
 
 
 def webhook(code: Path) -> None:
-    size = 119 * 1024 * 1024
+    _webhook(code, 119 * 1024 * 1024, 4)
+    _webhook(code, 15 * 1024 * 1024, 8)
+
+
+def _webhook(code: Path, size: int, clients: int) -> None:
     chunk = b'{"type":"track","userId":"u","event":"e","properties":{"p":"' + b"x" * 65000 + b'"}},'
+    last = b'{"type":"track","userId":"u","event":"e"}]'
 
     def body() -> Iterator[bytes]:
         yield b"["
         for _ in range(size // len(chunk)):
             yield chunk
-        yield b'{"type":"track","userId":"u","event":"e"}]'
-    length = 1 + (size // len(chunk)) * len(chunk) + len(b'{"type":"track","userId":"u","event":"e"}]')
+        yield last
+    length = 1 + (size // len(chunk)) * len(chunk) + len(last)
 
     def attack(url: str, declared: bool) -> str:
         headers = {"X-Signature": "0" * 40, "Content-Type": "application/json"}
@@ -173,14 +179,14 @@ def webhook(code: Path) -> None:
             start = memory(pid)[0]
             outcomes: list[str] = []
             threads = [threading.Thread(target=lambda: outcomes.append(attack(url, declared)))
-                       for _ in range(4)]
+                       for _ in range(clients)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             peak = memory(pid)[1]
         how = "with Content-Length" if declared else "chunked, no Content-Length"
-        print(f"4 concurrent webhook bodies of {length / 1024 / 1024:,.0f} MB, wrong signature, {how}")
+        print(f"{clients} concurrent webhook bodies of {length / 1024 / 1024:,.0f} MB, wrong signature, {how}")
         print(f"  resident memory at start {start:>8,.0f} MB")
         print(f"  peak resident memory     {peak:>8,.0f} MB")
         print(f"  answers                  {sorted(set(outcomes))}")

@@ -77,11 +77,14 @@ class UsageError(EngineError):
 
 class BadRequest(EngineError):
     """An HTTP request to the shim is refused as a whole: answered with `status` and a JSON
-    error whose `code` names the kind of refusal."""
+    error whose `code` names the kind of refusal (and `Retry-After`, when the client should
+    try again later)."""
 
-    def __init__(self, message: str, status: int = 400, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int = 400, code: str | None = None, *,
+                 retry_after: int | None = None) -> None:
         self.message = message
         self.status = status
+        self.retry_after = retry_after
         self.code = code or {401: "unauthorized", 404: "not_found"}.get(status, "invalid_request")
         super().__init__(message)
 

@@ -19,6 +19,7 @@ from ..delivery.outbox import job_counts
 from ..delivery.worker import Deliverer, run_forever
 from ..errors import DeliveryLocked, UsageError
 from ..http.app import create_app
+from ..http.server import server_config
 from ..metrics import Metrics
 from . import logs
 from .common import open_config
@@ -100,8 +101,8 @@ class _Server(uvicorn.Server):
 def _run(app: Starlette, args: argparse.Namespace, log_config: dict[str, Any]) -> None:
     # X-Forwarded-For is the engine's to judge (trusted_proxies), not uvicorn's: it would
     # believe it from 127.0.0.1 and rewrite the client's address before the app sees it.
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=log_config,
-                            timeout_graceful_shutdown=15, proxy_headers=False)
+    config = server_config(app, host=args.host, port=args.port, log_config=log_config,
+                           timeout_graceful_shutdown=15, proxy_headers=False)
     _Server(config, app).run()
 
 

@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request as HTTPRequest
+from starlette.requests import ClientDisconnect, Request as HTTPRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -46,8 +46,9 @@ from ..normalize import enrich
 from ..redact import redact
 from .group_commit import GroupCommit
 from .openapi import openapi_document
-from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK, MAX_WEBHOOK_MESSAGES,
-                           SHORT_PATHS, Checked, decode_body, message_problem, messages_of,
+from .bodies import BodyBudget, declared_length, read_body
+from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK_MESSAGES, SHORT_PATHS,
+                           Checked, body_signer, decode_body, message_problem, messages_of,
                            verify_signature, write_key_from)
 
 __all__ = ["create_app"]
@@ -62,6 +63,8 @@ class _State:
     intake: Intake
     metrics: Metrics
     commits: GroupCommit
+    bodies: BodyBudget
+    """The large bodies (webhooks) read and handled at once hold this many bytes at most."""
     deliverer: Deliverer | None = None
     delivery: DeliveryHandle | None = None
     draining: bool = False
@@ -84,20 +87,9 @@ def _error(message: str, status: int = 400, code: str = "invalid_request") -> JS
     return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
 
 
-async def _read_raw(request: HTTPRequest, limit: int = MAX_BATCH) -> bytes:
-    """The body as sent, read no further than `limit` bytes on the wire."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(f"the body is larger than {limit // 1024} KB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _read(request: HTTPRequest, limit: int = MAX_BATCH) -> Any:
     """The decoded JSON body (gunzipped if need be), never more than `limit` bytes."""
-    return decode_body(await _read_raw(request, limit), request.headers.get("content-encoding"), limit)
+    return decode_body(await read_body(request, limit), request.headers.get("content-encoding"), limit)
 
 
 def _state(request: HTTPRequest) -> _State:
@@ -195,20 +187,43 @@ async def tracking(request: HTTPRequest) -> Response:
     return await _accept_messages(state, source, checked, body.get("sentAt"), ip)
 
 
+LARGE_BODY = 1024 * 1024
+"""Bytes of a body past which it is decoded off the event loop."""
+
+
 async def webhook(request: HTTPRequest) -> Response:
+    """A Segment Webhooks destination's call. Its size is bounded (the source's
+    webhook_max_body, from Content-Length before reading, then as it streams), it holds its
+    share of the body budget while handled, and its signature is computed as it arrives:
+    a body with a wrong one is never decoded."""
     state = _state(request)
     source = state.config.source(request.path_params["source"])
     if source is None:
         raise BadRequest("unknown source", 404)
-    raw = await _read_raw(request, MAX_WEBHOOK)
-    verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"),
-                     first_event=source.webhook_signature == "first_event")
-    body = decode_body(raw, request.headers.get("content-encoding"), MAX_WEBHOOK)
-    messages = body if isinstance(body, list) else [body]
-    if len(messages) > MAX_WEBHOOK_MESSAGES:
-        raise BadRequest(f"a webhook batch holds at most {MAX_WEBHOOK_MESSAGES} events")
-    checked = await asyncio.to_thread(lambda: [(m, message_problem(m)) for m in messages])
-    return await _accept_messages(state, source, checked)
+    limit = source.webhook_max_body
+    encoding = request.headers.get("content-encoding")
+    declared = declared_length(request)
+    # A compressed body inflates up to the limit: it holds that much.
+    holds = limit if encoding or declared is None else min(declared, limit)
+    signer = body_signer(source.webhook_secret) if source.webhook_secret else None
+    async with state.bodies.hold(holds):
+        raw = await read_body(request, limit, too_large=413, signer=signer)
+        verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"),
+                         first_event=source.webhook_signature == "first_event",
+                         body_digest=signer.hexdigest() if signer is not None else None)
+        try:
+            body = (await asyncio.to_thread(decode_body, raw, encoding, limit) if len(raw) > LARGE_BODY
+                    else decode_body(raw, encoding, limit))
+        except BadRequest as exc:
+            if exc.message.startswith("the body is larger than"):  # inflated past the limit
+                raise BadRequest(exc.message, 413, "too_large") from None
+            raise
+        del raw
+        messages = body if isinstance(body, list) else [body]
+        if len(messages) > MAX_WEBHOOK_MESSAGES:
+            raise BadRequest(f"a webhook batch holds at most {MAX_WEBHOOK_MESSAGES} events")
+        checked = await asyncio.to_thread(lambda: [(m, message_problem(m)) for m in messages])
+        return await _accept_messages(state, source, checked)
 
 
 async def inbound(request: HTTPRequest) -> Response:
@@ -217,8 +232,10 @@ async def inbound(request: HTTPRequest) -> Response:
     source = state.config.inbound.get(slug)
     if source is None:
         raise BadRequest(f"no inbound mapping '{slug}' is configured", 404)
-    raw = await _read_raw(request)
-    verify_signature(source.secret, raw, request.headers.get("x-signature"))
+    signer = body_signer(source.secret) if source.secret else None
+    raw = await read_body(request, MAX_BATCH, too_large=413, signer=signer)
+    verify_signature(source.secret, raw, request.headers.get("x-signature"),
+                     body_digest=signer.hexdigest() if signer is not None else None)
     body = decode_body(raw, request.headers.get("content-encoding"))
     items = body if isinstance(body, list) else [body]
     replies: list[dict[str, Any]] = []
@@ -288,6 +305,10 @@ async def health(request: HTTPRequest) -> Response:
     return JSONResponse(body)
 
 
+BODY_BUDGET = 64 * 1024 * 1024
+"""Bytes of webhook bodies held at once across requests (at least the largest source's
+webhook_max_body): four concurrent bodies of 119 MB took the shim to 974 MB before."""
+
 MIN_FREE_DISK = 64 * 1024 * 1024
 """Bytes free on the outbox's disk below which the shim says it is not ready."""
 
@@ -335,7 +356,21 @@ async def metrics_endpoint(request: HTTPRequest) -> Response:
 
 async def _bad_request(request: HTTPRequest, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
-    return _error(exc.message, exc.status, exc.code)
+    response = _error(exc.message, exc.status, exc.code)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if exc.status in (408, 413):  # the rest of the body is not read: the connection ends
+        response.headers["Connection"] = "close"
+    return response
+
+
+async def _client_gone(request: HTTPRequest, exc: Exception) -> Response:
+    # The client hung up before its body was read: nothing was taken in, and nobody reads
+    # this answer. One line, not a traceback.
+    client = request.client.host if request.client else "a client"
+    log.info("%s went away before sending all of %s %s; nothing of it was taken in", client,
+             request.method, request.url.path)
+    return _error("the client went away before sending the whole body", 400, "client_gone")
 
 
 RETRY_AFTER = 10
@@ -376,6 +411,7 @@ async def _unexpected(request: HTTPRequest, exc: Exception) -> Response:
 ExceptionHandler = Callable[[HTTPRequest, Exception], Awaitable[Response]]
 _HANDLERS: Mapping[Any, ExceptionHandler] = {
     BadRequest: _bad_request,
+    ClientDisconnect: _client_gone,
     StoreUnavailable: _store_unavailable,
     EngineError: _engine_error,
     HTTPException: _http_error,
@@ -404,7 +440,8 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
         outbox = open_outbox(config.store)
         metrics_.gauges["outbox_jobs"] = lambda: job_counts(outbox)
         intake = Intake(config, outbox, metrics_)
-        state = _State(config, outbox, intake, metrics_, GroupCommit(intake), delivery=delivery)
+        budget = BodyBudget(max([BODY_BUDGET, *(s.webhook_max_body for s in config.sources)]))
+        state = _State(config, outbox, intake, metrics_, GroupCommit(intake), budget, delivery=delivery)
         task = stop = None
         if deliver and not config.dry_run:
             state.deliverer = Deliverer(config, outbox, metrics=metrics_)

@@ -23,7 +23,7 @@ from ..errors import BadRequest
 from ..normalize import CALL_TYPES, batch_defaults, with_batch_defaults
 
 __all__ = ["MAX_MESSAGE", "MAX_BATCH", "MAX_BATCH_MESSAGES", "MAX_WEBHOOK_MESSAGES",
-           "MAX_WEBHOOK", "MAX_DEPTH", "CALL_TYPES", "SHORT_PATHS", "decode_body",
+           "MAX_DEPTH", "CALL_TYPES", "SHORT_PATHS", "decode_body",
            "write_key_from", "Checked", "messages_of", "message_problem", "body_signer", "verify_signature"]
 
 SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group",
@@ -33,12 +33,11 @@ SHORT_PATHS = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "
 MAX_MESSAGE = 32 * 1024
 MAX_BATCH = 500 * 1024
 MAX_BATCH_MESSAGES = 2500
-# Segment's Actions Webhooks batch up to 4,000 events: 32 KB each at the most.
+# Segment's Actions Webhooks batch up to 4,000 events (their bytes: a source's webhook_max_body).
 MAX_WEBHOOK_MESSAGES = 4000
-MAX_WEBHOOK = MAX_WEBHOOK_MESSAGES * MAX_MESSAGE
 
 
-def decode_body(raw: bytes, encoding: str | None, limit: int = MAX_BATCH) -> Any:
+def decode_body(raw: bytes | bytearray, encoding: str | None, limit: int = MAX_BATCH) -> Any:
     """The JSON body, gunzipped when `Content-Encoding: gzip`, never past `limit` bytes."""
     if encoding and encoding.strip().lower() not in ("identity", ""):
         if encoding.strip().lower() not in ("gzip", "x-gzip"):
@@ -155,7 +154,7 @@ def body_signer(secret: str) -> "hmac.HMAC":
     return hmac.new(secret.encode(), digestmod=hashlib.sha1)
 
 
-def verify_signature(secret: str | None, raw: bytes, signature: str | None, *,
+def verify_signature(secret: str | None, raw: bytes | bytearray, signature: str | None, *,
                      first_event: bool = False, body_digest: str | None = None) -> None:
     """Raise BadRequest (401) unless X-Signature is the hex HMAC-SHA1 of the whole body with
     the shared secret. With `first_event` (only for a source that asks for it: Segment's
@@ -178,7 +177,7 @@ def verify_signature(secret: str | None, raw: bytes, signature: str | None, *,
     raise BadRequest(f"missing or wrong X-Signature (hex HMAC-SHA1 of {what})", 401)
 
 
-def _first_element(raw: bytes) -> bytes | None:
+def _first_element(raw: bytes | bytearray) -> bytes | None:
     """The exact bytes of the first element of a JSON array body, or None."""
     try:
         text = raw.decode("utf-8")

@@ -277,11 +277,36 @@ async def test_more_bad_inputs(shim: httpx.AsyncClient, destinations: ScriptedSe
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("path", "limit"), [("/webhook/open-hooks", 128000), ("/inbound/callexa-sync-back", 500)])
+@pytest.mark.parametrize(("path", "limit"), [("/webhook/open-hooks", "16 MB"), ("/inbound/callexa-sync-back", "500 KB")])
+@pytest.mark.parametrize("declared", [True, False])
+async def test_webhook_and_inbound_bodies_are_bounded(shim: httpx.AsyncClient, path: str, limit: str,
+                                                      declared: bool) -> None:
+    size = (16 * 1024 if limit == "16 MB" else 500) * 1024 + 10
+    body = b"[" + b" " * size + b"]"
+
+    async def streamed() -> AsyncIterator[bytes]:  # chunked: no Content-Length to go by
+        for start in range(0, len(body), 65536):
+            yield body[start:start + 65536]
+    reply = await shim.post(path, content=body if declared else streamed())
+    assert (reply.status_code, reply.json()) == (413, {
+        "success": False, "code": "too_large", "message": f"the body is larger than {limit}"})
+
+
 @pytest.mark.anyio
-async def test_webhook_and_inbound_bodies_are_bounded(shim: httpx.AsyncClient, path: str, limit: int) -> None:
-    reply = await shim.post(path, content=b"[" + b" " * (limit * 1024 + 10) + b"]")
-    assert (reply.status_code, reply.json()["message"]) == (400, f"the body is larger than {limit} KB")
+async def test_a_source_sets_its_webhook_body_limit_and_gzip_counts_inflated(
+        tmp_path: Path, destinations: ScriptedServer) -> None:
+    config = shim_config(tmp_path, destinations.url())
+    config.write_text(config.read_text().replace(
+        "write_key: other-write-key-456", "write_key: other-write-key-456\n    webhook_max_body: 64 KB"))
+    event = {"type": "track", "userId": "u1", "event": "Signed Up", "properties": {"pad": "x" * 20_000}}
+    async with in_process(config) as shim:
+        assert (await shim.post("/webhook/open-hooks", json=[event, {**event, "userId": "u2"}])).json() \
+            == {"success": True}
+        reply = await shim.post("/webhook/open-hooks", json=[event] * 4)
+        assert (reply.status_code, reply.json()["message"]) == (413, "the body is larger than 64 KB")
+        bomb = gzip.compress(json.dumps([event] * 40).encode())  # 2 KB that inflate to 800 KB
+        reply = await shim.post("/webhook/open-hooks", content=bomb, headers={"Content-Encoding": "gzip"})
+        assert (reply.status_code, reply.json()["message"]) == (413, "the body is larger than 64 KB")
 
 
 def _actions_batch(count: int, prefix: str) -> tuple[bytes, bytes]:
