@@ -3,6 +3,7 @@
     python benchmarks/bench_hostile.py context   [--code DIR]   # a batch's shared context
     python benchmarks/bench_hostile.py casing    [--code DIR]   # huge trait keys
     python benchmarks/bench_hostile.py webhook   [--code DIR]   # big webhook bodies, bad signature
+    python benchmarks/bench_hostile.py slow      [--code DIR]   # clients that trickle
 
 Each runs `python -m engine serve` as its own process on 127.0.0.1 (dry-run, the shipped
 mappings) and attacks it as a client with a write key (or none, for webhooks) could:
@@ -15,6 +16,9 @@ mappings) and attacks it as a client with a write key (or none, for webhooks) co
 - webhook: 4 concurrent ~119 MB bodies with a wrong X-Signature, declared in Content-Length,
   then the same streamed without it (chunked), then 8 concurrent bodies of 15 MB (under
   the default limit of 16 MB): the shim's peak resident memory.
+
+- slow: 500 connections that send a byte a second, half never finishing their head, half
+  their body: the shim's open files after 1 and after 71 seconds.
 
 `--code DIR` runs the engine found in DIR (a checkout of another version, say, exported
 with `git archive`), to compare before and after in one sitting.
@@ -192,14 +196,42 @@ def _webhook(code: Path, size: int, clients: int) -> None:
         print(f"  answers                  {sorted(set(outcomes))}")
 
 
+def slow(code: Path) -> None:
+    with shim(code) as (url, pid):
+        port = int(url.rsplit(":", 1)[1])
+        fds = lambda: len(os.listdir(f"/proc/{pid}/fd"))  # noqa: E731
+        before = fds()
+        sockets = []
+        for i in range(500):
+            sock = socket.create_connection(("127.0.0.1", port))
+            # Half trickle a head that never ends; half send a head and a body that never ends.
+            sock.sendall(b"POST /v1/track HTTP/1.1\r\nHost: x\r\n" if i % 2 else
+                         b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            sockets.append(sock)
+        time.sleep(1)
+        held = fds()
+        for _ in range(70):  # a byte now and then, for 70 seconds
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.send(b"x")
+            time.sleep(1)
+        after = fds()
+        for sock in sockets:
+            sock.close()
+    print("500 connections sending a byte a second: half never finish the head, half the body")
+    print(f"  shim's open files before {before:>8,}")
+    print(f"  after 1 s                {held:>8,}")
+    print(f"  after 71 s               {after:>8,}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["context", "casing", "webhook"])
+    parser.add_argument("scenario", choices=["context", "casing", "webhook", "slow"])
     parser.add_argument("--code", type=Path, default=ROOT,
                         help="the directory whose engine/ runs (default: this checkout)")
     args = parser.parse_args()
     os.environ.pop("ENGINE_CONFIG", None)
-    {"context": context, "casing": casing, "webhook": webhook}[args.scenario](args.code.resolve())
+    {"context": context, "casing": casing, "webhook": webhook, "slow": slow}[args.scenario](args.code.resolve())
 
 
 if __name__ == "__main__":
