@@ -20,11 +20,19 @@ import orjson
 from .errors import EventError
 from .serialization import format_datetime, parse_datetime
 
-__all__ = ["CALL_TYPES", "normalize_event", "apply_batch_defaults", "batch_defaults",
-           "with_batch_defaults", "enrich"]
+__all__ = ["CALL_TYPES", "MESSAGE_FIELDS", "normalize_event", "apply_batch_defaults",
+           "batch_defaults", "with_batch_defaults", "enrich"]
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 """The six call types of the Segment spec."""
+
+MESSAGE_FIELDS = frozenset({
+    "type", "userId", "anonymousId", "messageId", "timestamp", "originalTimestamp", "sentAt",
+    "receivedAt", "context", "integrations", "version", "channel", "event", "properties",
+    "traits", "groupId", "name", "category", "previousId", "projectId", "writeKey",
+})
+"""The top-level fields of a Segment message (its custom data lives in properties and
+traits): the names a mapping's templates may read from a message."""
 
 _NEEDS = {"track": "event", "group": "groupId"}
 _BATCH_DEFAULTS = ("context", "integrations")
@@ -61,7 +69,8 @@ def _checked(event: dict[str, Any]) -> dict[str, Any]:
         event = {**event, "type": call.lower()}
         call = call.lower()
     if not (_present(event.get("userId")) or _present(event.get("anonymousId"))):
-        raise EventError(f"a {call} event needs a userId or an anonymousId")
+        article = "an" if call[:1] in "aeiou" else "a"
+        raise EventError(f"{article} {call} event needs a userId or an anonymousId")
     needed = _NEEDS.get(call)
     if needed and not _present(event.get(needed)):
         raise EventError(f"a {call} event needs '{needed}'")

@@ -6,14 +6,32 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from cerberus import Validator
+from cerberus import SchemaError, Validator, errors
 
 from ..errors import SettingsError
 from ..redact import redact
+from .functions import REGEX_TIMEOUT, compile_regex
 
 __all__ = ["SettingsSchema"]
 
 _ENGINE_KEYS = {"secret", "description"}
+
+
+class _SettingsValidator(Validator):  # type: ignore[misc]  # cerberus is untyped
+    """Cerberus, with `regex` run by the `regex` module and stopped in time: a mapping file
+    may come from someone we do not trust, and `(a+)+$` must not hold the process."""
+
+    def _validate_regex(self, pattern: str, field: str, value: Any) -> None:
+        """{'type': 'string'}"""
+        if not isinstance(value, str):
+            return
+        try:
+            matched = compile_regex(pattern).fullmatch(value, timeout=REGEX_TIMEOUT)
+        except TimeoutError:
+            self._error(field, f"the pattern {pattern!r} took too long on this value")
+            return
+        if matched is None:
+            self._error(field, errors.REGEX_MISMATCH)
 
 
 @dataclass(frozen=True)
@@ -36,10 +54,19 @@ class SettingsSchema:
             schema[name] = rule
         return schema
 
+    def schema_problem(self, name: str) -> str | None:
+        """Why setting `name`'s rules (its `schema` of items, say) are not valid Cerberus
+        rules, or None."""
+        try:
+            _SettingsValidator({name: self.cerberus_schema()[name]})
+        except SchemaError as exc:
+            return f"not valid setting rules: {' '.join(str(exc).split())}"
+        return None
+
     def validate(self, settings: Mapping[str, Any] | None) -> dict[str, Any]:
         """Return the settings with defaults filled in, or raise SettingsError naming each
         problem (a missing required setting is named). Secret values never appear in it."""
-        validator = Validator(self.cerberus_schema(), allow_unknown=False)
+        validator = _SettingsValidator(self.cerberus_schema(), allow_unknown=False)
         if validator.validate(dict(settings or {}), normalize=True):
             checked: dict[str, Any] = validator.document
             return checked
