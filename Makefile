@@ -13,7 +13,7 @@ PROMTOOL := /usr/bin/promtool
 SYSTEM   := $(VENV)/.system-packages
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-other-pythons validate bench map-sample clean
+.PHONY: run test test-other-pythons fuzz validate bench map-sample clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ test-other-pythons: $(JS_STAMP) $(SYSTEM)
 		$$venv/bin/python -m pytest -q -n auto --dist worksteal || exit 1; \
 	done
 
+# The fuzz suite (tests/http/test_fuzz.py) at length: 5,000 cases a test instead of the 60
+# `make test` runs (about ten minutes on 2 cores).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -n auto --dist worksteal tests/http/test_fuzz.py
+
 map-sample: $(STAMP)
 	$(PY) -m engine map --destination calixa --setting api_key=demo-key \
 		--setting endpoint=https://calixa.example/segment docs/sample-events.ndjson
@@ -77,6 +82,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_shim.py
 	$(PY) benchmarks/bench_delivery.py
 	$(PY) benchmarks/bench_http_clients.py
+	$(PY) benchmarks/bench_hostile.py context
+	$(PY) benchmarks/bench_hostile.py casing
+	$(PY) benchmarks/bench_hostile.py webhook
 
 clean:
 	rm -rf $(VENV) .venv-3.* .pytest_cache var $(JS)/node_modules

@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 from cerberus import Validator
 
@@ -35,7 +35,7 @@ from .mapping.schema import flatten_errors
 from .mapping.yaml_reader import SourceDocument, read_yaml
 
 __all__ = ["Config", "DeliveryConfig", "SourceConfig", "InboundConfig", "Source", "load_config",
-           "RESERVED_SOURCE_NAMES"]
+           "RESERVED_SOURCE_NAMES", "MAX_WEBHOOK_BODY"]
 
 RESERVED_SOURCE_NAMES = frozenset({"inbound"})
 """Names no source may take: "inbound" marked inbound jobs in outboxes written before inbound
@@ -43,6 +43,7 @@ mappings were sources of their own (such jobs are still delivered with their map
 settings)."""
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+WebhookSignature = Literal["body", "first_event"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -68,6 +69,11 @@ class SourceConfig:
     write_key: str
     destinations: Mapping[str, Mapping[str, Any]]
     webhook_secret: str | None = None
+    webhook_signature: WebhookSignature = "body"
+    """What X-Signature signs: the whole body (the default), or, for a batch, its first event
+    alone ("first_event", as Segment's Actions Webhooks sign batches: weaker, see README)."""
+    webhook_max_body: int = 16 * 1024 * 1024
+    """The largest webhook body taken, in bytes (after decompression too)."""
     kind: ClassVar[str] = "segment"
 
 
@@ -207,6 +213,9 @@ SCHEMA = {
         "name": {"type": "string", "required": True, "regex": r"[A-Za-z0-9_.-]+"},
         "write_key": {"type": "string", "required": True, "empty": False},
         "webhook_secret": {"type": "string", "nullable": True},
+        "webhook_signature": {"type": "string", "allowed": ["body", "first_event"],
+                              "default": "body"},
+        "webhook_max_body": {"type": ["integer", "string"], "default": "16 MB"},
         "destinations": {"type": "dict", "default": {},
                          "valuesrules": {"type": "dict"}},
     }}},
@@ -235,6 +244,22 @@ def _interpolate(value: Any, path: tuple[Any, ...], doc: SourceDocument,
         problems.append(Problem(doc.locate(path), f"environment variable {name} is not set"))
         return ""
     return _ENV.sub(replace, value)
+
+
+MAX_WEBHOOK_BODY = 128 * 1024 * 1024
+"""The largest webhook_max_body allowed: Segment's Actions Webhooks batch up to 4,000 events,
+32 KB each at the most."""
+_SIZE = re.compile(r"\s*(\d+)\s*(KB|MB|B)?\s*", re.IGNORECASE)
+
+
+def _size(value: Any) -> int | None:
+    """A size in bytes: an integer, or text like "512 KB" or "16 MB" (KB = 1,024 bytes)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    return int(match.group(1)) * {"kb": 1024, "mb": 1024 * 1024}.get((match.group(2) or "").lower(), 1)
 
 
 def _is_ip(text: str) -> bool:
@@ -296,8 +321,17 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
                 for message in exc.messages:
                     problems.append(Problem(doc.locate(dest_path, key=True),
                                             f"source '{raw['name']}', {slug}: {message}"))
+        if raw["webhook_signature"] != "body" and not raw.get("webhook_secret"):
+            problems.append(Problem(doc.locate(where + ("webhook_signature",)),
+                                    "webhook_signature needs a webhook_secret to check"))
+        max_body = _size(raw["webhook_max_body"])
+        if max_body is None or not 1024 <= max_body <= MAX_WEBHOOK_BODY:
+            problems.append(Problem(doc.locate(where + ("webhook_max_body",)),
+                                    f"webhook_max_body must be a size from 1 KB to 128 MB "
+                                    f"(like 512 KB, 16 MB, or bytes), got {raw['webhook_max_body']!r}"))
+            max_body = SourceConfig.webhook_max_body
         sources.append(SourceConfig(raw["name"], raw["write_key"], raw["destinations"],
-                                    raw.get("webhook_secret")))
+                                    raw.get("webhook_secret"), raw["webhook_signature"], max_body))
     inbound = {}
     for slug, raw in data["inbound"].items():
         where = ("inbound", slug)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["EngineError", "Location", "Problem", "MappingError", "ConfigError", "EventError",
-           "SettingsError", "RenderError", "UsageError", "BadRequest", "DeliveryLocked"]
+           "SettingsError", "RenderError", "UsageError", "BadRequest", "DeliveryLocked",
+           "StoreUnavailable"]
 
 
 class EngineError(Exception):
@@ -76,14 +77,31 @@ class UsageError(EngineError):
 
 class BadRequest(EngineError):
     """An HTTP request to the shim is refused as a whole: answered with `status` and a JSON
-    error whose `code` names the kind of refusal."""
+    error whose `code` names the kind of refusal (and `Retry-After`, when the client should
+    try again later)."""
 
-    def __init__(self, message: str, status: int = 400, code: str | None = None) -> None:
+    def __init__(self, message: str, status: int = 400, code: str | None = None, *,
+                 retry_after: int | None = None) -> None:
         self.message = message
         self.status = status
+        self.retry_after = retry_after
         self.code = code or {401: "unauthorized", 404: "not_found"}.get(status, "invalid_request")
         super().__init__(message)
 
 
 class DeliveryLocked(EngineError, RuntimeError):
     """Another process is delivering this outbox."""
+
+
+class StoreUnavailable(EngineError):
+    """The outbox cannot be read or written now: its disk is full, another process holds
+    it locked, its file is corrupt, or it cannot be opened. Every backend raises this for
+    its own failures, so that the shim answers 503 (nothing of the request stored), the
+    command line prints one line, and delivery waits and tries again.
+
+    `reason` says what is wrong in a few words, fit for a client to read (no path);
+    `str()` adds where, for the operator."""
+
+    def __init__(self, reason: str, where: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {where}" if where else reason)

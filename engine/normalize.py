@@ -20,7 +20,8 @@ import orjson
 from .errors import EventError
 from .serialization import format_datetime, parse_datetime
 
-__all__ = ["CALL_TYPES", "MESSAGE_FIELDS", "normalize_event", "apply_batch_defaults", "enrich"]
+__all__ = ["CALL_TYPES", "MESSAGE_FIELDS", "normalize_event", "apply_batch_defaults",
+           "batch_defaults", "with_batch_defaults", "enrich"]
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 """The six call types of the Segment spec."""
@@ -88,18 +89,26 @@ def apply_batch_defaults(messages: Sequence[Any], batch: dict[str, Any]) -> list
     """The messages of a batch with its top-level `context` and `integrations` merged into
     each one (the message's own keys win). Messages that are not objects are left as they
     are, for `normalize_event` to reject."""
-    shared = {k: batch[k] for k in _BATCH_DEFAULTS if isinstance(batch.get(k), dict)}
-    if not shared:
-        return list(messages)
-    merged = []
-    for message in messages:
-        if isinstance(message, dict):
-            message = dict(message)
-            for key, value in shared.items():
-                own = message.get(key)
-                message[key] = {**value, **own} if isinstance(own, dict) else value
-        merged.append(message)
-    return merged
+    shared = batch_defaults(batch)
+    return [with_batch_defaults(message, shared) for message in messages] if shared else list(messages)
+
+
+def batch_defaults(batch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What a batch shares with each of its messages: its `context` and `integrations`."""
+    return {k: batch[k] for k in _BATCH_DEFAULTS if isinstance(batch.get(k), dict)}
+
+
+def with_batch_defaults(message: Any, shared: dict[str, dict[str, Any]]) -> Any:
+    """`message` with the batch's `shared` parts merged in (its own keys win). The shared
+    dictionaries are not copied when the message has none of its own: every message of the
+    batch refers to the same one (nothing downstream modifies a message)."""
+    if not shared or not isinstance(message, dict):
+        return message
+    message = dict(message)
+    for key, value in shared.items():
+        own = message.get(key)
+        message[key] = {**value, **own} if isinstance(own, dict) else value
+    return message
 
 
 def enrich(message: dict[str, Any], source: str, received_at: datetime,

@@ -3,14 +3,24 @@ run on asyncio (anyio's pytest plugin, which comes with httpx)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from tests.support.delivery import OPEN
 from tests.support.paths import SNAPSHOTS
+
+
+# The fuzz suite (tests/http/test_fuzz.py): a few seconds in `make test`, many more cases in
+# `make fuzz` (HYPOTHESIS_PROFILE=fuzz). One app serves every example of a test, on purpose.
+_SHARED = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=_SHARED)
+settings.register_profile("fuzz", max_examples=5000, deadline=None, suppress_health_check=_SHARED)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 class ProjectSnapshots(JSONSnapshotExtension):

@@ -38,6 +38,16 @@ def write(tmp_path: Path, text: str) -> Path:
      "inbound: {callexa-sync-back: {settings: {write_key: w}}}\n",
      ["config.yaml:1:18: source name 'callexa-sync-back' is taken by the inbound mapping of that name; "
       "pick another"]),
+    ("sources: [{name: w, write_key: k, webhook_signature: first_event}]\n",
+     ["config.yaml:1:54: webhook_signature needs a webhook_secret to check"]),
+    ("sources: [{name: w, write_key: k, webhook_secret: s, webhook_signature: last}]\n",
+     ["config.yaml:1:73: 'webhook_signature': unallowed value last"]),
+    ("sources: [{name: w, write_key: k, webhook_max_body: 2 GB}]\n",
+     ["config.yaml:1:53: webhook_max_body must be a size from 1 KB to 128 MB (like 512 KB, 16 MB, "
+      "or bytes), got '2 GB'"]),
+    ("sources: [{name: w, write_key: k, webhook_max_body: 200000000}]\n",
+     ["config.yaml:1:53: webhook_max_body must be a size from 1 KB to 128 MB (like 512 KB, 16 MB, "
+      "or bytes), got 200000000"]),
     ("inbound: {calixa: {settings: {}}}\n",
      ["config.yaml:1:11: 'calixa' is not an inbound (input: raw) mapping (those: callexa-sync-back)"]),
 ])

@@ -14,7 +14,7 @@ import sys
 from importlib import metadata
 from typing import Callable, Sequence
 
-from ..errors import UsageError
+from ..errors import StoreUnavailable, UsageError
 from .logs import FORMATS, LEVELS
 
 __all__ = ["main"]
@@ -23,7 +23,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (0 done, 1 problems found, 2 usage)."""
+    """Run the command line; return the exit code (0 done, 1 problems found or the outbox
+    cannot be used, 2 usage)."""
     parser = _parser()
     args = parser.parse_args(argv)
     for name, allowed in (("log_level", LEVELS), ("log_format", FORMATS)):
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:  # a full disk, a lock held elsewhere, a corrupt file
+        print(f"error: the outbox cannot be used: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `... | head` is a normal way to stop reading
         return 0
 

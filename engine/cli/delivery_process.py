@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import orjson
 
@@ -25,7 +26,12 @@ __all__ = ["DeliveryProcess"]
 log = logging.getLogger("engine.serve")
 
 RESTART_DELAY = 1.0
-"""Seconds before a delivery process that died is started again."""
+"""Seconds before a delivery process that died is started again. One that dies again soon
+after its start (an outbox it cannot open, say) waits twice as long each time, up to
+RESTART_DELAY_MAX: it is not started again in a tight loop."""
+RESTART_DELAY_MAX = 60.0
+SHORT_RUN = 30.0
+"""Seconds a delivery process must have run for its death to count as a new failure."""
 STOP_TIMEOUT = 40.0
 """Seconds a stopping delivery process gets to finish what it has in flight."""
 
@@ -82,10 +88,12 @@ class DeliveryProcess:
         self.metrics.retire(peer)
 
     def _supervise(self) -> None:
+        delay = RESTART_DELAY / 2  # doubled at the first death
         while not self._stopping.is_set():
             process = self._process
             if process is None:
                 return
+            started = time.monotonic()
             code = process.wait()
             if self._stopping.is_set():
                 return
@@ -96,9 +104,11 @@ class DeliveryProcess:
                 log.error("delivery process %d could not start (see its message above); "
                           "this shim accepts and stores, and nothing delivers", process.pid)
                 return
+            delay = delay * 2 if time.monotonic() - started < SHORT_RUN else RESTART_DELAY
+            delay = min(delay, RESTART_DELAY_MAX)
             log.error("delivery process %d exited with %s; starting another in %gs",
-                      process.pid, code, RESTART_DELAY)
-            if self._stopping.wait(RESTART_DELAY):
+                      process.pid, code, delay)
+            if self._stopping.wait(delay):
                 return
             self._spawn()
 

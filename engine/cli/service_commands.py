@@ -15,9 +15,11 @@ from prometheus_client import start_http_server
 from starlette.applications import Starlette
 
 from ..delivery import open_outbox
+from ..delivery.outbox import job_counts
 from ..delivery.worker import Deliverer, run_forever
 from ..errors import DeliveryLocked, UsageError
 from ..http.app import create_app
+from ..http.server import server_config
 from ..metrics import Metrics
 from . import logs
 from .common import open_config
@@ -47,17 +49,20 @@ def serve(args: argparse.Namespace) -> int:
             log.warning("POST /inbound/%s is not signed: set its secret to require X-Signature",
                         inbound.slug)
     uvicorn_logs = logs.uvicorn_config(args.log_level, args.log_format)
-    if not delivering:
-        _run(create_app(config, deliver=False), args, uvicorn_logs)
-        return 0
-    # Say it now, plainly, rather than as a failed start of the delivery process.
+    # Say it now, plainly (StoreUnavailable: one line), rather than as a traceback of the
+    # app's start or a failed start of the delivery process.
     probe = open_outbox(config.store)
     try:
-        probe.claim_delivery()
+        probe.ping()
+        if delivering:
+            probe.claim_delivery()
     except DeliveryLocked as exc:
         raise UsageError(f"{exc}; stop it, or serve with --no-deliver") from None
     finally:
         probe.close()
+    if not delivering:
+        _run(create_app(config, deliver=False), args, uvicorn_logs)
+        return 0
     metrics = Metrics()
     delivery = DeliveryProcess(config.path, metrics, log_args=(
         "--log-level", args.log_level, "--log-format", args.log_format))
@@ -96,8 +101,8 @@ class _Server(uvicorn.Server):
 def _run(app: Starlette, args: argparse.Namespace, log_config: dict[str, Any]) -> None:
     # X-Forwarded-For is the engine's to judge (trusted_proxies), not uvicorn's: it would
     # believe it from 127.0.0.1 and rewrite the client's address before the app sees it.
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=log_config,
-                            timeout_graceful_shutdown=15, proxy_headers=False)
+    config = server_config(app, host=args.host, port=args.port, log_config=log_config,
+                           timeout_graceful_shutdown=15, proxy_headers=False)
     _Server(config, app).run()
 
 
@@ -111,7 +116,7 @@ def deliver(args: argparse.Namespace) -> int:
     outbox = open_outbox(config.store)
     deliverer = Deliverer(config, outbox)
     if args.metrics_port is not None:
-        deliverer.metrics.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
+        deliverer.metrics.gauges["outbox_jobs"] = lambda: job_counts(outbox)
         try:
             start_http_server(args.metrics_port, args.metrics_host, registry=deliverer.metrics.registry)
         except (OSError, OverflowError, ValueError) as exc:
@@ -123,10 +128,10 @@ def deliver(args: argparse.Namespace) -> int:
             asyncio.run(deliverer.drain(max_seconds=float("inf")))
         else:
             run_forever(deliverer, wake_fd=args.wake_fd, report_fd=args.report_fd)
+        counts = outbox.counts()
     except DeliveryLocked as exc:
         raise UsageError(str(exc)) from None
     finally:
-        counts = outbox.counts()
         outbox.close()
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "outbox empty",
           file=sys.stderr)

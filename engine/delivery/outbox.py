@@ -12,11 +12,12 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence
 
 import orjson
 
+from ..errors import StoreUnavailable
 from ..outcomes import Request
 from ..serialization import format_datetime
 
 __all__ = ["Outbox", "NewJob", "Job", "EnqueueResult", "Delivered", "Retry", "Dead",
-           "JobOutcome", "JobStatus", "recorded_view", "DEDUPE_WINDOW", "ONCE_RECHECK", "MAX_STORED_BODY"]
+           "JobOutcome", "JobStatus", "recorded_view", "job_counts", "DEDUPE_WINDOW", "ONCE_RECHECK", "MAX_STORED_BODY"]
 
 DEDUPE_WINDOW = 24 * 3600.0
 """Seconds during which a second request with the same (destination, messageId) is a
@@ -146,6 +147,11 @@ class Outbox(Protocol):
     - **dead letters** are kept, with their last status, error and response body, until
       replayed or purged; delivered and suppressed jobs are pruned after DEDUPE_WINDOW.
     It never sees secrets: jobs come without their auth headers (see NewJob).
+
+    A store that cannot be used (a full disk, a lock held too long, a corrupt file, a
+    server that cannot be reached) raises `engine.errors.StoreUnavailable` from any method,
+    with a transaction rolled back whole: callers answer 503, print one line, or wait and
+    try again.
     """
 
     clock: Callable[[], float]
@@ -213,6 +219,15 @@ class Outbox(Protocol):
     def close(self) -> None:
         """Release the store (and the right to deliver it). Closing twice is harmless."""
         ...
+
+
+def job_counts(outbox: Outbox) -> dict[str, float]:
+    """`outbox.counts()` for a metrics gauge: none while the outbox cannot be read (what
+    /health and the logs say)."""
+    try:
+        return {status: float(count) for status, count in outbox.counts().items()}
+    except StoreUnavailable:
+        return {}
 
 
 def recorded_view(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 
 from ..config import DeliveryConfig
-from .outbox import MAX_STORED_BODY, Job
+from .outbox import Job
 
 __all__ = ["Attempt", "send", "exchange", "client_session", "backoff", "retry_after_seconds", "is_retryable",
            "MAX_RESPONSE_BODY"]
@@ -85,7 +85,7 @@ async def _read_up_to(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 MAX_RESPONSE_BODY = 65536
 """Bytes of a response body read at the most: enough for a dead letter (which keeps
-MAX_STORED_BODY characters), never a whole large body in memory."""
+outbox.MAX_STORED_BODY characters), never a whole large body in memory."""
 
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
@@ -148,5 +148,7 @@ async def exchange(session: aiohttp.ClientSession, method: str, url: str,
     if 200 <= status < 300:
         return Attempt(True, False, status, "", text)
     reason = f"HTTP {status}" + (" (call type not supported)" if status == 501 else "")
-    return Attempt(False, is_retryable(status), status, reason, text[:MAX_STORED_BODY],
+    # Whole (up to MAX_RESPONSE_BODY): cut before redaction, a secret split at the cut
+    # would be kept in part.
+    return Attempt(False, is_retryable(status), status, reason, text,
                    retry_after_seconds(retry_after))

@@ -7,16 +7,18 @@ process that starts delivering frees the leases of one that died at once.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import IO, Any, Callable, ParamSpec, Sequence, TypeVar
 
 import orjson
 
-from ..errors import DeliveryLocked
+from ..errors import DeliveryLocked, StoreUnavailable
 from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Delivered,
                      EnqueueResult, Job, JobOutcome, JobStatus, NewJob, Retry)
 
@@ -24,6 +26,10 @@ __all__ = ["SQLiteOutbox"]
 
 _STRAYS_RECHECK = 30.0
 """Seconds between two looks for destinations with jobs that the lease is not asked about."""
+
+BUSY_TIMEOUT = 10.0
+"""Seconds a write waits for another process's transaction before the store counts as
+locked (StoreUnavailable): the engine's own transactions take milliseconds."""
 
 _KEYS_PER_QUERY = 400
 """(destination, messageId) pairs looked up per query: two parameters each, well under
@@ -72,10 +78,49 @@ CREATE TABLE IF NOT EXISTS once_claims (
 """
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+# Failures of the caller's own making (a bad query or value), not of the store.
+_NOT_THE_STORE = (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
+                  sqlite3.NotSupportedError)
+_REASONS = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_BUSY: "the store is locked by another process",
+    sqlite3.SQLITE_LOCKED: "the store is locked by another process",
+    sqlite3.SQLITE_CORRUPT: "the store is corrupt",
+    sqlite3.SQLITE_NOTADB: "the store is corrupt (not a SQLite database)",
+    sqlite3.SQLITE_CANTOPEN: "the store cannot be opened",
+    sqlite3.SQLITE_READONLY: "the store is read-only",
+    sqlite3.SQLITE_IOERR: "the store's disk failed to read or write",
+    sqlite3.SQLITE_PERM: "the store may not be written",
+}
+
+
+def _store_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """SQLite's failures, and the OS's, raised as StoreUnavailable, saying which."""
+    @functools.wraps(method)
+    def translated(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except _NOT_THE_STORE:
+            raise
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if isinstance(exc, OSError):
+                reason = ("the disk is full" if exc.errno == errno.ENOSPC
+                          else "the store cannot be opened")
+            else:
+                code = getattr(exc, "sqlite_errorcode", None)
+                reason = _REASONS.get(code & 0xFF if isinstance(code, int) else -1, "the store failed")
+            raise StoreUnavailable(reason, f"{getattr(args[0], 'path', '?')}: {exc}") from exc
+    return translated
+
+
 class SQLiteOutbox:
     """The outbox in the SQLite file at `path`. Thread-safe: one connection, used under a
     lock."""
 
+    @_store_errors
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +130,7 @@ class SQLiteOutbox:
         self._strays: set[str] = set()
         self._strays_checked = 0.0
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=30)
+                                   timeout=BUSY_TIMEOUT)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
         self._db.executescript(_SCHEMA)
@@ -101,6 +146,7 @@ class SQLiteOutbox:
             self._delivery_lock.close()
             self._delivery_lock = None
 
+    @_store_errors
     def claim_delivery(self) -> int:
         """Become the one process that delivers this outbox, and free the leases left by a
         process that died (the OS releases its lock when it dies, so they are stale).
@@ -135,6 +181,7 @@ class SQLiteOutbox:
         """`enqueue_many` for one source's jobs (a convenience for tools and tests)."""
         return self.enqueue_many([(source, jobs)], status=status)[0]
 
+    @_store_errors
     def enqueue_many(self, batches: Sequence[tuple[str, Sequence[NewJob]]], *,
                      status: JobStatus = "pending") -> list[EnqueueResult]:
         """`enqueue` for several sources' batches in one transaction (one fsync)."""
@@ -184,6 +231,7 @@ class SQLiteOutbox:
 
     # -- delivery ------------------------------------------------------------------------
 
+    @_store_errors
     def lease(self, free: dict[str, int], default_free: int, lease_seconds: float) -> list[Job]:
         """Take due jobs for `lease_seconds`: at most `free[destination]` (else `default_free`)
         per destination, so that nothing leased waits behind a busy destination. Jobs whose
@@ -256,6 +304,7 @@ class SQLiteOutbox:
                            [(now + lease_seconds, job.id) for job in jobs])
         return jobs
 
+    @_store_errors
     def record(self, outcomes: Sequence[JobOutcome]) -> None:
         """Record what became of leased jobs, in one transaction."""
         if not outcomes:
@@ -288,6 +337,7 @@ class SQLiteOutbox:
             db.executemany("UPDATE outbox SET due_at=?, waiting_on=NULL WHERE waiting_on=?"
                            " AND status='pending'", settled)
 
+    @_store_errors
     def next_due(self, *, retries_only: bool = False) -> float | None:
         """When the next pending job is due (leases included), or None. `retries_only`
         leaves out deferred jobs that were never attempted (deliver_after)."""
@@ -304,15 +354,18 @@ class SQLiteOutbox:
 
     # -- inspection and repair -----------------------------------------------------------
 
+    @_store_errors
     def ping(self) -> None:
         with self._lock:
             self._db.execute("SELECT 1 FROM outbox LIMIT 1").fetchall()
 
+    @_store_errors
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status").fetchall()
         return dict(rows)
 
+    @_store_errors
     def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = (),
              sources: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Stored rows with a status, newest first, as dictionaries for people to read."""
@@ -348,6 +401,7 @@ class SQLiteOutbox:
         """Delete dead letters for good."""
         return self._reset("dead", ids, all_dead, replay=False)
 
+    @_store_errors
     def _reset(self, status: JobStatus, ids: Sequence[int], everything: bool, *, replay: bool) -> int:
         if not ids and not everything:
             return 0
@@ -363,6 +417,7 @@ class SQLiteOutbox:
                 cursor = db.execute(f"DELETE FROM outbox WHERE {where}", params)
             return cursor.rowcount
 
+    @_store_errors
     def prune(self, older_than: float = DEDUPE_WINDOW) -> int:
         """Forget delivered and suppressed jobs, and dedupe entries, older than `older_than`
         (24 hours: what dedupe needs). Once claims are kept for their own windows; dead
@@ -398,6 +453,20 @@ class _Tx:
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
         try:
-            self.db.execute("ROLLBACK" if kind else "COMMIT")
+            if kind is None:
+                try:
+                    self.db.execute("COMMIT")
+                except BaseException:  # a full disk, say: the transaction is still open
+                    self._rollback()
+                    raise
+            else:
+                self._rollback()
         finally:
             self.lock.release()
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the error that brought us here says more

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from ..config import Config
-from ..errors import EventError, SettingsError
+from ..errors import EventError, SettingsError, StoreUnavailable
 from ..metrics import Metrics
 from ..redact import redact
 from .outbox import MAX_STORED_BODY, Dead, Delivered, Job, JobOutcome, Outbox, Retry
@@ -39,6 +39,9 @@ PRUNE_INTERVAL = 600.0
 """Seconds between two prunings of delivered jobs and old dedupe entries."""
 IDLE_RECHECK = 0.1
 """Seconds between two looks while due jobs wait for a slot (a finished send also wakes)."""
+STORE_RETRY_MAX = 30.0
+"""The longest wait, in seconds, between two tries of an outbox that cannot be used (a full
+disk, a lock held elsewhere): the wait doubles from one second up to it."""
 
 
 class Deliverer:
@@ -59,6 +62,8 @@ class Deliverer:
         # of their destination, and bulk items still gathering, per (source, destination).
         self._queued: dict[str, deque[list[Job]]] = {}
         self._forming: dict[tuple[str, str], tuple[float, list[Job]]] = {}
+        self._store_down: str | None = None  # why the outbox failed, until it works again
+        self._store_waits = 0
 
     def _client(self) -> aiohttp.ClientSession:
         # Slots per destination are the worker's to count; destinations may share a host.
@@ -66,31 +71,74 @@ class Deliverer:
         return client_session(per_destination * max(1, len(self.config.destinations)), 0)
 
     def _flush(self) -> None:
-        """Record the outcomes of the sends that finished, in one transaction."""
+        """Record the outcomes of the sends that finished, in one transaction. If the outbox
+        cannot take them now, they are kept for the next try (their jobs stay leased, and
+        this process does not send them again meanwhile)."""
         if self._outcomes:
             outcomes, self._outcomes = self._outcomes, []
-            self.outbox.record(outcomes)
+            try:
+                self.outbox.record(outcomes)
+            except StoreUnavailable:
+                self._outcomes = outcomes + self._outcomes
+                raise
+
+    async def _wait_for_store(self, exc: StoreUnavailable, stop: asyncio.Event) -> None:
+        """The outbox failed: say so once (not once a turn), and wait before the next try,
+        longer each time, up to STORE_RETRY_MAX seconds, or until `stop`."""
+        if self._store_down != str(exc):
+            log.error("the outbox cannot be used: %s; delivery tries again, waiting up to %gs "
+                      "between tries", exc, STORE_RETRY_MAX)
+        self._store_down = str(exc)
+        delay = min(STORE_RETRY_MAX, 2.0 ** self._store_waits)
+        self._store_waits += 1
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    def _store_works(self) -> None:
+        if self._store_down is not None:
+            log.warning("the outbox works again (it failed: %s); delivery goes on", self._store_down)
+            self._store_down = None
+            self._store_waits = 0
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 30.0) -> None:
         """Deliver until `stop` is set; then let requests in flight finish (up to
         `drain_timeout` seconds; what is cut off stays leased and is retried later).
-        Raises DeliveryLocked if another process delivers this outbox."""
-        self.outbox.claim_delivery()
+        Raises DeliveryLocked if another process delivers this outbox. An outbox that cannot
+        be used (StoreUnavailable) is logged once and tried again, ever less often."""
+        while True:
+            try:
+                self.outbox.claim_delivery()
+                break
+            except StoreUnavailable as exc:
+                if stop.is_set():
+                    return
+                await self._wait_for_store(exc, stop)
         tasks: set[asyncio.Task[None]] = set()
         next_prune = 0.0
         async with self._client() as client:
             while not stop.is_set():
-                if time.monotonic() >= next_prune:  # keep the outbox from growing forever
-                    self.outbox.prune()
-                    next_prune = time.monotonic() + PRUNE_INTERVAL
-                started = self._start(client, tasks, force=False)
+                try:
+                    if time.monotonic() >= next_prune:  # keep the outbox from growing forever
+                        self.outbox.prune()
+                        next_prune = time.monotonic() + PRUNE_INTERVAL
+                    started = self._start(client, tasks, force=False)
+                    if not started:
+                        await self._idle(stop)
+                except StoreUnavailable as exc:
+                    await self._wait_for_store(exc, stop)
+                    continue
+                self._store_works()
                 if started:
                     await asyncio.sleep(0)
-                    continue
-                await self._idle(stop)
             if tasks:
                 await asyncio.wait(tasks, timeout=drain_timeout)
-            self._flush()
+            try:
+                self._flush()
+            except StoreUnavailable as exc:
+                log.error("the outcomes of %d sends could not be recorded (%s): their jobs are "
+                          "sent again by the next delivering process", len(self._outcomes), exc)
 
     async def drain(self, *, max_seconds: float = 60.0) -> None:
         """Deliver until nothing is in flight or waiting for a retry (for tests and
@@ -254,7 +302,7 @@ class Deliverer:
             if index in failed:
                 self._failed(job, Attempt(False, True, attempt.status,
                                           f"item {index} of a bulk request of {len(jobs)} failed",
-                                          (attempt.body or "")[:MAX_STORED_BODY] or None))
+                                          attempt.body or None))
             else:
                 self._delivered(job, attempt.status or 200)
 
@@ -319,8 +367,9 @@ class Deliverer:
 
     def _dead(self, job: Job, attempt: Attempt) -> None:
         self._decided.add(job.id)
-        self._outcomes.append(Dead(job, attempt.status, redact(attempt.error, self._secrets),
-                                   redact(attempt.body, self._secrets) if attempt.body else None))
+        # Redacted whole, then cut: a secret across the cut would be kept in part.
+        body = redact(attempt.body, self._secrets)[:MAX_STORED_BODY] if attempt.body else None
+        self._outcomes.append(Dead(job, attempt.status, redact(attempt.error, self._secrets), body))
         self.metrics.inc("requests_dead_lettered_total", destination=job.destination)
         log.warning("job %s to %s is a dead letter: %s", job.id, job.destination,
                     redact(attempt.error, self._secrets))

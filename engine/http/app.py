@@ -29,16 +29,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request as HTTPRequest
+from starlette.requests import ClientDisconnect, Request as HTTPRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config, Source, SourceConfig
 from ..delivery import Outbox, open_outbox
-from ..delivery.outbox import recorded_view
+from ..delivery.outbox import job_counts, recorded_view
 from ..delivery.worker import Deliverer
-from ..errors import BadRequest, EngineError
+from ..errors import BadRequest, EngineError, StoreUnavailable
 from ..intake import EventResult, Intake
 from ..mapping.preview import preview
 from ..metrics import Metrics
@@ -46,8 +46,9 @@ from ..normalize import enrich
 from ..redact import redact
 from .group_commit import GroupCommit
 from .openapi import openapi_document
-from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK, MAX_WEBHOOK_MESSAGES,
-                           SHORT_PATHS, decode_body, message_problem, messages_of,
+from .bodies import BodyBudget, declared_length, read_body
+from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK_MESSAGES, SHORT_PATHS,
+                           Checked, body_signer, decode_body, message_problem, messages_of,
                            verify_signature, write_key_from)
 
 __all__ = ["create_app"]
@@ -62,29 +63,33 @@ class _State:
     intake: Intake
     metrics: Metrics
     commits: GroupCommit
+    bodies: BodyBudget
+    """The large bodies (webhooks) read and handled at once hold this many bytes at most."""
     deliverer: Deliverer | None = None
     delivery: DeliveryHandle | None = None
     draining: bool = False
+    store_problem: str | None = None
+    """Why the last commit failed (StoreUnavailable), until one succeeds: /health says it."""
+
+    def store_failed(self, exc: StoreUnavailable) -> None:
+        """Note a failed commit; the first of a kind is logged (not one line a request)."""
+        if self.store_problem != str(exc):
+            log.error("the outbox cannot take events: %s; answering 503 until it can", exc)
+        self.store_problem = str(exc)
+
+    def store_works(self) -> None:
+        if self.store_problem is not None:
+            log.warning("the outbox takes events again (it failed: %s)", self.store_problem)
+            self.store_problem = None
 
 
 def _error(message: str, status: int = 400, code: str = "invalid_request") -> JSONResponse:
     return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
 
 
-async def _read_raw(request: HTTPRequest, limit: int = MAX_BATCH) -> bytes:
-    """The body as sent, read no further than `limit` bytes on the wire."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(f"the body is larger than {limit // 1024} KB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _read(request: HTTPRequest, limit: int = MAX_BATCH) -> Any:
     """The decoded JSON body (gunzipped if need be), never more than `limit` bytes."""
-    return decode_body(await _read_raw(request, limit), request.headers.get("content-encoding"), limit)
+    return decode_body(await read_body(request, limit), request.headers.get("content-encoding"), limit)
 
 
 def _state(request: HTTPRequest) -> _State:
@@ -105,7 +110,12 @@ def _source(state: _State, request: HTTPRequest, body: Any) -> SourceConfig:
 async def _accept(state: _State, source: Source, events: list[Any]) -> list[EventResult]:
     """Take `events` in through the intake (a commit shared with concurrent requests, off
     the event loop); durable when it returns."""
-    results, stored = await state.commits.accept(source, events)
+    try:
+        results, stored = await state.commits.accept(source, events)
+    except StoreUnavailable as exc:
+        state.store_failed(exc)
+        raise
+    state.store_works()
     if stored.stored:
         if state.deliverer is not None:
             state.deliverer.wakeup.set()
@@ -114,27 +124,37 @@ async def _accept(state: _State, source: Source, events: list[Any]) -> list[Even
     return results
 
 
-async def _accept_messages(state: _State, source: SourceConfig, messages: list[Any],
-                           sent_at: Any = None, ip: str | None = None) -> JSONResponse:
-    """Enrich Segment messages as the tracking API does (`ip`: the client's, for those with
-    no `context.ip`), take them in, and answer with the ones rejected (`{"index",
-    "message"}`); the others are kept."""
+def _enriched(source: SourceConfig, checked: list[Checked], sent_at: Any = None,
+              ip: str | None = None) -> tuple[list[dict[str, Any]], list[tuple[int, dict[str, Any]]]]:
+    """Segment messages enriched as the tracking API does (`ip`: the client's, for those
+    with no `context.ip`): the ones rejected (`{"index", "message"}`), and the others with
+    their index."""
     received_at = datetime.now(timezone.utc)
     rejected: list[dict[str, Any]] = []
     kept: list[tuple[int, dict[str, Any]]] = []
-    for index, message in enumerate(messages):
-        problem = "a message must be a JSON object" if not isinstance(message, dict) \
-            else message_problem(message)
+    for index, (message, problem) in enumerate(checked):
         if problem is not None:
             rejected.append({"index": index, "message": problem})
         else:
             kept.append((index, enrich(message, source.name, received_at, sent_at, ip)))
+    return rejected, kept
+
+
+async def _accept_messages(state: _State, source: SourceConfig, checked: list[Checked],
+                           sent_at: Any = None, ip: str | None = None) -> JSONResponse:
+    """Enrich Segment messages, take them in, and answer with the ones rejected (`{"index",
+    "message"}`); the others are kept. Many messages (a batch) are enriched off the event
+    loop: that is work in proportion to their size, and /health must not wait for it."""
+    if len(checked) > 1:
+        rejected, kept = await asyncio.to_thread(_enriched, source, checked, sent_at, ip)
+    else:
+        rejected, kept = _enriched(source, checked, sent_at, ip)
     results = await _accept(state, source, [message for _, message in kept])
     for (index, _), result in zip(kept, results, strict=True):
         if result.error is not None:
             rejected.append({"index": index, "message": result.error})
     rejected.sort(key=lambda r: r["index"])
-    total = len(messages)
+    total = len(checked)
     if total and len(rejected) == total:
         if total == 1:
             return _error(rejected[0]["message"], code="invalid_message")
@@ -161,21 +181,49 @@ async def tracking(request: HTTPRequest) -> Response:
     ip = state.config.client_ip(request.client.host if request.client else None, forwarded)
     if call in CALL_TYPES:
         return await _accept_messages(state, source, messages_of(body, call), ip=ip)
-    return await _accept_messages(state, source, messages_of(body, None), body.get("sentAt"), ip)
+    # A batch's shared parts are measured once, yet merging them into each message is
+    # still work in proportion to the batch: off the event loop.
+    checked = await asyncio.to_thread(messages_of, body, None)
+    return await _accept_messages(state, source, checked, body.get("sentAt"), ip)
+
+
+LARGE_BODY = 1024 * 1024
+"""Bytes of a body past which it is decoded off the event loop."""
 
 
 async def webhook(request: HTTPRequest) -> Response:
+    """A Segment Webhooks destination's call. Its size is bounded (the source's
+    webhook_max_body, from Content-Length before reading, then as it streams), it holds its
+    share of the body budget while handled, and its signature is computed as it arrives:
+    a body with a wrong one is never decoded."""
     state = _state(request)
     source = state.config.source(request.path_params["source"])
     if source is None:
         raise BadRequest("unknown source", 404)
-    raw = await _read_raw(request, MAX_WEBHOOK)
-    verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"))
-    body = decode_body(raw, request.headers.get("content-encoding"), MAX_WEBHOOK)
-    messages = body if isinstance(body, list) else [body]
-    if len(messages) > MAX_WEBHOOK_MESSAGES:
-        raise BadRequest(f"a webhook batch holds at most {MAX_WEBHOOK_MESSAGES} events")
-    return await _accept_messages(state, source, messages)
+    limit = source.webhook_max_body
+    encoding = request.headers.get("content-encoding")
+    declared = declared_length(request)
+    # A compressed body inflates up to the limit: it holds that much.
+    holds = limit if encoding or declared is None else min(declared, limit)
+    signer = body_signer(source.webhook_secret) if source.webhook_secret else None
+    async with state.bodies.hold(holds):
+        raw = await read_body(request, limit, too_large=413, signer=signer)
+        verify_signature(source.webhook_secret, raw, request.headers.get("x-signature"),
+                         first_event=source.webhook_signature == "first_event",
+                         body_digest=signer.hexdigest() if signer is not None else None)
+        try:
+            body = (await asyncio.to_thread(decode_body, raw, encoding, limit) if len(raw) > LARGE_BODY
+                    else decode_body(raw, encoding, limit))
+        except BadRequest as exc:
+            if exc.message.startswith("the body is larger than"):  # inflated past the limit
+                raise BadRequest(exc.message, 413, "too_large") from None
+            raise
+        del raw
+        messages = body if isinstance(body, list) else [body]
+        if len(messages) > MAX_WEBHOOK_MESSAGES:
+            raise BadRequest(f"a webhook batch holds at most {MAX_WEBHOOK_MESSAGES} events")
+        checked = await asyncio.to_thread(lambda: [(m, message_problem(m)) for m in messages])
+        return await _accept_messages(state, source, checked)
 
 
 async def inbound(request: HTTPRequest) -> Response:
@@ -184,8 +232,10 @@ async def inbound(request: HTTPRequest) -> Response:
     source = state.config.inbound.get(slug)
     if source is None:
         raise BadRequest(f"no inbound mapping '{slug}' is configured", 404)
-    raw = await _read_raw(request)
-    verify_signature(source.secret, raw, request.headers.get("x-signature"))
+    signer = body_signer(source.secret) if source.secret else None
+    raw = await read_body(request, MAX_BATCH, too_large=413, signer=signer)
+    verify_signature(source.secret, raw, request.headers.get("x-signature"),
+                     body_digest=signer.hexdigest() if signer is not None else None)
     body = decode_body(raw, request.headers.get("content-encoding"))
     items = body if isinstance(body, list) else [body]
     replies: list[dict[str, Any]] = []
@@ -235,13 +285,29 @@ async def recorded(request: HTTPRequest) -> Response:
 
 
 async def health(request: HTTPRequest) -> Response:
+    """Liveness and the outbox's counts; 503 with the reason while the outbox cannot be read,
+    or since a commit failed (a full disk lets it be read) until one succeeds."""
     state = _state(request)
-    counts = await asyncio.to_thread(state.outbox.counts)
-    return JSONResponse({"status": "ok", "dry_run": state.config.dry_run,
-                         "delivering": state.deliverer is not None
-                         or (state.delivery is not None and state.delivery.running),
-                         "outbox": counts})
+    problem = state.store_problem
+    counts: dict[str, int] | None = None
+    try:
+        counts = await asyncio.to_thread(state.outbox.counts)
+    except StoreUnavailable as exc:
+        problem = str(exc)
+    body: dict[str, Any] = {"status": "ok" if problem is None else "store unavailable",
+                            "dry_run": state.config.dry_run,
+                            "delivering": state.deliverer is not None
+                            or (state.delivery is not None and state.delivery.running),
+                            "outbox": counts}
+    if problem is not None:
+        body["problem"] = problem
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
+    return JSONResponse(body)
 
+
+BODY_BUDGET = 64 * 1024 * 1024
+"""Bytes of webhook bodies held at once across requests (at least the largest source's
+webhook_max_body): four concurrent bodies of 119 MB took the shim to 974 MB before."""
 
 MIN_FREE_DISK = 64 * 1024 * 1024
 """Bytes free on the outbox's disk below which the shim says it is not ready."""
@@ -257,7 +323,11 @@ async def ready(request: HTTPRequest) -> Response:
     try:
         await asyncio.to_thread(state.outbox.ping)
     except Exception as exc:  # whatever the store says, it is not ready
-        problems.append(f"store unavailable: {type(exc).__name__}: {exc}")
+        problems.append(f"store unavailable: {exc}" if isinstance(exc, StoreUnavailable)
+                        else f"store unavailable: {type(exc).__name__}: {exc}")
+    else:
+        if state.store_problem is not None:
+            problems.append(f"store unavailable: {state.store_problem}")
     try:
         free = shutil.disk_usage(state.config.store.parent).free
     except OSError as exc:
@@ -286,7 +356,35 @@ async def metrics_endpoint(request: HTTPRequest) -> Response:
 
 async def _bad_request(request: HTTPRequest, exc: Exception) -> Response:
     assert isinstance(exc, BadRequest)
-    return _error(exc.message, exc.status, exc.code)
+    response = _error(exc.message, exc.status, exc.code)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if exc.status in (408, 413):  # the rest of the body is not read: the connection ends
+        response.headers["Connection"] = "close"
+    return response
+
+
+async def _client_gone(request: HTTPRequest, exc: Exception) -> Response:
+    # The client hung up before its body was read: nothing was taken in, and nobody reads
+    # this answer. One line, not a traceback.
+    client = request.client.host if request.client else "a client"
+    log.info("%s went away before sending all of %s %s; nothing of it was taken in", client,
+             request.method, request.url.path)
+    return _error("the client went away before sending the whole body", 400, "client_gone")
+
+
+RETRY_AFTER = 10
+"""Seconds a client is asked to wait (Retry-After) when the outbox cannot take its events."""
+
+
+async def _store_unavailable(request: HTTPRequest, exc: Exception) -> Response:
+    # Nothing of the request was stored (the transaction rolled back): the client keeps
+    # its events and sends them again. The reason, not the path, is the client's to read.
+    assert isinstance(exc, StoreUnavailable)
+    response = _error(f"the event store is unavailable ({exc.reason}); nothing of this request "
+                      f"was stored: retry later", 503, "store_unavailable")
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 async def _engine_error(request: HTTPRequest, exc: Exception) -> Response:
@@ -313,6 +411,8 @@ async def _unexpected(request: HTTPRequest, exc: Exception) -> Response:
 ExceptionHandler = Callable[[HTTPRequest, Exception], Awaitable[Response]]
 _HANDLERS: Mapping[Any, ExceptionHandler] = {
     BadRequest: _bad_request,
+    ClientDisconnect: _client_gone,
+    StoreUnavailable: _store_unavailable,
     EngineError: _engine_error,
     HTTPException: _http_error,
     Exception: _unexpected,
@@ -338,9 +438,10 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics_ = metrics or Metrics()
         outbox = open_outbox(config.store)
-        metrics_.gauges["outbox_jobs"] = lambda: {k: float(v) for k, v in outbox.counts().items()}
+        metrics_.gauges["outbox_jobs"] = lambda: job_counts(outbox)
         intake = Intake(config, outbox, metrics_)
-        state = _State(config, outbox, intake, metrics_, GroupCommit(intake), delivery=delivery)
+        budget = BodyBudget(max([BODY_BUDGET, *(s.webhook_max_body for s in config.sources)]))
+        state = _State(config, outbox, intake, metrics_, GroupCommit(intake), budget, delivery=delivery)
         task = stop = None
         if deliver and not config.dry_run:
             state.deliverer = Deliverer(config, outbox, metrics=metrics_)

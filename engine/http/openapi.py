@@ -19,7 +19,9 @@ _ACCEPTED = {
 }
 _ERRORS = {"400": {"description": "Malformed, too large, or no valid message", **_JSON_ERROR},
            "401": {"description": "No or unknown write key, or a wrong signature", **_JSON_ERROR},
-           "500": {"description": "An unexpected error; nothing was accepted", **_JSON_ERROR}}
+           "500": {"description": "An unexpected error; nothing was accepted", **_JSON_ERROR},
+           "503": {"description": "The outbox cannot store events now (a full disk, say); nothing "
+                                  "was accepted: retry after Retry-After seconds", **_JSON_ERROR}}
 _BASIC: list[dict[str, list[str]]] = [{"writeKey": []}]
 
 
@@ -74,14 +76,18 @@ def openapi_document() -> dict[str, Any]:
                     "Message", {"404": {"description": "No such source", **_JSON_ERROR}}, secured=False)
     webhook["parameters"] = [{"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
                              {"name": "X-Signature", "in": "header", "schema": {"type": "string"},
-                              "description": "Hex HMAC-SHA1 of the body (or of an array's first element)"}]
+                              "description": "Hex HMAC-SHA1 of the whole body (or of an array's first "
+                                             "element, for a source with webhook_signature: first_event)"}]
     paths["/webhook/{source}"] = {"post": webhook, "put": webhook, "patch": webhook}
     inbound = _post("Input for an inbound mapping (a partner's reply)", "Message",
                     {"404": {"description": "No such inbound mapping", **_JSON_ERROR}}, secured=False)
     inbound["parameters"] = [{"name": "mapping", "in": "path", "required": True, "schema": {"type": "string"}},
                              {"name": "X-Signature", "in": "header", "schema": {"type": "string"}}]
     paths["/inbound/{mapping}"] = {"post": inbound}
-    paths["/health"] = {"get": _get("Liveness, and the outbox's counts", "Alive")}
+    health = _get("Liveness, and the outbox's counts", "Alive")
+    health["responses"]["503"] = {"description": "The outbox cannot be read, or its last commit "
+                                                 "failed: the problem, with Retry-After"}
+    paths["/health"] = {"get": health}
     ready = _get("Readiness: 503 while shutting down, the store unreadable, or its disk full", "Ready")
     ready["responses"]["503"] = {"description": "Not ready, with the reasons"}
     paths["/ready"] = {"get": ready}

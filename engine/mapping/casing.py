@@ -30,14 +30,25 @@ _WORD_BOUNDARY = re.compile(
 )
 
 
-@lru_cache(maxsize=4096)
+CACHED_LENGTH = 256
+"""Keys up to this many characters are remembered (4,096 of them: about 3 MB at the most);
+longer ones, which no real trait has and any client can send, are converted each time."""
+
+
 def snake_case(text: str) -> str:
     """Return `text` in snake_case (see the module docstring for the exact rules)."""
+    return _remembered(text) if len(text) <= CACHED_LENGTH else _snake_case(text)
+
+
+def _snake_case(text: str) -> str:
     words: list[str] = []
     for chunk in _SEPARATORS.split(text):
         if chunk:
             words.extend(w for w in _WORD_BOUNDARY.split(chunk) if w)
     return "_".join(w.lower() for w in words)
+
+
+_remembered = lru_cache(maxsize=4096)(_snake_case)
 
 
 def snake_case_keys(mapping: dict[Any, Any], keep: Collection[Any] = ()) -> dict[Any, Any]:

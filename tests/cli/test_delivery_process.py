@@ -12,6 +12,7 @@ import pytest
 from engine.cli.delivery_process import DeliveryProcess
 from engine.metrics import Metrics
 from tests.support.delivery import write_config
+from tests.support.storage import corrupt
 
 
 def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
@@ -33,6 +34,22 @@ def test_one_that_cannot_start_is_not_restarted_over_and_over(tmp_path: Path,
         assert "could not start" in caplog.text and "starting another" not in caplog.text
     finally:
         process.stop()
+
+
+def test_one_that_keeps_dying_is_restarted_ever_less_often(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("engine.cli.delivery_process.RESTART_DELAY", 0.05)
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    corrupt(tmp_path / "outbox.sqlite3")  # each one exits at once: the outbox cannot be opened
+    process = DeliveryProcess(str(config), Metrics())
+    process.start()
+    try:
+        # Each one loads every mapping before it fails: slow on a busy machine.
+        wait_until(lambda: caplog.text.count("starting another") >= 3, timeout=180)
+    finally:
+        process.stop()
+    delays = [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records if "starting another" in r.getMessage()]
+    assert delays[:3] == ["0.05s", "0.1s", "0.2s"]
 
 
 def test_it_is_woken_and_stops_cleanly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

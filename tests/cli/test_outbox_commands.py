@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 
 from tests.support.delivery import write_config
+from tests.support.storage import corrupt
 from tests.support.scripted_server import Reply, ScriptedServer
 from tests.support.cli import run
 from tests.support.paths import MAPPINGS
@@ -83,3 +85,27 @@ def test_enqueue_reads_on_past_events_it_cannot_store(tmp_path: Path) -> None:
     first, second = (json.loads(line) for line in result.stdout.splitlines())
     assert first["event"] == 1 and first["error"].startswith("the event cannot be stored: ")
     assert second == {"event": 2, "stored": ["calixa"], "skipped": {}}
+
+
+@pytest.mark.parametrize("command", [
+    ["dead-letters", "list"], ["dead-letters", "purge", "--all"], ["recorded"],
+    ["enqueue", "--source", "web"], ["deliver", "--until-idle"], ["serve", "--port", "9"],
+])
+def test_a_corrupt_store_is_one_line_and_exit_1(tmp_path: Path, command: list[str]) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    corrupt(tmp_path / "outbox.sqlite3")
+    result = run(*command, "--config", str(config),
+                 stdin='{"type": "identify", "userId": "u1"}\n')
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: the outbox cannot be used: the store is corrupt (not a SQLite database): "
+        f"{tmp_path / 'outbox.sqlite3'}: file is not a database")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_store_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "outbox.sqlite3").mkdir()  # a directory where the file should be
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    result = run("dead-letters", "list", "--config", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: the outbox cannot be used: the store cannot be opened: ")

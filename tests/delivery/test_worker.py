@@ -182,6 +182,35 @@ def test_dead_letter_bodies_are_redacted(tmp_path: Path, server: ScriptedServer)
     assert dead["last_body"] == '{"message": "bad key [redacted]"}'
 
 
+def test_a_destination_that_echoes_the_request_leaves_no_encoded_secret(
+        tmp_path: Path, server: ScriptedServer, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "p@ss/w+rd &more"
+    config, outbox = setup(tmp_path, server.url(), key=json.dumps(secret))
+    server.script("/calixa", Reply(400, echo=True))
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    (received,) = server.at("/calixa")
+    basic = received.headers["Authorization"].split()[1]
+    assert base64.b64decode(basic) == f"{secret}:".encode()
+    (dead,) = outbox.rows("dead")
+    echoed = json.loads(dead["last_body"])
+    assert echoed["headers"]["Authorization"].startswith("Basic [redacted]")
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
+    for form in (secret, basic[:-2], base64.b64encode(secret.encode()).decode()[:-4]):
+        assert form not in dead["last_body"] and form.encode() not in stored, form
+        assert form not in caplog.text, form
+
+
+def test_a_secret_across_the_stored_bodys_cut_is_redacted_before_the_cut(
+        tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url())
+    server.script("/calixa", Reply(400, body=b"x" * 4090 + b"calixa-key-one" + b"y" * 100))
+    accept(config, outbox, identify(1))
+    drain(config, outbox)
+    (dead,) = outbox.rows("dead")
+    assert dead["last_body"] == "x" * 4090 + "[redac"  # 4,096 characters kept
+
+
 def test_json_bodies_are_the_mapped_message(tmp_path: Path, server: ScriptedServer) -> None:
     config, outbox = setup(tmp_path, server.url())
     accept(config, outbox, identify(1))

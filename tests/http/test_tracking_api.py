@@ -33,14 +33,34 @@ def test_batch_context_and_integrations_merge_under_the_message() -> None:
     body = {"batch": [{"type": "track", "context": {"ip": "1"}, "integrations": {"Calixa": False}},
                       {"type": "track"}],
             "context": {"ip": "0", "locale": "fr"}, "integrations": {"All": True}}
-    first, second = messages_of(body, None)
+    (first, ok1), (second, ok2) = messages_of(body, None)
     assert first["context"] == {"ip": "1", "locale": "fr"}
     assert first["integrations"] == {"All": True, "Calixa": False}
     assert second["context"] == {"ip": "0", "locale": "fr"}
+    assert ok1 is ok2 is None
 
 
 def test_single_calls_take_their_type_from_the_path() -> None:
-    assert messages_of({"type": "page", "event": "x"}, "track") == [{"type": "track", "event": "x"}]
+    assert messages_of({"type": "page", "event": "x"}, "track") == [({"type": "track", "event": "x"}, None)]
+
+
+def test_a_batchs_shared_parts_are_measured_once_and_count_in_each_message() -> None:
+    pad = {"pad": "x" * 20_000}
+    body = {"batch": [
+        {"type": "track", "properties": {"p": "y" * 15_000}},  # with the context: over 32 KB
+        {"type": "track", "context": pad},  # its own pad replaces the batch's: 20 KB in all
+        {"type": "track"},
+        7,
+    ], "context": pad}
+    assert [problem for _, problem in messages_of(body, None)] == [
+        "the message is larger than 32 KB", None, None, "a message must be a JSON object"]
+    with pytest.raises(BadRequest, match="the batch's context takes more than 32 KB: no message can carry it"):
+        messages_of({"batch": [{"type": "track"}], "context": {f"k{i}": 1 for i in range(30_000)}}, None)
+    deep: dict[str, object] = {}
+    for _ in range(70):
+        deep = {"a": deep}
+    with pytest.raises(BadRequest, match="the batch's context and integrations nest more than 64 levels"):
+        messages_of({"batch": [{"type": "track"}], "context": deep, "integrations": {}}, None)
 
 
 @pytest.mark.parametrize(("message", "timestamp"), [

@@ -24,3 +24,15 @@ def test_snake_case(text: str, expected: str) -> None:
 @pytest.mark.parametrize("text", ["Order Completed Last 30 Days", "firstName", "NPS_rating", "a--B"])
 def test_snake_case_is_idempotent(text: str) -> None:
     assert snake_case(snake_case(text)) == snake_case(text)
+
+
+def test_only_short_keys_are_remembered() -> None:
+    from engine.mapping import casing
+
+    before = casing._remembered.cache_info().currsize
+    long_key = "Trait Key " * 2800
+    assert snake_case(long_key) == "_".join(["trait_key"] * 2800)
+    assert casing._remembered.cache_info().currsize == before  # not kept: any client can send one
+    short = "Some Unseen Trait 7f3a"
+    assert snake_case(short) == "some_unseen_trait_7f3a"
+    assert casing._remembered.cache_info().currsize == before + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ class Reply:
     delay: float = 0.0
     split: float = 0.0
     """Seconds between the two halves of the body (sent in two writes)."""
+    echo: bool = False
+    """Answer with the request as JSON (method, path, headers, body), as some APIs do in
+    their errors, instead of `body`."""
 
 
 @dataclass
@@ -55,6 +59,10 @@ class ScriptedServer:
                     server._arrived.notify_all()
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.echo:
+                    reply = Reply(reply.status, json.dumps({
+                        "method": self.command, "path": self.path, "headers": dict(self.headers),
+                        "body": body.decode("utf-8", "replace")}).encode(), reply.headers)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():

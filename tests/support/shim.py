@@ -18,6 +18,7 @@ import uvicorn
 
 from engine.config import load_config
 from engine.http.app import create_app
+from engine.http.server import server_config
 
 from .paths import MAPPINGS
 from .scripted_server import Received, ScriptedServer
@@ -63,7 +64,7 @@ class RunningShim:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         app = create_app(self.config)
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(server_config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)
 
