@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
-from ..outcomes import SECRET_PLACEHOLDER, Outcome, Request, Skip
+from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import route
 from ..serialization import parse_datetime, to_json
 from .casing import snake_case_keys
@@ -22,8 +22,6 @@ __all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkReque
 
 Scope = dict[str, Any]
 
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-"""The HTTP methods a request may use."""
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
