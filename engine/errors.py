@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["EngineError", "Location", "Problem", "MappingError", "ConfigError", "EventError",
-           "SettingsError", "RenderError", "UsageError", "BadRequest", "DeliveryLocked"]
+           "SettingsError", "RenderError", "UsageError", "BadRequest", "DeliveryLocked",
+           "StoreError"]
 
 
 class EngineError(Exception):
@@ -87,3 +88,9 @@ class BadRequest(EngineError):
 
 class DeliveryLocked(EngineError, RuntimeError):
     """Another process is delivering this outbox."""
+
+
+class StoreError(EngineError):
+    """The outbox's store cannot be opened or used: a database server that cannot be
+    reached, wrong credentials, no driver installed, a schema newer than this engine. The
+    message says which, and never holds a password."""

@@ -101,6 +101,11 @@ class SQLiteOutbox:
             self._delivery_lock.close()
             self._delivery_lock = None
 
+    def notify_new_jobs(self, callback: Callable[[], None]) -> bool:
+        """SQLite cannot tell other processes of a commit: False (the one delivering
+        process looks now and then, and `serve` wakes its own through a pipe)."""
+        return False
+
     def claim_delivery(self) -> int:
         """Become the one process that delivers this outbox, and free the leases left by a
         process that died (the OS releases its lock when it dies, so they are stale).

@@ -22,6 +22,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -258,8 +259,9 @@ async def ready(request: HTTPRequest) -> Response:
         await asyncio.to_thread(state.outbox.ping)
     except Exception as exc:  # whatever the store says, it is not ready
         problems.append(f"store unavailable: {type(exc).__name__}: {exc}")
-    try:
-        free = shutil.disk_usage(state.config.store.parent).free
+    store = state.config.store
+    try:  # a SQLite file's disk (a PostgreSQL server watches its own)
+        free = shutil.disk_usage(store.parent).free if isinstance(store, Path) else MIN_FREE_DISK
     except OSError as exc:
         problems.append(f"store's disk unreadable: {exc}")
     else:
