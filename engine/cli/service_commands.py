@@ -47,17 +47,20 @@ def serve(args: argparse.Namespace) -> int:
             log.warning("POST /inbound/%s is not signed: set its secret to require X-Signature",
                         inbound.slug)
     uvicorn_logs = logs.uvicorn_config(args.log_level, args.log_format)
-    if not delivering:
-        _run(create_app(config, deliver=False), args, uvicorn_logs)
-        return 0
-    # Say it now, plainly, rather than as a failed start of the delivery process.
+    # Say it now, plainly, rather than as a failed start of the app or of the delivery
+    # process: a database out of reach (StoreError), or a SQLite outbox delivered elsewhere.
+    # (Opening a PostgreSQL outbox also brings its schema up to date.)
     probe = open_outbox(config.store)
     try:
-        probe.claim_delivery()
+        if delivering:
+            probe.claim_delivery()
     except DeliveryLocked as exc:
         raise UsageError(f"{exc}; stop it, or serve with --no-deliver") from None
     finally:
         probe.close()
+    if not delivering:
+        _run(create_app(config, deliver=False), args, uvicorn_logs)
+        return 0
     metrics = Metrics()
     delivery = DeliveryProcess(config.path, metrics, log_args=(
         "--log-level", args.log_level, "--log-format", args.log_format))

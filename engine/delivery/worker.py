@@ -10,6 +10,7 @@ by this process; a crash before the record sends it again: at least once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -22,7 +23,7 @@ import aiohttp
 import orjson
 
 from ..config import Config
-from ..errors import EventError, SettingsError
+from ..errors import EventError, SettingsError, StoreError
 from ..metrics import Metrics
 from ..redact import redact
 from .outbox import MAX_STORED_BODY, Dead, Delivered, Job, JobOutcome, Outbox, Retry
@@ -39,6 +40,14 @@ PRUNE_INTERVAL = 600.0
 """Seconds between two prunings of delivered jobs and old dedupe entries."""
 IDLE_RECHECK = 0.1
 """Seconds between two looks while due jobs wait for a slot (a finished send also wakes)."""
+IDLE_MAX = 1.0
+"""The longest an idle loop waits before it looks at the outbox again, when the outbox
+cannot say that another process committed jobs (SQLite, written by a shim run apart)."""
+IDLE_MAX_NOTIFIED = 5.0
+"""The same when it can (PostgreSQL's NOTIFY wakes the loop at once): the loop still looks
+this often, for the leases of processes that died (taken back by `lease`)."""
+STORE_RETRY = 1.0
+"""Seconds before the loop tries again after the store failed (a database restarting)."""
 
 
 class Deliverer:
@@ -59,6 +68,7 @@ class Deliverer:
         # of their destination, and bulk items still gathering, per (source, destination).
         self._queued: dict[str, deque[list[Job]]] = {}
         self._forming: dict[tuple[str, str], tuple[float, list[Job]]] = {}
+        self._idle_max = IDLE_MAX
 
     def _client(self) -> aiohttp.ClientSession:
         # Slots per destination are the worker's to count; destinations may share a host.
@@ -66,28 +76,43 @@ class Deliverer:
         return client_session(per_destination * max(1, len(self.config.destinations)), 0)
 
     def _flush(self) -> None:
-        """Record the outcomes of the sends that finished, in one transaction."""
+        """Record the outcomes of the sends that finished, in one transaction (kept for
+        the next try if the store fails)."""
         if self._outcomes:
-            outcomes, self._outcomes = self._outcomes, []
-            self.outbox.record(outcomes)
+            self.outbox.record(self._outcomes)
+            self._outcomes = []
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 30.0) -> None:
         """Deliver until `stop` is set; then let requests in flight finish (up to
         `drain_timeout` seconds; what is cut off stays leased and is retried later).
-        Raises DeliveryLocked if another process delivers this outbox."""
+        Raises DeliveryLocked if another process delivers this outbox. While it runs, a
+        store that fails (StoreError: a database restarting, say) is tried again every
+        STORE_RETRY seconds; what was leased stays leased meanwhile."""
         self.outbox.claim_delivery()
+        loop = asyncio.get_running_loop()
+
+        def woken() -> None:  # on the outbox's thread
+            loop.call_soon_threadsafe(self.wakeup.set)
+
+        if self.outbox.notify_new_jobs(woken):
+            self._idle_max = IDLE_MAX_NOTIFIED
         tasks: set[asyncio.Task[None]] = set()
         next_prune = 0.0
         async with self._client() as client:
             while not stop.is_set():
-                if time.monotonic() >= next_prune:  # keep the outbox from growing forever
-                    self.outbox.prune()
-                    next_prune = time.monotonic() + PRUNE_INTERVAL
-                started = self._start(client, tasks, force=False)
-                if started:
-                    await asyncio.sleep(0)
-                    continue
-                await self._idle(stop)
+                try:
+                    if time.monotonic() >= next_prune:  # keep the outbox from growing forever
+                        self.outbox.prune()
+                        next_prune = time.monotonic() + PRUNE_INTERVAL
+                    started = self._start(client, tasks, force=False)
+                    if started:
+                        await asyncio.sleep(0)
+                        continue
+                    await self._idle(stop)
+                except StoreError as exc:
+                    log.error("%s; trying again in %gs", exc, STORE_RETRY)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), STORE_RETRY)
             if tasks:
                 await asyncio.wait(tasks, timeout=drain_timeout)
             self._flush()
@@ -189,11 +214,11 @@ class Deliverer:
         due = self.outbox.next_due()
         now = self.outbox.clock()
         if due is None:
-            wait = 1.0
+            wait = self._idle_max
         elif due <= now:
             wait = IDLE_RECHECK
         else:
-            wait = min(1.0, max(0.01, due - now))
+            wait = min(self._idle_max, max(0.01, due - now))
         bulk = self._next_bulk_deadline()
         if bulk is not None:
             wait = min(wait, max(0.001, bulk))

@@ -76,3 +76,21 @@ def open_outbox(store: Store | str, **kwargs: Any) -> Outbox:
 def setup(tmp_path: Path, url: str, **kwargs: Any) -> tuple[Config, Outbox]:
     config = load_config(write_config(tmp_path, url, **kwargs))
     return config, open_outbox(config.store)
+
+
+def stored_content(store: Store) -> bytes:
+    """Every value the outbox `store` holds, as bytes: the SQLite file (and its WAL), or
+    every row of every table of its PostgreSQL schema (bytea as stored, text as UTF-8)."""
+    if isinstance(store, Path):
+        return b"".join(p.read_bytes() for p in store.parent.glob(store.name + "*"))
+    import psycopg
+
+    out = []
+    with psycopg.connect(store.url, autocommit=True) as db:
+        tables = [t for (t,) in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")]
+        assert "engine_outbox" in tables
+        for table in tables:
+            for row in db.execute(f"SELECT * FROM {table}"):
+                out += [v if isinstance(v, bytes) else str(v).encode() for v in row]
+    return b"\n".join(out)
