@@ -176,8 +176,8 @@ class Config:
         """Every secret value in the configuration: write keys, secret settings, and the
         store's password."""
         values: list[str] = []
-        if isinstance(self.store, PostgresStore) and self.store.password:
-            values.append(self.store.password)
+        if isinstance(self.store, PostgresStore):
+            values += self.store.secret_values()
         for source in self.sources:
             values.append(source.write_key)
             if source.webhook_secret:

@@ -34,11 +34,16 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"PostgresStore({self.redacted!r})"
 
+    def secret_values(self) -> list[str]:
+        """The password as the URL writes it and decoded (none when the URL has none)."""
+        if not self.password:
+            return []
+        return sorted({self.password, unquote(self.password)}, key=len, reverse=True)
+
     def scrub(self, text: str) -> str:
-        """`text` with the password (as written in the URL and decoded) replaced by `***`."""
-        if self.password:
-            for form in {self.password, unquote(self.password)}:
-                text = text.replace(form, "***")
+        """`text` with the password (as written in the URL, or decoded) replaced by `***`."""
+        for form in self.secret_values():
+            text = text.replace(form, "***")
         return text
 
 
@@ -62,8 +67,9 @@ def parse_store(text: str, base: Path) -> Store:
         parts = urlsplit(text)
         host, port = parts.hostname, parts.port  # port: ValueError when not a number
     except ValueError:
-        raise ValueError("store: not a valid PostgreSQL URL (expected "
-                         "postgresql://user:password@host:port/database)") from None
+        raise ValueError("store: not a valid PostgreSQL URL (expected postgresql://user:password@"
+                         "host:port/database; in the password, write @ / : ? # % as %40 %2F %3A "
+                         "%3F %23 %25, or leave it out and set PGPASSWORD)") from None
     password = parts.password
     netloc = parts.netloc
     if password is not None:

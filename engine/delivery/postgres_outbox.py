@@ -291,7 +291,7 @@ class PostgresOutbox:
         # too: those with jobs, looked up at claim time and every _STRAYS_RECHECK seconds.
         if free and time.monotonic() >= self._strays_checked + _STRAYS_RECHECK:
             self._strays = self._pending_destinations(db)
-        for destination in sorted(self._strays - set(free)):
+        for destination in sorted(self._strays - set(free)) if free else ():  # else all are asked
             found = db.execute(query, {**params, "destination": destination,
                                        "count": default_free}).fetchall()
             rows += found

@@ -216,7 +216,7 @@ class SQLiteOutbox:
             # _STRAYS_RECHECK seconds (a scan of the pending jobs).
             if free and time.monotonic() >= self._strays_checked + _STRAYS_RECHECK:
                 self._strays = self._pending_destinations(db)
-            for destination in sorted(self._strays - set(free)):
+            for destination in sorted(self._strays - set(free)) if free else ():  # else all are asked
                 found = db.execute(f"{columns} WHERE destination=? AND {due}"
                                    f" ORDER BY due_at, id LIMIT ?",
                                    (destination, now, now, default_free)).fetchall()

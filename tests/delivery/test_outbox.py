@@ -142,3 +142,9 @@ def test_rows_of_a_quiet_source_are_found_after_a_busy_one(outbox: Outbox) -> No
     outbox.enqueue("busy", [request(100 + n) for n in range(300)], status="recorded")
     (row,) = outbox.rows("recorded", limit=10, sources=["quiet"])
     assert row["message_id"] == "m1"
+
+
+def test_a_lease_that_names_no_destination_gives_each_job_once(outbox: Outbox) -> None:
+    outbox.enqueue("web", [request(1), request(2, "skalin")])
+    outbox.claim_delivery()  # both destinations had jobs then
+    assert sorted(job.message_id or "" for job in outbox.lease({}, 4, 30)) == ["m1", "m2"]
