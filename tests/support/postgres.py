@@ -55,7 +55,8 @@ def _free_port() -> int:
 class PostgresServer:
     """One server, its data in a temporary folder; `store()` hands out a fresh schema."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """`durable`: fsync as PostgreSQL ships (for the benchmark); the tests go without."""
         binaries = _binaries()
         # initdb refuses to run as root: then the server runs as the `postgres` user the
         # package creates, in a folder that user owns.
@@ -73,13 +74,13 @@ class PostgresServer:
                    "--locale=C"])
         password_file.unlink()
         self.port = _free_port()
-        # fsync off: these tests are about the engine's logic, not the disk's (the
-        # benchmark runs PostgreSQL as it ships).
+        # fsync off: the tests are about the engine's logic, not the disk's.
+        settings = [] if durable else ["-c", "fsync=off", "-c", "full_page_writes=off",
+                                       "-c", "shared_buffers=32MB"]
         self.process = subprocess.Popen(
             [str(binaries / "postgres"), "-D", str(data), "-p", str(self.port),
-             "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=300",
-             "-c", "shared_buffers=32MB", "-c", "log_min_messages=fatal"],
+             "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1",
+             "-c", "max_connections=300", "-c", "log_min_messages=fatal", *settings],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._as_user())
         self._wait_ready()
         with self.connect("postgres") as db:
