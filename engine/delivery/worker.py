@@ -89,6 +89,7 @@ class Deliverer:
         store that fails (StoreError: a database restarting, say) is tried again every
         STORE_RETRY seconds; what was leased stays leased meanwhile."""
         self.outbox.claim_delivery()
+        claimed = True
         loop = asyncio.get_running_loop()
 
         def woken() -> None:  # on the outbox's thread
@@ -101,6 +102,9 @@ class Deliverer:
         async with self._client() as client:
             while not stop.is_set():
                 try:
+                    if not claimed:  # the store came back: free what the dead left leased
+                        self.outbox.claim_delivery()
+                        claimed = True
                     if time.monotonic() >= next_prune:  # keep the outbox from growing forever
                         self.outbox.prune()
                         next_prune = time.monotonic() + PRUNE_INTERVAL
@@ -111,11 +115,15 @@ class Deliverer:
                     await self._idle(stop)
                 except StoreError as exc:
                     log.error("%s; trying again in %gs", exc, STORE_RETRY)
+                    claimed = False
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), STORE_RETRY)
             if tasks:
                 await asyncio.wait(tasks, timeout=drain_timeout)
-            self._flush()
+            try:
+                self._flush()
+            except StoreError as exc:  # the jobs stay leased: sent again by the next one
+                log.error("%s; the last outcomes were not recorded", exc)
 
     async def drain(self, *, max_seconds: float = 60.0) -> None:
         """Deliver until nothing is in flight or waiting for a retry (for tests and

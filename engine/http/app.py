@@ -39,7 +39,7 @@ from ..config import Config, Source, SourceConfig
 from ..delivery import Outbox, open_outbox
 from ..delivery.outbox import recorded_view
 from ..delivery.worker import Deliverer
-from ..errors import BadRequest, EngineError
+from ..errors import BadRequest, EngineError, StoreError
 from ..intake import EventResult, Intake
 from ..mapping.preview import preview
 from ..metrics import Metrics
@@ -297,6 +297,14 @@ async def _engine_error(request: HTTPRequest, exc: Exception) -> Response:
     return _error(redact(str(exc), _state(request).config.secrets()), 400, "invalid_request")
 
 
+async def _store_unavailable(request: HTTPRequest, exc: Exception) -> Response:
+    # Nothing was stored, so nothing is acknowledged: a 503 has clients send it again (a
+    # 400 would have them drop it). Where the store is stays in the log.
+    log.error("%s", exc)
+    return _error("the outbox is unavailable: nothing was stored; try again", 503,
+                  "store_unavailable")
+
+
 async def _http_error(request: HTTPRequest, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -315,6 +323,7 @@ async def _unexpected(request: HTTPRequest, exc: Exception) -> Response:
 ExceptionHandler = Callable[[HTTPRequest, Exception], Awaitable[Response]]
 _HANDLERS: Mapping[Any, ExceptionHandler] = {
     BadRequest: _bad_request,
+    StoreError: _store_unavailable,
     EngineError: _engine_error,
     HTTPException: _http_error,
     Exception: _unexpected,
