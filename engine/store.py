@@ -65,7 +65,7 @@ def parse_store(text: str, base: Path) -> Store:
         return (base / text).resolve()
     try:
         parts = urlsplit(text)
-        host, port = parts.hostname, parts.port  # port: ValueError when not a number
+        parts.port  # noqa: B018 - reading it checks it: ValueError when not a port number
     except ValueError:
         raise ValueError("store: not a valid PostgreSQL URL (expected postgresql://user:password@"
                          "host:port/database; in the password, write @ / : ? # % as %40 %2F %3A "
@@ -79,7 +79,6 @@ def parse_store(text: str, base: Path) -> Store:
     store = PostgresStore(text, redacted, password)
     if not parts.path.strip("/") and "dbname=" not in parts.query:
         raise ValueError(f"store: {redacted} names no database (postgresql://user:password@host:port/database)")
-    if not host and "host=" not in parts.query:
+    if not parts.hostname and "host=" not in parts.query:
         raise ValueError(f"store: {redacted} names no host (postgresql://user:password@host:port/database)")
-    del port
     return store
