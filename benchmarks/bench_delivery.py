@@ -678,7 +678,8 @@ def scale_report(args: argparse.Namespace, receiver: Receiver, work: Path, postg
                                 args.timeout)
                 runs.setdefault((backend, processes), []).append(run)
         print(f"  round {round_ + 1} of {args.rounds} done", flush=True)
-    print(f"  {'outbox':<11}{'shims':>6}{'deliverers':>15}{'accepted':>20}{'delivered':>20}")
+    print(f"  {'outbox':<11}{'shims':>6}{'deliverers':>15}{'accepted':>20}{'delivered':>20}"
+          "   (each round's delivered events/s)")
     for backend in BACKENDS:
         for processes in SCALE_PROCESSES:
             found = runs[(backend, processes)]
@@ -687,8 +688,10 @@ def scale_report(args: argparse.Namespace, receiver: Receiver, work: Path, postg
             shown = f"{statistics.median(delivered):>11,.0f} events/s" if len(delivered) == len(found) \
                 else f"{'n/a (--timeout)':>20}"
             deliverers = str(processes) if backend == "postgresql" else "1 (its limit)"
-            print(f"  {backend:<11}{processes:>6}{deliverers:>15}{accepted:>11,.0f} events/s{shown}",
-                  flush=True)
+            rounds = ", ".join("n/a" if r.delivered_per_s is None else f"{r.delivered_per_s:,.0f}"
+                               for r in found)
+            print(f"  {backend:<11}{processes:>6}{deliverers:>15}{accepted:>11,.0f} events/s{shown}"
+                  f"   ({rounds})", flush=True)
 
 
 def _kill_all() -> None:
