@@ -25,10 +25,12 @@ from tests.support.scripted_server import Reply, ScriptedServer
 CUSTOMERS = 12
 """Distinct emails among the events: Callexa surveys each once in its 26-week window."""
 BATCH = 20
-BATCHES = 15
-"""Batches each client sends at most, one every PACE seconds: events flow for a few
-seconds, across the kills."""
+BATCHES = 60
+"""Batches a client sends at most (a bound: the test stops them sooner), one every PACE
+seconds."""
 PACE = 0.1
+AFTER_KILL = 5
+"""Batches the living shim acknowledges after the kills before the clients stop."""
 
 
 def free_port() -> int:
@@ -74,7 +76,7 @@ class Client(threading.Thread):
                     return
                 events = [identify(n, email=f"customer{n % CUSTOMERS}@example.com")
                           for n in range(self.next, self.next + BATCH)]
-                self.next += 1000  # the two clients' ranges never meet
+                self.next += BATCH
                 try:
                     reply = client.post(f"http://127.0.0.1:{self.port}/v1/batch", json={"batch": events})
                 except httpx.HTTPError:
@@ -101,20 +103,24 @@ def test_two_shims_and_two_deliverers_on_one_outbox_survive_a_sigkill_of_one_of_
         processes = [doomed_shim, shim, doomed_deliverer]
         try:
             until(lambda: up(ports[0]) and up(ports[1]), 30, "the shims")
-            clients = [Client(ports[0], 0), Client(ports[1], 500)]
+            clients = [Client(ports[0], 0), Client(ports[1], 100_000)]  # ranges never meet
             for client in clients:
                 client.start()
-            until(lambda: len(destinations.at("/calixa")) >= 30, 30, "deliveries")
+            until(lambda: len(destinations.at("/calixa")) >= 30 and clients[0].acknowledged,
+                  30, "deliveries")
             outbox = open_outbox(store)
             # Both delivery processes hold leases: the kill lands on sends in flight.
             until(lambda: len(leaseholders(store)) == 2, 10, "both deliverers to hold leases")
             os.kill(doomed_shim.pid, signal.SIGKILL)
             os.kill(doomed_deliverer.pid, signal.SIGKILL)
-            for client in clients:  # events still flow, to the shim that lives
+            before = len(clients[1].acknowledged)
+            # Events still flow, to the shim that lives.
+            until(lambda: len(clients[1].acknowledged) >= before + AFTER_KILL * BATCH, 60,
+                  "events after the kills")
+            for client in clients:
+                client.stop.set()
                 client.join(timeout=60)
             acknowledged = clients[0].acknowledged | clients[1].acknowledged
-            # The killed shim had acknowledged some; the other took more after the kill.
-            assert clients[0].acknowledged and len(clients[1].acknowledged) > len(clients[0].acknowledged)
             until(lambda: not outbox.counts().get("pending"), 60, "the outbox to drain")
         finally:
             for process in processes:
