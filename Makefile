@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mapping.py
 	$(PY) benchmarks/bench_shim.py
 	$(PY) benchmarks/bench_delivery.py
+	$(PY) benchmarks/bench_delivery.py --scale
 	$(PY) benchmarks/bench_http_clients.py
 
 clean:
