@@ -127,7 +127,8 @@ def hand_written(raw: bytes) -> tuple[str, dict[str, str], bytes]:
         form["action"] = "ui"
         email = traits.get("email")
         form["identity"] = json.dumps({"email": email} if email else {"id": user_id}, **_DUMPS)
-    headers = {"Cache-Control": "no-cache", "Authorization": _AUTH}
+    headers = {"Cache-Control": "no-cache", "Authorization": _AUTH,
+               "Content-Type": "application/x-www-form-urlencoded"}
     return "https://collect.skalin.io/hit", headers, urlencode(form).encode()
 
 

@@ -20,10 +20,18 @@ import orjson
 from .errors import EventError
 from .serialization import format_datetime, parse_datetime
 
-__all__ = ["CALL_TYPES", "normalize_event", "apply_batch_defaults", "enrich"]
+__all__ = ["CALL_TYPES", "MESSAGE_FIELDS", "normalize_event", "apply_batch_defaults", "enrich"]
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 """The six call types of the Segment spec."""
+
+MESSAGE_FIELDS = frozenset({
+    "type", "userId", "anonymousId", "messageId", "timestamp", "originalTimestamp", "sentAt",
+    "receivedAt", "context", "integrations", "version", "channel", "event", "properties",
+    "traits", "groupId", "name", "category", "previousId", "projectId", "writeKey",
+})
+"""The top-level fields of a Segment message (its custom data lives in properties and
+traits): the names a mapping's templates may read from a message."""
 
 _NEEDS = {"track": "event", "group": "groupId"}
 _BATCH_DEFAULTS = ("context", "integrations")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
 from .serialization import format_datetime
 
-__all__ = ["Request", "Skip", "Outcome", "REDACTED"]
+__all__ = ["Request", "Skip", "Outcome", "REDACTED", "SECRET_PLACEHOLDER"]
 
 REDACTED = "[redacted]"
+
+SECRET_PLACEHOLDER = re.compile(r"\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
+"""How a secret setting inserted in a url is stored: `{secret:NAME}`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,22 @@ class Request:
     secret_headers: frozenset[str] = field(default_factory=frozenset)
     batch_into: str | None = None
     batch_item: Any = None
+    stored_url: str | None = None
+    """The url as it is stored, when secrets are part of `url`: each secret setting as a
+    `{secret:NAME}` placeholder, and without the query parameters made from secrets
+    (`secret_query` names them). Delivery puts them back from the current settings."""
+    secret_query: tuple[str, ...] = ()
+
+    @property
+    def shown_url(self) -> str:
+        """The url with every secret part shown as [redacted]."""
+        if self.stored_url is None:
+            return self.url
+        url = SECRET_PLACEHOLDER.sub(REDACTED, self.stored_url)
+        if self.secret_query:
+            joiner = "&" if "?" in url else "?"
+            url += joiner + "&".join(f"{name}={REDACTED}" for name in self.secret_query)
+        return url
 
     @property
     def json(self) -> Any:

@@ -100,13 +100,17 @@ def test_a_rejection_by_one_destination_leaves_the_others(config: Config, outbox
     event = {**IDENTIFY, "traits": {"email": "a@example.com", "createdAt": "not a date"}}
     (result,), stored = Intake(config, outbox).accept(web, [event])
     assert [(r.destination, r.reason) for r in result.rejected] == [
-        ("callexa", 'traits.createdAt is not a date: "not a date"')]
+        ("callexa", "traits.createdAt is not a date (ISO 8601, or epoch seconds or "
+                    'milliseconds), and the survey delays need it: "not a date"')]
     assert sorted(r.destination for r in result.requests) == ["calixa", "skalin"]
     assert stored.stored == 2
 
 
 def test_rejection_reasons_are_redacted_with_every_secret_of_the_configuration(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, "https://destinations.example", only=("callexa",)))
+    path = write_config(tmp_path, "https://destinations.example", only=("callexa",))
+    # A max delay: callexa reads createdAt (and rejects one that is not a date) only then.
+    path.write_text(path.read_text().replace("callexa-key-one,", "callexa-key-one, max_delay_days: 30,"))
+    config = load_config(path)
     web = config.source("web")
     assert web is not None
     # The destination's own key, and the write key, which no destination's settings hold.
@@ -114,7 +118,7 @@ def test_rejection_reasons_are_redacted_with_every_secret_of_the_configuration(t
                                     "createdAt": "callexa-key-one web-write-key"}}
     (result,), _ = Intake(config, open_outbox(config.store)).accept(web, [event])
     (rejection,) = result.rejected
-    assert rejection.reason == 'traits.createdAt is not a date: "[redacted] [redacted]"'
+    assert rejection.reason.endswith('the survey delays need it: "[redacted] [redacted]"')
 
 
 def test_invalid_events_are_errors_and_store_nothing(config: Config, outbox: Outbox) -> None:

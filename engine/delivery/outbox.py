@@ -51,7 +51,8 @@ class NewJob:
         """The stored form of a mapped request, without the headers rendered from secret
         settings (delivery renders them again from the current settings)."""
         headers = {k: v for k, v in request.headers.items() if k not in request.secret_headers}
-        blob = orjson.dumps({"method": request.method, "url": request.url, "headers": headers,
+        url = request.url if request.stored_url is None else request.stored_url
+        blob = orjson.dumps({"method": request.method, "url": url, "headers": headers,
                              "encoding": request.encoding, "body": request.body})
         due = request.deliver_after.timestamp() if request.deliver_after is not None else None
         item = None if request.batch_into is None else orjson.dumps([request.batch_into,

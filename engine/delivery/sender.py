@@ -88,18 +88,18 @@ MAX_RESPONSE_BODY = 65536
 MAX_STORED_BODY characters), never a whole large body in memory."""
 
 _FORM = "application/x-www-form-urlencoded"
+_JSON = "application/json"
 
 
 def _body(job: Job, headers: dict[str, str]) -> bytes | None:
-    """The request body as bytes; a form body gets its content type unless the mapping set
-    one. (A JSON body is sent with the headers the mapping wrote.)"""
+    """The request body as bytes. Mapping adds the body's content type unless the mapping
+    set one; a job stored before it did gets it here."""
     if job.body is None:
         return None
-    if job.encoding == "form":
-        if not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = _FORM
-        return urlencode(job.body).encode("ascii")
-    return orjson.dumps(job.body)
+    form = job.encoding == "form"
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = _FORM if form else _JSON
+    return urlencode(job.body).encode("ascii") if form else orjson.dumps(job.body)
 
 
 def client_session(connections: int, per_destination: int) -> aiohttp.ClientSession:
@@ -116,12 +116,14 @@ _NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
 async def send(session: aiohttp.ClientSession, job: Job, auth_headers: Mapping[str, str],
-               timeout: float) -> Attempt:
-    """One attempt at `job`, with `auth_headers` (rendered from the current settings).
-    `timeout` bounds the whole exchange, from connecting to the last byte of the answer, so
-    a destination that trickles its answer cannot hold a slot past it."""
+               timeout: float, url: str | None = None) -> Attempt:
+    """One attempt at `job`, with `auth_headers` and `url` (the stored url with its secret
+    parts put back: both rendered from the current settings). `timeout` bounds the whole
+    exchange, from connecting to the last byte of the answer, so a destination that
+    trickles its answer cannot hold a slot past it."""
     headers = {**job.headers, **auth_headers}
-    return await exchange(session, job.method, job.url, headers, _body(job, headers), timeout)
+    return await exchange(session, job.method, url or job.url, headers, _body(job, headers),
+                          timeout)
 
 
 async def exchange(session: aiohttp.ClientSession, method: str, url: str,

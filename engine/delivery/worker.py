@@ -303,15 +303,17 @@ class Deliverer:
                                                          f"source '{job.source}' (configuration changed?)"))
             return
         try:
-            auth = self._bound(job).auth_headers(job.rule)
+            bound = self._bound(job)
+            auth = bound.auth_headers(job.rule)
+            url = bound.send_url(job.rule, job.url)
         except SettingsError as exc:
             self._failed(job, Attempt(False, True, None, redact(str(exc), self._secrets)))
             return
-        if auth is None:  # the mapping changed since the job was stored
+        if auth is None or url is None:  # the mapping changed since the job was stored
             self._dead(job, Attempt(False, False, None, f"rule '{job.rule}' is no longer in "
                                                         f"{job.destination}'s mapping"))
             return
-        attempt = await send(client, job, auth, self.config.delivery.timeout)
+        attempt = await send(client, job, auth, self.config.delivery.timeout, url)
         if attempt.delivered:
             self._delivered(job, attempt.status or 200)
         else:

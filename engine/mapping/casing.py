@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any, Collection
 
-__all__ = ["snake_case"]
+__all__ = ["snake_case", "snake_case_keys"]
 
 _SEPARATORS = re.compile(r"[^0-9A-Za-z\u00C0-\uFFFF]+")
 _WORD_BOUNDARY = re.compile(
@@ -37,3 +38,22 @@ def snake_case(text: str) -> str:
         if chunk:
             words.extend(w for w in _WORD_BOUNDARY.split(chunk) if w)
     return "_".join(w.lower() for w in words)
+
+
+def snake_case_keys(mapping: dict[Any, Any], keep: Collection[Any] = ()) -> dict[Any, Any]:
+    """The mapping with its keys in snake_case, except those in `keep` (and non-text keys).
+
+    Two keys that become the same (`total billed` and `total_billed`) keep one value,
+    predictably: the key that was already written in snake_case wins, whatever the order
+    the keys came in; between two keys that both change, the first one wins."""
+    out: dict[Any, Any] = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str) or key in keep:
+            out[key] = value
+            continue
+        renamed = snake_case(key)
+        if renamed == key or renamed not in out:
+            out[renamed] = value
+        # else the name is taken: by a key already in snake_case, which wins, or by an
+        # earlier key that changed too, and the first one wins.
+    return out

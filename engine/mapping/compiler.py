@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from .destination import (BatchSpec, Condition, Destination, Example, RequestSpec, Rule,
+from .destination import (FORM_TYPE, JSON_TYPE, BatchSpec, Condition, Destination, Example, RequestSpec, Rule,
                           SnakeCaseRule, normalize_name)
 from ..errors import Location, Problem
 from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .schema import check_document
 from .settings import SettingsSchema
 from .yaml_reader import Path_, SourceDocument
-from .templates import Compiled, TemplateProblem, compile_expression, compile_tree
+from .templates import (Compiled, Known, TemplateProblem, compile_expression, compile_tree,
+                        is_template)
+from ..normalize import MESSAGE_FIELDS
 
 __all__ = ["compile_destination", "SourceView"]
 
-_RESERVED = {"message", "settings", "now", "matched_event", "body"}
+_RESERVED = {"message", "settings", "now", "matched_event", "body", "items"}
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 class SourceView:
@@ -67,6 +70,13 @@ class _Compiler:
         self.view = view
         self.problems: list[Problem] = []
         self.settings_used: list[tuple[Path_, str]] = []
+        # The names templates can read; None for raw input (any field of the object).
+        self.known: Known | None = None if data.get("input", "segment") == "raw" else \
+            Known(MESSAGE_FIELDS | {"message", "settings", "now"})
+        self.file_known = self.known  # with the file's values, once they are compiled
+        self.secret_names = frozenset(name for name, rules in (data.get("settings") or {}).items()
+                                      if isinstance(rules, dict) and rules.get("secret"))
+        self.secret_ok: set[tuple[Path_, str]] = set()  # secrets inserted in a url
 
     def problem(self, path: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(Problem(self.view.locate(path, key=key), message))
@@ -76,28 +86,55 @@ class _Compiler:
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def tree(self, value: Any, path: Path_) -> Compiled:
-        compiled = compile_tree(value, path, self.template_problem)
+    def where(self, path: Path_) -> str:
+        """file:line:col of a path, for the errors a template or expression raises."""
+        return str(self.view.locate(path))
+
+    def tree(self, value: Any, path: Path_, known: Known | None = None) -> Compiled:
+        compiled = compile_tree(value, path, self.template_problem, locate=self.where, known=known)
         self.settings_used += [(path, name) for name in compiled.settings_used]
         return compiled
 
-    def expression(self, source: str, path: Path_) -> Compiled:
-        compiled = compile_expression(source)
+    def expression(self, source: str, path: Path_, known: Known | None = None) -> Compiled:
+        compiled = compile_expression(source, self.where(path))
         if isinstance(compiled, Compiled):
             self.settings_used += [(path, name) for name in compiled.settings_used]
+            if known is not None:
+                for name in sorted(compiled.names_used - known.names):
+                    self.template_problem(path, TemplateProblem(known.explain(name)))
             return compiled
         for problem in compiled if isinstance(compiled, list) else [compiled]:
             self.template_problem(path, problem)
         return Compiled(None, False)
 
-    def jmespath(self, source: str, path: Path_) -> Callable[[Any], Any]:
-        compiled = compile_jmespath(source)
+    def jmespath(self, source: str, path: Path_) -> Expression:
+        compiled = compile_jmespath(source, self.where(path))
         if isinstance(compiled, ExpressionProblem):
             self.problems.append(Problem(self.view.locate_inside(path, 1, compiled.offset),
                                          compiled.message))
-            return lambda event: None
-        assert isinstance(compiled, Expression)
-        return compiled.search
+            return Expression(source, lambda event: None)
+        self.settings_used += [(path, name) for name in compiled.settings_used]
+        return compiled
+
+    def values(self, spec: dict[str, Any] | None, path: Path_,
+               known: Known | None) -> tuple[tuple[tuple[str, Compiled], ...], Known | None]:
+        """Named values, computed in order: each sees the ones before it. Returns them with
+        what the templates after them can read."""
+        out = []
+        names = list(spec or {})
+        for i, name in enumerate(names):
+            where = path + (name,)
+            if name in _RESERVED:
+                self.problem(where, f"'{name}' is a reserved name in templates; pick another", key=True)
+            later = frozenset(names[i:])
+            here = None if known is None else Known(known.names | frozenset(names[:i]), later)
+            compiled = self.tree(spec[name] if spec else None, where, here)
+            if known is None:
+                for used in sorted(compiled.names_used & later):
+                    self.problem(where, Known(frozenset(), later).explain(used))
+            out.append((name, compiled))
+        after = None if known is None else known.with_names(*names)
+        return tuple(out), after
 
     def snake(self, spec: Any, path: Path_) -> SnakeCaseRule | None:
         if not spec:
@@ -111,58 +148,111 @@ class _Compiler:
         return SnakeCaseRule(tuple(tuple(p.split(".")) for p in paths),
                              frozenset(_as_list(spec.get("except"))))
 
-    def conditions(self, items: list[dict[str, Any]] | None, path: Path_) -> tuple[Condition, ...]:
+    def conditions(self, items: list[dict[str, Any]] | None, path: Path_,
+                   known: Known | None) -> tuple[Condition, ...]:
         out = []
         for i, item in enumerate(items or []):
-            out.append(Condition(self.expression(item["if"], path + (i, "if")),
-                                 self.tree(item["reason"], path + (i, "reason"))))
+            out.append(Condition(self.expression(item["if"], path + (i, "if"), known),
+                                 self.tree(item["reason"], path + (i, "reason"), known)))
         return tuple(out)
 
-    def request(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_) -> RequestSpec:
+    def request(self, defaults: dict[str, Any], own: dict[str, Any], own_path: Path_,
+                known: Known | None, request_name: str, id_suffix: str = "") -> RequestSpec:
+        """One request of a rule: the file's defaults merged with `own` (the rule's `request`,
+        or one entry of its `requests`, written at `own_path`)."""
         def origin(key: str) -> Path_:
-            return rule_path + ("request", key) if key in own else ("request", key)
+            return own_path + (key,) if key in own else ("request", key)
 
         merged = {**defaults, **own}
         merged["headers"] = {**defaults.get("headers", {}), **own.get("headers", {})}
         merged["auth"] = {**defaults.get("auth", {}), **own.get("auth", {})}
+        merged["auth_query"] = {**defaults.get("auth_query", {}), **own.get("auth_query", {})}
         if "url" not in merged:
-            self.problem(rule_path, "no url: set request.url here or in the file's request defaults")
+            self.problem(own_path[:-1] if own_path[-1] == "request" else own_path,
+                         "no url: set request.url here or in the file's request defaults")
         headers = tuple((name, self.tree(value if isinstance(value, str) else str(value),
-                                         self._header_path(name, own, rule_path)))
+                                         origin_in(own_path, own, "headers", name), known))
                         for name, value in merged["headers"].items())
+        method = merged.get("method", "POST")
+        if not is_template(method) and method not in _METHODS:
+            self.problem(origin("method"), f"method '{method}' is not one of {', '.join(_METHODS)}")
         auth = []
         for name, value in merged["auth"].items():
-            path = rule_path + ("request", "auth", name) if name in own.get("auth", {}) \
-                else ("request", "auth", name)
+            path = origin_in(own_path, own, "auth", name)
             compiled = self.tree(value, path)
             stray = compiled.names_used - {"settings"}
             if stray:
                 self.problem(path, "auth may use settings only (it is rendered again at send "
                                    f"time, without the event); found: {', '.join(sorted(stray))}")
             auth.append((name, compiled))
+        auth_query = []
+        for name, value in merged["auth_query"].items():
+            path = origin_in(own_path, own, "auth_query", name)
+            compiled = self.tree(value if isinstance(value, str) else str(value), path)
+            stray = compiled.names_used - {"settings"}
+            if stray:
+                self.problem(path, "auth_query may use settings only (it is rendered again at "
+                                   f"send time, without the event); found: {', '.join(sorted(stray))}")
+            auth_query.append((name, compiled))
+        url = self.tree(merged.get("url", ""), origin("url"), known)
+        # Secret settings may be inserted into the url as they are: the url is stored with a
+        # placeholder for each, and delivery puts the current value in at send time.
+        url_secrets = frozenset(url.settings_used & self.secret_names)
+        for name in sorted(url_secrets):
+            self.secret_ok.add((origin("url"), name))  # reported here, if at all
+            if name not in url.settings_inserted:
+                self.problem(origin("url"), f"secret setting '{name}' may be used in the url only "
+                                            f"as it is, {{{{ settings.{name} }}}} (it is inserted, "
+                                            "percent-encoded, at send time)")
         once = merged.get("once")
         batch_item = merged.get("batch_item")
         if batch_item is not None and "batch" not in self.data:
             self.problem(origin("batch_item"), "batch_item needs a file-level 'batch' that says "
                                                "how the bulk request is made", key=True)
+        encoding = merged.get("encoding", "json")
+        item_name = own.get("as", "item")
+        for_each = None
+        if "for_each" in own:
+            for_each = self.tree(own["for_each"], own_path + ("for_each",), known)
+            if known is not None:
+                known = known.with_names(item_name, "index")
+        elif "as" in own:
+            self.problem(own_path + ("as",), "'as' names the item of for_each, and there is no "
+                                             "for_each here", key=True)
+        query = tuple((key, self.tree(value, origin_in(own_path, own, "query", key), known))
+                      for key, value in {**defaults.get("query", {}), **own.get("query", {})}.items())
+        named = {name.lower() for name in (*merged["headers"], *merged["auth"])}
         return RequestSpec(
-            method=merged.get("method", "POST"),
-            url=self.tree(merged.get("url", ""), origin("url")),
+            method=self.tree(method, origin("method"), known),
+            url=url,
+            url_secrets=url_secrets,
+            auth_query=tuple(auth_query),
             headers=headers,
             auth=tuple(auth),
-            encoding=merged.get("encoding", "json"),
-            body=self.body(defaults, own, rule_path),
-            deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"))
+            encoding=encoding,
+            body=self.body(defaults, own, own_path, known),
+            deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"), known)
             if "deliver_after" in merged else None,
-            once_key=self.tree(once["key"], origin("once") + ("key",)) if once else None,
-            once_window=self.tree(once["window_seconds"], origin("once") + ("window_seconds",))
-            if once else None,
-            message_id=self.tree(merged.get("message_id", "{{ messageId }}"), origin("message_id")),
+            once_key=self.tree(once["key"], origin("once") + ("key",), known) if once else None,
+            once_window=self.tree(once["window_seconds"], origin("once") + ("window_seconds",),
+                                  known) if once else None,
+            message_id=self.tree(merged.get("message_id", "{{ messageId }}"), origin("message_id"),
+                                 known),
             batch_into=batch_item["into"] if batch_item else None,
-            batch_item=self.tree(batch_item["value"], origin("batch_item") + ("value",))
+            batch_item=self.tree(batch_item["value"], origin("batch_item") + ("value",),
+                                 known.with_names("body") if known else None)
             if batch_item else None,
-            batch_if=self.expression(batch_item["if"], origin("batch_item") + ("if",))
+            batch_if=self.expression(batch_item["if"], origin("batch_item") + ("if",),
+                                     known.with_names("body") if known else None)
             if batch_item and "if" in batch_item else None,
+            content_type=None if "content-type" in named
+            else FORM_TYPE if encoding == "form" else JSON_TYPE,
+            name=request_name,
+            query=query,
+            for_each=for_each,
+            item_name=item_name,
+            # A request that says its own message_id keeps it as it is, item by item.
+            id_suffix=None if "message_id" in own else id_suffix,
         )
 
     def batch(self, rules: list[Rule]) -> BatchSpec | None:
@@ -170,12 +260,12 @@ class _Compiler:
         spec = self.data.get("batch")
         if spec is None:
             return None
-        if not any(r.request is not None and r.request.batch_item is not None for r in rules):
+        if not any(q.batch_item is not None for r in rules for q in r.requests):
             self.problem(("batch",), "'batch' is declared but no rule's request has a batch_item",
                          key=True)
         request = spec["request"]
         path: Path_ = ("batch", "request")
-        lists = {r.request.batch_into for r in rules if r.request is not None and r.request.batch_into}
+        lists = {q.batch_into for r in rules for q in r.requests if q.batch_into}
         if "failed_items" in spec and len(lists) > 1:
             self.problem(("batch", "failed_items"), "failed_items counts the items of one list, "
                          f"and the rules' batch_items go into several ({', '.join(sorted(lists))})")
@@ -198,31 +288,28 @@ class _Compiler:
             auth=tuple((name, part(value, path + ("auth", name), {"settings"}))
                        for name, value in (request.get("auth") or {}).items()),
             body=part(request["body"], path + ("body",), {"settings", "items"}),
-            failed_items=self.jmespath(spec["failed_items"], ("batch", "failed_items"))
+            failed_items=self.jmespath(spec["failed_items"], ("batch", "failed_items")).search
             if "failed_items" in spec else None,
         )
 
-    def body(self, defaults: dict[str, Any], own: dict[str, Any], rule_path: Path_) -> Compiled | None:
+    def body(self, defaults: dict[str, Any], own: dict[str, Any], own_path: Path_,
+             known: Known | None) -> Compiled | None:
         if "body" not in own:
-            return self.tree(defaults["body"], ("request", "body")) if "body" in defaults else None
+            return self.tree(defaults["body"], ("request", "body"), known) if "body" in defaults else None
         base, mine = defaults.get("body"), own["body"]
-        mine_path = rule_path + ("request", "body")
+        mine_path = own_path + ("body",)
         if isinstance(base, dict) and isinstance(mine, dict):
             # Merged once, here: the rule's keys win, a key the rule sets to null is removed,
             # and each key is compiled (and its problems located) where it was written.
-            merged = {k: v for k, v in base.items() if k not in mine}
-            merged.update((k, v) for k, v in mine.items() if v is not None)
+            # `body_merge: deep` merges nested mappings the same way, key by key.
+            merged = _merge_bodies(base, mine, deep=own.get("body_merge") == "deep")
             key_paths = {k: mine_path + (k,) for k in mine}
-            compiled = compile_tree(merged, ("request", "body"), self.template_problem, key_paths)
+            compiled = compile_tree(merged, ("request", "body"), self.template_problem, key_paths,
+                                    locate=self.where, known=known)
             self.settings_used += [(mine_path, name) for name in compiled.settings_used]
             return compiled
-        return self.tree(mine, mine_path)
+        return self.tree(mine, mine_path, known)
 
-    @staticmethod
-    def _header_path(name: str, own: dict[str, Any], rule_path: Path_) -> Path_:
-        if name in own.get("headers", {}):
-            return rule_path + ("request", "headers", name)
-        return ("request", "headers", name)
 
     def rule(self, spec: dict[str, Any], index: int, defaults: dict[str, Any],
              snake: SnakeCaseRule | None) -> Rule:
@@ -250,11 +337,33 @@ class _Compiler:
         for i, item in enumerate(spec.get("require") or []):
             require.append((self.jmespath(item["field"], path + ("require", i, "field")),
                             item["field"], item.get("reason") or f"'{item['field']}' is missing"))
-        has_request = "request" in spec or bool(defaults)
-        skip = self.tree(spec["skip"], path + ("skip",)) if "skip" in spec else None
-        request = None
+        # Before the rule matches, templates see the message, settings and the file's
+        # values; after, the extracted names, matched_event and the rule's own values too.
+        file_known = self.file_known
+        known = file_known.with_names("matched_event", *(n for n, _ in extract)) \
+            if file_known is not None else None
+        values, known = self.values(spec.get("values"), path + ("values",), known)
+        has_request = "request" in spec or "requests" in spec or bool(defaults)
+        skip = self.tree(spec["skip"], path + ("skip",), known) if "skip" in spec else None
+        requests: list[RequestSpec] = []
         if skip is None and has_request:
-            request = self.request(defaults, spec.get("request", {}), path)
+            if "requests" in spec:
+                if "request" in spec:
+                    self.problem(path + ("requests",), "a rule has 'request' or 'requests', "
+                                                       "not both", key=True)
+                labels: set[str] = set()
+                for i, entry in enumerate(spec["requests"]):
+                    label = str(entry.get("name", i))
+                    if label in labels:
+                        self.problem(path + ("requests", i, "name"), f"duplicate request name '{label}'")
+                    labels.add(label)
+                    requests.append(self.request(
+                        defaults, {k: v for k, v in entry.items() if k != "name"},
+                        path + ("requests", i), known, f"{spec['name']}/{label}",
+                        "" if i == 0 else f"#{label}"))
+            else:
+                requests.append(self.request(defaults, spec.get("request", {}),
+                                             path + ("request",), known, spec["name"]))
         rule_snake = snake
         if "snake_case" in spec:
             rule_snake = self.snake(spec["snake_case"], path + ("snake_case",))
@@ -267,11 +376,14 @@ class _Compiler:
             if "condition" in when else None,
             require=tuple(require),
             extract=tuple(extract),
-            reject_if=self.conditions(spec.get("reject_if"), path + ("reject_if",)),
-            skip_if=self.conditions(spec.get("skip_if"), path + ("skip_if",)),
+            reject_if=self.conditions(spec.get("reject_if"), path + ("reject_if",), known),
+            skip_if=self.conditions(spec.get("skip_if"), path + ("skip_if",), known),
             skip=skip,
             snake=rule_snake if rule_snake is not snake else None,
-            request=request,
+            requests=tuple(requests),
+            when_if=self.expression(when["if"], path + ("when", "if"), file_known)
+            if "if" in when else None,
+            values=values,
         )
 
     def examples(self, file: str) -> tuple[Example, ...]:
@@ -283,7 +395,7 @@ class _Compiler:
             seen.add(spec["name"])
             out.append(Example(spec["name"], spec["event"], spec.get("settings") or {},
                                spec.get("now"), spec.get("source"),
-                               self.view.locate(("examples", i))))
+                               self.view.locate(("examples", i)), spec.get("expect")))
         return tuple(out)
 
     def run(self) -> Destination:
@@ -294,6 +406,7 @@ class _Compiler:
                 self.problem(("settings", name), f"setting '{name}' is required and has a default; "
                                                  "keep one of the two")
         snake = self.snake(data.get("snake_case"), ("snake_case",))
+        values, self.file_known = self.values(data.get("values"), ("values",), self.known)
         defaults = data.get("request") or {}
         rules = []
         names: set[str] = set()
@@ -304,13 +417,15 @@ class _Compiler:
             rules.append(self.rule(spec, i, defaults, snake))
         if not rules:
             self.problem(("rules",), "a destination needs at least one rule")
-        unmatched = self.tree(data["unmatched"], ("unmatched",)) if "unmatched" in data else None
+        unmatched = self.tree(data["unmatched"], ("unmatched",), self.file_known) \
+            if "unmatched" in data else None
         batch = self.batch(rules)
         secret = settings.secret_names
         for path, name in self.settings_used:
-            if name in secret and not _in_auth(path):
-                self.problem(path, f"secret setting '{name}' may be used in request.auth only "
-                                   "(requests are stored without their auth headers)")
+            if name in secret and not _in_auth(path) and (path, name) not in self.secret_ok:
+                self.problem(path, f"secret setting '{name}' may be used in request.auth, "
+                                   "request.auth_query or inserted as it is in the url only "
+                                   "(requests are stored without them)")
             if name not in settings.spec:
                 declared = ", ".join(sorted(settings.spec)) or "none"
                 self.problem(path, f"setting '{name}' is used but not declared (declared: {declared})")
@@ -320,12 +435,38 @@ class _Compiler:
             docs=data.get("docs"), input=data.get("input", "segment"),
             accepts=frozenset(accepts) if accepts is not None else None,
             settings_schema=settings, rules=tuple(rules), snake=snake, unmatched=unmatched,
-            examples=self.examples(self.view.docs[0].path), batch=batch,
+            examples=self.examples(self.view.docs[0].path), batch=batch, values=values,
         )
 
 
+def origin_in(own_path: Path_, own: dict[str, Any], part: str, name: str) -> Path_:
+    """Where a header, auth header or query parameter was written: in the rule's own request
+    if it names it there, else in the file's request defaults."""
+    if name in (own.get(part) or {}):
+        return own_path + (part, name)
+    return ("request", part, name)
+
+
+def _merge_bodies(base: dict[str, Any], mine: dict[str, Any], *, deep: bool) -> dict[str, Any]:
+    merged = {k: v for k, v in base.items() if k not in mine}
+    for key, value in mine.items():
+        if value is None:
+            continue  # a key set to null removes the default's key
+        if deep and isinstance(value, dict) and isinstance(base.get(key), dict) \
+                and "$each" not in value and "$entries" not in value:
+            merged[key] = _merge_bodies(base[key], value, deep=True)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _in_auth(path: Path_) -> bool:
-    return any(a == "request" and b == "auth" for a, b in zip(path, path[1:], strict=False))
+    """Is the path inside a request's `auth` (of a `request`, or of one of `requests`)?"""
+    for i, part in enumerate(path[1:], start=1):
+        if part in ("auth", "auth_query") and (path[i - 1] == "request" or (
+                i >= 2 and isinstance(path[i - 1], int) and path[i - 2] == "requests")):
+            return True
+    return False
 
 
 def _as_list(value: Any) -> list[str]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
+from urllib.parse import quote, urlencode
 
 from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
-from ..outcomes import Outcome, Request, Skip
+from ..outcomes import SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import route
 from ..serialization import parse_datetime, to_json
-from .casing import snake_case
-from .expressions import Getter
+from .casing import snake_case_keys
+from .expressions import Expression, Getter
 from .missing import MISSING
 from .settings import SettingsSchema
 from .templates import Compiled
@@ -20,6 +21,11 @@ from .templates import Compiled
 __all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkRequest"]
 
 Scope = dict[str, Any]
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+"""The HTTP methods a request may use."""
+JSON_TYPE = "application/json"
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,9 @@ class Example:
     now: str | None
     source: str | None
     location: Location
+    expect: Sequence[Mapping[str, Any]] | None = None
+    """The outcomes the example must give (from the destination's docs or a public test
+    suite), when the file says them."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,7 @@ class SnakeCaseRule:
         if rest:
             renamed = self._at(inner, rest)
         else:
-            keep = self.keep
-            renamed = {(k if k in keep or not isinstance(k, str) else snake_case(k)): v
-                       for k, v in inner.items()}
+            renamed = snake_case_keys(inner, self.keep)
         return obj if renamed is inner else {**obj, head: renamed}
 
 
@@ -64,7 +71,7 @@ class SnakeCaseRule:
 class RequestSpec:
     """The compiled request part of a rule (defaults merged in)."""
 
-    method: str
+    method: Compiled
     url: Compiled
     headers: tuple[tuple[str, Compiled], ...]
     auth: tuple[tuple[str, Compiled], ...]
@@ -77,10 +84,26 @@ class RequestSpec:
     batch_into: str | None = None
     batch_item: Compiled | None = None
     batch_if: Compiled | None = None
+    content_type: str | None = None
+    """The Content-Type a body is sent with when the mapping sets none itself."""
+    name: str = ""
+    """What the requests it makes are called (Request.rule): the rule's name, or
+    `rule/request` for one of a rule's several requests. Delivery finds the auth by it."""
+    query: tuple[tuple[str, Compiled], ...] = ()
+    for_each: Compiled | None = None
+    item_name: str = "item"
+    url_secrets: frozenset[str] = frozenset()
+    """Secret settings inserted in the url: stored as placeholders, put in at send time."""
+    auth_query: tuple[tuple[str, Compiled], ...] = ()
+    """Query parameters made from settings (secret ones too), added at send time."""
+    id_suffix: str | None = ""
+    """Added to the dedupe id of the requests after a rule's first (and `:index` to each
+    item of a for_each), so that each has its own; None when the request sets message_id."""
 
     def templates(self) -> list[Compiled]:
         """Every compiled value of the request except auth (which is rendered apart)."""
-        found = [self.url, *(c for _, c in self.headers), self.body, self.deliver_after,
+        found = [self.method, self.url, *(c for _, c in self.headers), *(c for _, c in self.query),
+                 self.for_each, self.body, self.deliver_after,
                  self.once_key, self.once_window, self.message_id, self.batch_item, self.batch_if]
         return [c for c in found if c is not None]
 
@@ -126,17 +149,20 @@ class Rule:
     types: frozenset[str] | None
     events: Mapping[str, str] | None  # as compared -> as written in the rule
     normalized: bool
-    condition: Getter | None
-    require: tuple[tuple[Getter, str, str], ...]
-    extract: tuple[tuple[str, Getter], ...]
+    condition: Expression | None
+    require: tuple[tuple[Expression, str, str], ...]
+    extract: tuple[tuple[str, Expression], ...]
     reject_if: tuple[Condition, ...]
     skip_if: tuple[Condition, ...]
     skip: Compiled | None
     snake: SnakeCaseRule | None
-    request: RequestSpec | None
+    requests: tuple[RequestSpec, ...]
+    when_if: Compiled | None = None
+    values: tuple[tuple[str, Compiled], ...] = ()
 
-    def matches(self, event: dict[str, Any], call: str | None) -> str | bool:
-        """False, or True; for an event-name matcher, the name as the rule spells it."""
+    def matches_call(self, event: dict[str, Any], call: str | None) -> str | bool:
+        """The type and event-name matchers: False, or True; for an event-name matcher,
+        the name as the rule spells it. (Conditions are tested by the bound destination.)"""
         matched: str | bool = True
         if self.types is not None and call not in self.types:
             return False
@@ -147,9 +173,21 @@ class Rule:
             matched = self.events.get(normalize_name(name) if self.normalized else name, False)
             if not matched:
                 return False
-        if self.condition is not None and _is_false(self.condition(event)):
-            return False
         return matched
+
+
+@dataclass(frozen=True, slots=True)
+class _BoundRule:
+    """A rule with its JMESPath expressions bound to the settings, and its auth headers."""
+
+    rule: Rule
+    condition: Getter | None
+    require: tuple[tuple[Getter, str], ...]
+    extract: tuple[tuple[str, Getter], ...]
+    auths: tuple[dict[str, str], ...]
+    """The auth headers of each of the rule's requests."""
+    queries: tuple[tuple[tuple[str, Any], ...], ...] = ()
+    """The auth query parameters of each of the rule's requests."""
 
 
 def normalize_name(name: str) -> str:
@@ -205,6 +243,8 @@ class Destination:
     unmatched: Compiled | None
     examples: tuple[Example, ...] = ()
     batch: BatchSpec | None = None
+    values: tuple[tuple[str, Compiled], ...] = ()
+    """Named values computed for each event before rules match, in order."""
     _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
 
     def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":
@@ -247,19 +287,41 @@ class BoundDestination:
         self._public = {k: v for k, v in settings.items() if k not in secret}
         base: Scope = {"settings": self._public}
         with_secrets: Scope = {"settings": settings}
-        self._auth: dict[int, dict[str, str]] = {}
         self._resolved: dict[int, Compiled] = {}
+        public = self._public
+        self._rules: list[_BoundRule] = []
+        # The url's view of the settings: a secret one is a placeholder, put in at send time.
+        self._url_settings = {**public, **{name: f"{{secret:{name}}}" for name in secret}}
+        url_base: Scope = {"settings": self._url_settings}
         for rule in destination.rules:
-            spec = rule.request
-            if spec is None:
-                continue
-            headers = {}
-            for name, compiled in spec.auth:
-                value = _settings_value(destination, f"auth header {name}", compiled, with_secrets)
-                if value is not MISSING:
-                    headers[name] = str(value)
-            self._auth[id(rule)] = headers
-            for compiled in spec.templates():
+            auths, queries = [], []
+            for spec in rule.requests:
+                headers = {}
+                for name, compiled in spec.auth:
+                    value = _settings_value(destination, f"auth header {name}", compiled,
+                                            with_secrets)
+                    if value is not MISSING:
+                        headers[name] = str(value)
+                auths.append(headers)
+                queries.append(tuple(
+                    (name, _settings_value(destination, f"auth query parameter {name}",
+                                           compiled, with_secrets))
+                    for name, compiled in spec.auth_query))
+            self._rules.append(_BoundRule(
+                rule,
+                rule.condition.with_settings(public) if rule.condition is not None else None,
+                tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
+                tuple((name, e.with_settings(public)) for name, e in rule.extract),
+                tuple(auths), tuple(queries)))
+            for spec in rule.requests:
+                if spec.url_secrets and spec.url.renderer is not None \
+                        and spec.url.names_used <= {"settings"}:
+                    try:
+                        self._resolved[id(spec.url)] = Compiled(None, spec.url.renderer(url_base))
+                    except RenderError:
+                        pass
+            for compiled in (c for spec in rule.requests for c in spec.templates()
+                             if not (c is spec.url and spec.url_secrets)):
                 if compiled.renderer is not None and compiled.names_used <= {"settings"}:
                     # Depends on settings alone: render it once, here. One that fails stays a
                     # template, and fails each event it maps (a rejection, with its reason).
@@ -298,14 +360,36 @@ class BoundDestination:
             raise EventError(f"{self.destination.slug}: batch: {exc}") from None
         if not bulk[0]:
             raise EventError(f"{self.destination.slug}: batch: the url template rendered nothing")
-        return BulkRequest(batch.method, bulk[0], dict(bulk[1]), None if body is MISSING else body)
+        headers = dict(bulk[1])
+        if body is not MISSING and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = JSON_TYPE
+        return BulkRequest(batch.method, bulk[0], headers, None if body is MISSING else body)
+
+    def send_url(self, rule_name: str, stored_url: str) -> str | None:
+        """The url a stored request is sent to: its secret placeholders filled in and its
+        auth query parameters added, from the current settings; None when the destination
+        has no such rule (any more)."""
+        for bound in self._rules:
+            for i, spec in enumerate(bound.rule.requests):
+                if spec.name == rule_name:
+                    return self._fill_url(spec, stored_url, bound.queries[i])
+        return None
+
+    def _fill_url(self, spec: RequestSpec, url: str, query: tuple[tuple[str, Any], ...]) -> str:
+        if spec.url_secrets:
+            settings = self.settings
+            url = SECRET_PLACEHOLDER.sub(
+                lambda m: quote(str(settings.get(m.group(1), "")), safe="")
+                if m.group(1) in spec.url_secrets else m.group(0), url)
+        return _with_query(url, list(query)) if query else url
 
     def auth_headers(self, rule_name: str) -> dict[str, str] | None:
         """The secret headers of a rule, rendered from the current settings; None when the
         destination has no such rule (any more)."""
-        for rule in self.destination.rules:
-            if rule.name == rule_name:
-                return dict(self._auth.get(id(rule), {}))
+        for bound in self._rules:
+            for spec, auth in zip(bound.rule.requests, bound.auths, strict=True):
+                if spec.name == rule_name:
+                    return dict(auth)
         return None
 
     def _c(self, compiled: Compiled) -> Compiled:
@@ -333,71 +417,139 @@ class BoundDestination:
         call = event["type"] if dest.input == "segment" else None
         if dest.snake is not None:
             event = dest.snake.apply(event)
-        for rule in dest.rules:
-            matched = rule.matches(event, call)
-            if matched:
-                return [self._apply(rule, event, when, matched)]
-        scope = self._scope(event, when, ())
+        scope: Scope | None = None  # made once, when a rule's `if` or the reason needs it
+        for bound in self._rules:
+            rule = bound.rule
+            matched = rule.matches_call(event, call)
+            if not matched:
+                continue
+            try:
+                if bound.condition is not None and _is_false(bound.condition(event)):
+                    continue
+                if rule.when_if is not None:
+                    if scope is None:
+                        scope = self._scope(event, when)
+                    if not _holds(self._c(rule.when_if), scope):
+                        continue
+            except RenderError as exc:
+                raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
+            return self._apply(bound, event, when, matched, scope)
         default = f"no rule of {dest.name} matches this {call or 'input'}" + (
             f" event ('{event.get('event')}')" if call == "track" else " call" if call else "")
-        reason = _text(dest.unmatched, scope, default) if dest.unmatched else default
+        if dest.unmatched is None:
+            return [Skip(dest.slug, default)]
+        try:
+            reason = _text(dest.unmatched, scope or self._scope(event, when), default)
+        except RenderError:
+            reason = default
         return [Skip(dest.slug, reason)]
 
-    def _scope(self, event: dict[str, Any], now: datetime,
-               extracted: Sequence[tuple[str, Any]]) -> Scope:
+    def _scope(self, event: dict[str, Any], now: datetime) -> Scope:
+        """What templates see: the message's fields, `message`, `settings` (without the
+        secret ones), `now`, and the file's `values`, computed in order."""
         scope = dict(event)
         scope["message"] = event
         scope["settings"] = self._public
         scope["now"] = now
-        for name, value in extracted:
-            scope[name] = value
+        for name, compiled in self.destination.values:
+            scope[name] = _value(self._c(compiled), scope)
         return scope
 
-    def _apply(self, rule: Rule, event: dict[str, Any], now: datetime,
-               matched: str | bool) -> Outcome:
-        dest = self.destination
+    def _apply(self, bound: _BoundRule, event: dict[str, Any], now: datetime,
+               matched: str | bool, scope: Scope | None) -> list[Outcome]:
+        dest, rule = self.destination, bound.rule
         if rule.snake is not None:
             event = rule.snake.apply(event)
-        for getter, _field, reason in rule.require:
-            if _absent(getter(event)):
-                return Skip(dest.slug, reason, rule.name, rule.name)
-        scope = self._scope(event, now, [(n, g(event)) for n, g in rule.extract])
-        if isinstance(matched, str):
-            scope["matched_event"] = matched
+            scope = None  # the rule reads the event renamed its way
         try:
+            for getter, reason in bound.require:
+                if _absent(getter(event)):
+                    return [Skip(dest.slug, reason, rule.name, rule.name)]
+            if scope is None:
+                scope = self._scope(event, now)
+            for name, getter in bound.extract:
+                scope[name] = getter(event)
+            if isinstance(matched, str):
+                scope["matched_event"] = matched
+            for name, compiled in rule.values:
+                scope[name] = _value(self._c(compiled), scope)
             for condition in rule.reject_if:
                 if _holds(condition.test, scope):
                     raise EventError(_text(condition.reason, scope, f"rejected by rule {rule.name}"))
             for condition in rule.skip_if:
                 if _holds(condition.test, scope):
-                    return Skip(dest.slug, _text(condition.reason, scope, "skipped"), rule.name, rule.name)
-            if rule.skip is not None or rule.request is None:
+                    return [Skip(dest.slug, _text(condition.reason, scope, "skipped"), rule.name,
+                                 rule.name)]
+            if rule.skip is not None or not rule.requests:
                 reason = _text(rule.skip, scope, f"skipped by rule {rule.name}") if rule.skip \
                     else f"skipped by rule {rule.name}"
-                return Skip(dest.slug, reason, rule.name, rule.name)
-            return self._request(rule, rule.request, scope, now)
+                return [Skip(dest.slug, reason, rule.name, rule.name)]
+            out: list[Outcome] = []
+            for i, spec in enumerate(rule.requests):
+                auth = bound.auths[i]
+                if spec.for_each is None:
+                    out.append(self._request(rule, spec, auth, scope, now, spec.id_suffix or "",
+                                             bound.queries[i]))
+                    continue
+                items = _value(self._c(spec.for_each), scope)
+                if items is MISSING:
+                    continue
+                item_scope = dict(scope)
+                for index, item in enumerate(items if isinstance(items, list) else [items]):
+                    if item is None:
+                        continue
+                    item_scope[spec.item_name] = item
+                    item_scope["index"] = index
+                    suffix = "" if spec.id_suffix is None else f"{spec.id_suffix}:{index}"
+                    out.append(self._request(rule, spec, auth, item_scope, now, suffix,
+                                             bound.queries[i]))
+            if not out:
+                return [Skip(dest.slug, f"rule {rule.name} made no request (its for_each gave "
+                                        "no items)", rule.name, rule.name)]
+            return out
         except RenderError as exc:
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
 
-    def _request(self, rule: Rule, spec: RequestSpec, scope: Scope, now: datetime) -> Request:
+    def _request(self, rule: Rule, spec: RequestSpec, auth: dict[str, str], scope: Scope,
+                 now: datetime, id_suffix: str, secret_query: tuple[tuple[str, Any], ...]) -> Request:
         dest = self.destination
-        url = _value(self._c(spec.url), scope)
+        method = _value(self._c(spec.method), scope)
+        if method not in METHODS:
+            raise EventError(f"{dest.slug}: rule {rule.name}: the method template rendered "
+                             f"{'nothing' if method is MISSING else repr(method)}, not one of "
+                             f"{', '.join(METHODS)}")
+        if spec.url_secrets:
+            shown_settings, scope["settings"] = scope["settings"], self._url_settings
+            try:
+                url = _value(self._c(spec.url), scope)
+            finally:
+                scope["settings"] = shown_settings
+        else:
+            url = _value(self._c(spec.url), scope)
         if url is MISSING or not str(url):
             raise EventError(f"{dest.slug}: rule {rule.name}: the url template rendered nothing")
+        url = str(url)
+        if spec.query:
+            url = _with_query(url, [(k, _value(self._c(c), scope)) for k, c in spec.query])
+        stored_url = None
+        if spec.url_secrets or secret_query:
+            stored_url, url = url, self._fill_url(spec, url, secret_query)
         headers: dict[str, str] = {}
         for name, compiled in spec.headers:
             value = _value(self._c(compiled), scope)
             if value is not MISSING:
                 headers[name] = str(value)
-        auth = self._auth.get(id(rule), {})
         headers.update(auth)
         body = None
         if spec.body is not None:
             body = _value(self._c(spec.body), scope)
             if body is MISSING:
                 body = None
-            elif spec.batch_item is not None:
-                scope["body"] = body  # the item may reuse what the body computed
+            else:
+                if spec.content_type is not None:
+                    headers["Content-Type"] = spec.content_type
+                if spec.batch_item is not None:
+                    scope["body"] = body  # the item may reuse what the body computed
             if body is not None and spec.encoding == "form":
                 if not isinstance(body, dict):
                     raise EventError(f"{dest.slug}: rule {rule.name}: a form body must be a mapping")
@@ -424,6 +576,8 @@ class BoundDestination:
                                      f"rendered {window!r}, not a number") from None
                 once_key = str(key)
         message_id = _value(self._c(spec.message_id), scope)
+        if message_id is not MISSING and id_suffix:
+            message_id = f"{message_id}{id_suffix}"
         batch_item = None
         if spec.batch_item is not None and (spec.batch_if is None
                                             or _holds(self._c(spec.batch_if), scope)):
@@ -431,14 +585,45 @@ class BoundDestination:
             if batch_item is MISSING:
                 batch_item = None
         return Request(
-            destination=dest.slug, rule=rule.name, method=spec.method, url=str(url),
+            destination=dest.slug, rule=spec.name or rule.name, method=method, url=url,
             headers=headers, encoding=spec.encoding, body=body, deliver_after=deliver_after,
             once_key=once_key, once_window=once_window,
             message_id=None if message_id is MISSING else str(message_id),
             secret_headers=frozenset(auth),
             batch_into=spec.batch_into if batch_item is not None else None,
             batch_item=batch_item,
+            stored_url=stored_url,
+            secret_query=tuple(name for name, _ in spec.auth_query),
         )
+
+
+def _query_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return to_json(value)
+    return str(value)
+
+
+def _with_query(url: str, params: list[tuple[str, Any]]) -> str:
+    """The url with the query parameters added, encoded; missing ones left out, a list
+    repeating its key (`ids=1&ids=2`)."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params:
+        if value is MISSING or value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if item is not MISSING and item is not None:
+                pairs.append((key, _query_text(item)))
+    if not pairs:
+        return url
+    base, _, fragment = url.partition("#")
+    joiner = "&" if "?" in base else "?"
+    if base.endswith(("?", "&")):
+        joiner = ""
+    return base + joiner + urlencode(pairs, quote_via=quote) + ("#" + fragment if fragment else "")
 
 
 def _settings_value(destination: Destination, what: str, compiled: Compiled, scope: Scope) -> Any:

@@ -15,6 +15,7 @@ import jmespath
 from jmespath import exceptions as jp_errors
 from jmespath.visitor import Options, TreeInterpreter
 
+from ..errors import RenderError
 from .functions import JMESPATH_FUNCTIONS
 
 __all__ = ["Expression", "ExpressionProblem", "compile_jmespath", "FUNCTIONS"]
@@ -37,14 +38,31 @@ class ExpressionProblem:
 
 @dataclass(frozen=True)
 class Expression:
-    """A compiled JMESPath expression: call `search(data)`."""
+    """A compiled JMESPath expression: call `search(data)`.
+
+    `settings` in an expression (`event == settings.event_name`, inside filters too) is the
+    destination's settings, never a field of the message: `with_settings(values)` gives the
+    search with those settings folded in as constants, compiled once per settings.
+    `settings_used` names them (checked at load)."""
 
     source: str
     search: Getter
+    parsed: dict[str, Any] | None = None
+    origin: str = ""
+    settings_used: frozenset[str] = frozenset()
+    uses_settings: bool = False
+
+    def with_settings(self, settings: dict[str, Any]) -> Getter:
+        """The search, with `settings` (the public ones) in place of `settings.NAME`."""
+        if not self.uses_settings or self.parsed is None:
+            return self.search
+        folded = _fold_settings(self.parsed, settings)
+        return _reporting(_compile(folded), self.source, self.origin)
 
 
-def compile_jmespath(source: str) -> Expression | ExpressionProblem:
-    """Parse, check functions and arity, and compile `source`."""
+def compile_jmespath(source: str, origin: str = "") -> Expression | ExpressionProblem:
+    """Parse, check functions and arity, and compile `source`. A search that fails at run
+    time (a function given the wrong type) raises RenderError naming `origin`."""
     if not isinstance(source, str) or not source.strip():
         return ExpressionProblem("a JMESPath expression must be a non-empty string")
     try:
@@ -60,7 +78,66 @@ def compile_jmespath(source: str) -> Expression | ExpressionProblem:
     problem = _check_functions(parsed.parsed, source)
     if problem:
         return problem
-    return Expression(source, _compile(parsed.parsed))
+    names: set[str] = set()
+    uses = _find_settings(parsed.parsed, names)
+    search = _reporting(_compile(parsed.parsed), source, origin)
+    return Expression(source, search, parsed.parsed, origin, frozenset(names), uses)
+
+
+def _settings_name(node: dict[str, Any]) -> tuple[bool, str | None]:
+    """(is `settings` or `settings.NAME...`, NAME) for a node."""
+    if node.get("type") == "field" and node.get("value") == "settings":
+        return True, None
+    if node.get("type") == "subexpression":
+        first = node["children"][0]
+        if first.get("type") == "field" and first.get("value") == "settings":
+            second = node["children"][1]
+            return True, second.get("value") if second.get("type") == "field" else None
+    return False, None
+
+
+def _find_settings(node: dict[str, Any], names: set[str]) -> bool:
+    is_settings, name = _settings_name(node)
+    if is_settings:
+        if name is not None:
+            names.add(name)
+        return True
+    found = False
+    for child in node.get("children", ()):
+        if isinstance(child, dict):
+            found = _find_settings(child, names) or found
+    return found
+
+
+def _fold_settings(node: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The expression with every `settings` field (a name path's first step, anywhere,
+    inside filters too) replaced by the settings as a literal."""
+    is_settings, _ = _settings_name(node)
+    if is_settings:
+        literal = {"type": "literal", "value": settings, "children": []}
+        if node["type"] == "field":
+            return literal
+        return {**node, "children": [literal, *node["children"][1:]]}
+    children = [_fold_settings(c, settings) if isinstance(c, dict) else c
+                for c in node.get("children", ())]
+    return {**node, "children": children}
+
+
+def _reporting(search: Getter, source: str, origin: str) -> Getter:
+    where = f"{origin}: " if origin else ""
+
+    def guarded(value: Any) -> Any:
+        try:
+            return search(value)
+        except jp_errors.JMESPathError as exc:
+            raise RenderError(f"{where}JMESPath {source!r} failed: {_one_line(exc)}") from None
+        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+            raise RenderError(f"{where}JMESPath {source!r} failed: {exc}") from None
+    return guarded
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _check_functions(node: dict[str, Any], source: str) -> ExpressionProblem | None:

@@ -36,6 +36,7 @@ def preview(bound: BoundDestination, event: Any, *, now: datetime | str | None =
             if not show_secrets:
                 for name in outcome.secret_headers:
                     request["headers"][name] = REDACTED
+                request["url"] = outcome.shown_url
                 request = redact(request, secrets)
             record["request"] = request
         else:

@@ -19,7 +19,7 @@ from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .bounds import PRECHECKS, bounded_binop, check_size
-from .functions import FILTERS, TESTS
+from .functions import FILTERS, MISSING_AWARE_FILTERS, MISSING_AWARE_TESTS, TESTS
 from .missing import MISSING, Missing, MissingValue
 
 __all__ = ["MappingEnvironment", "ENV"]
@@ -31,20 +31,49 @@ def _finalize(value: Any) -> Any:
     return value
 
 
-def _bounded(func: Callable[..., Any], precheck: Callable[..., None] | None = None) -> Callable[..., Any]:
+def _given_missing(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """True when a filter is given a missing value: null or undefined as its subject, or
+    undefined as an argument. Such a filter yields missing (its key is dropped) instead of
+    a wrong value such as sha256("None") or "none"."""
+    if not args or args[0] is None or isinstance(args[0], Undefined):
+        return True
+    return any(isinstance(a, Undefined) for a in args[1:]) or \
+        any(isinstance(v, Undefined) for v in kwargs.values())
+
+
+def _bounded(func: Callable[..., Any], precheck: Callable[..., None] | None = None,
+             *, propagate_missing: bool = True) -> Callable[..., Any]:
     pass_arg = getattr(func, "jinja_pass_arg", None)
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Filters that take the environment or a context get it first.
+        data = args[1:] if pass_arg is not None else args
+        if propagate_missing and _given_missing(data, kwargs):
+            return MISSING
         if precheck is not None:
-            # Filters that take the environment or a context get it first.
-            precheck(*(args[1:] if pass_arg is not None else args), **kwargs)
+            precheck(*data, **kwargs)
         return check_size(func(*args, **kwargs))
 
     if pass_arg is not None:
         wrapper.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
     wrapper.has_precheck = precheck is not None  # type: ignore[attr-defined]
     return wrapper
+
+
+def _false_for_missing(test: Any) -> Any:
+    # No functools.wraps: the template translator must call this wrapper, not the test.
+    pass_arg = getattr(test, "jinja_pass_arg", None)
+    skip = 1 if pass_arg is not None else 0
+
+    def checked(*args: Any) -> bool:
+        if any(isinstance(a, Undefined) for a in args[skip:]):
+            return False
+        return bool(test(*args))
+    if pass_arg is not None:
+        checked.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    checked.checked_test = test  # type: ignore[attr-defined]  # for the arity check at load
+    return checked
 
 
 class MappingEnvironment(ImmutableSandboxedEnvironment):
@@ -60,7 +89,13 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
         self.tests.update(TESTS)
         # Every filter's result is checked after it runs; those that can grow far past
         # their input are checked before, too.
-        self.filters = {name: _bounded(f, PRECHECKS.get(name)) for name, f in self.filters.items()}
+        self.filters = {name: _bounded(f, PRECHECKS.get(name),
+                                       propagate_missing=name not in MISSING_AWARE_FILTERS)
+                        for name, f in self.filters.items()}
+        # A test of a missing value is false (`is sequence`, `is iterable`, `is string`...),
+        # except the tests that exist to ask about missing values.
+        self.tests = {name: t if name in MISSING_AWARE_TESTS else _false_for_missing(t)
+                      for name, t in self.tests.items()}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Mapping data first: `traits.items` is the trait called "items", not dict.items.

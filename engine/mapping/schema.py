@@ -16,11 +16,16 @@ _STRINGS = {"type": ["string", "list"], "schema": {"type": "string"}}
 _TEMPLATE = {"type": "string", "empty": False}
 _SCALAR_TEMPLATE = {"type": ["string", "integer", "float"]}
 
+_VALUES = {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"}}
+
 _REQUEST = {
-    "method": {"type": "string", "allowed": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+    # One of GET, POST, PUT, PATCH, DELETE, or a template (checked by the compiler).
+    "method": {"type": "string", "empty": False},
     "url": _TEMPLATE,
     "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _SCALAR_TEMPLATE},
     "auth": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
+    # Query parameters made from (secret) settings, added at send time.
+    "auth_query": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
     "encoding": {"type": "string", "allowed": ["json", "form"]},
     "body": {"nullable": True},
     "deliver_after": _TEMPLATE,
@@ -29,6 +34,12 @@ _REQUEST = {
         "window_seconds": {**_SCALAR_TEMPLATE, "required": True},
     }},
     "message_id": _TEMPLATE,
+    # Query parameters, added to the url (encoded; missing ones left out).
+    "query": {"type": "dict", "keysrules": {"type": "string"}},
+    # One request per item of a list (a template), each item named `as` (default item).
+    "for_each": _TEMPLATE,
+    "as": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
+    "body_merge": {"type": "string", "allowed": ["keys", "deep"]},
     # This request's part of a bulk request (see `batch`): joins the list `into`.
     "batch_item": {"type": "dict", "schema": {
         "into": {"type": "string", "required": True, "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
@@ -43,7 +54,7 @@ _BATCH = {"type": "dict", "schema": {
     "max_wait": {"type": "number", "min": 0, "max": 10},
     "failed_items": _TEMPLATE,
     "request": {"type": "dict", "required": True, "schema": {
-        "method": _REQUEST["method"],
+        "method": {"type": "string", "allowed": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
         "url": {**_TEMPLATE, "required": True},
         "headers": _REQUEST["headers"],
         "auth": _REQUEST["auth"],
@@ -83,6 +94,7 @@ _RULE = {"type": "dict", "schema": {
         "event": _STRINGS,
         "event_match": {"type": "string", "allowed": ["exact", "normalized"]},
         "condition": _TEMPLATE,
+        "if": _TEMPLATE,
     }},
     "require": {"type": "list", "schema": {"type": "dict", "schema": {
         "field": {**_TEMPLATE, "required": True},
@@ -90,11 +102,14 @@ _RULE = {"type": "dict", "schema": {
     }}},
     "extract": {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
                 "valuesrules": _TEMPLATE},
+    "values": _VALUES,
     "reject_if": _CONDITIONS,
     "skip_if": _CONDITIONS,
     "skip": _TEMPLATE,
     "snake_case": _SNAKE_CASE,
     "request": {"type": "dict", "schema": _REQUEST},
+    "requests": {"type": "list", "empty": False, "schema": {"type": "dict", "schema": {
+        **_REQUEST, "name": {"type": "string", "regex": r"[A-Za-z0-9_.-]+"}}}},
 }}
 
 _EXAMPLE = {"type": "dict", "schema": {
@@ -103,6 +118,10 @@ _EXAMPLE = {"type": "dict", "schema": {
     "settings": {"type": "dict"},
     "now": {"type": "string"},
     "event": {"type": ["dict", "list"], "required": True},
+    # The outcomes the example must give, as `engine map` prints them (secrets redacted):
+    # {request: {...}}, {skipped: reason} or {error: part of the reason}.
+    "expect": {"type": "list", "schema": {"type": "dict", "minlength": 1, "maxlength": 2,
+                                          "keysrules": {"allowed": ["request", "skipped", "error", "rule"]}}},
 }}
 
 SCHEMA: dict[str, Any] = {
@@ -119,6 +138,7 @@ SCHEMA: dict[str, Any] = {
     "request": {"type": "dict", "schema": _REQUEST},
     "batch": _BATCH,
     "snake_case": _SNAKE_CASE,
+    "values": _VALUES,
     "rules": {"type": "list", "schema": _RULE},
     "unmatched": _TEMPLATE,
     "examples": {"type": "list", "schema": _EXAMPLE},

@@ -15,24 +15,27 @@ compiled by the sandboxed Jinja compiler once and rendered as text.
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from jinja2 import TemplateSyntaxError, Undefined, nodes
+import regex
+from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.utils import _PassArg
 
 from ..errors import EngineError, RenderError
 from ..serialization import format_datetime
 from .bounds import MAX_OUTPUT, bounded_binop
+from .functions import MISSING_AWARE_FILTERS, compile_regex
 from .missing import MISSING, MissingValue
 from .sandbox import ENV
 
-__all__ = ["Renderer", "TemplateProblem", "Compiled", "compile_tree", "compile_expression",
-           "is_template"]
+__all__ = ["Renderer", "TemplateProblem", "Compiled", "Known", "compile_tree",
+           "compile_expression", "is_template"]
 
 Scope = dict[str, Any]
 Renderer = Callable[[Scope], Any]
@@ -53,6 +56,9 @@ class Compiled:
     constant: Any = None
     settings_used: frozenset[str] = frozenset()
     names_used: frozenset[str] = frozenset()
+    settings_inserted: frozenset[str] = frozenset()
+    """Settings only ever inserted as they are (`{{ settings.token }}`, nothing done to them),
+    which delivery can put in at send time."""
 
 
 _MARKERS = ("{{", "{%", "{#")
@@ -68,11 +74,34 @@ class _Untranslatable(EngineError):
     pass
 
 
+def _ordering(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    # `traits.age > 18` without an age is missing (false in a condition), not an error.
+    def compare(a: Any, b: Any) -> Any:
+        if a is None or b is None or isinstance(a, Undefined) or isinstance(b, Undefined):
+            return MISSING
+        return op(a, b)
+    return compare
+
+
+def _contains(a: Any, b: Any) -> Any:
+    if b is None or isinstance(b, Undefined):
+        return MISSING
+    return a in b
+
+
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "lteq": operator.le,
-    "gt": operator.gt, "gteq": operator.ge,
-    "in": lambda a, b: a in b, "notin": lambda a, b: a not in b,
+    "eq": operator.eq, "ne": operator.ne, "lt": _ordering(operator.lt),
+    "lteq": _ordering(operator.le), "gt": _ordering(operator.gt), "gteq": _ordering(operator.ge),
+    "in": _contains, "notin": lambda a, b: _not(_contains(a, b)),
 }
+
+
+def _not(value: Any) -> Any:
+    return value if value is MISSING else not value
+
+
+def _absent(value: Any) -> bool:
+    return value is None or isinstance(value, Undefined)
 _ARITH = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*", nodes.Div: "/",
           nodes.FloorDiv: "//", nodes.Mod: "%", nodes.Pow: "**"}
 
@@ -169,12 +198,33 @@ def _translate(node: nodes.Node) -> Renderer:
                  for n in (node.start, node.stop, node.step)]
         start, stop, step = parts
         return lambda s: slice(start(s), stop(s), step(s))
-    if isinstance(node, (nodes.List, nodes.Tuple)):
+    if isinstance(node, nodes.Tuple):
+        members = [_translate(i) for i in node.items]
+        return lambda s: tuple(i(s) for i in members)
+    if isinstance(node, nodes.List):
+        # A missing (or null) item of a list literal is left out, as a body key is.
         items = [_translate(i) for i in node.items]
-        return lambda s: [i(s) for i in items]
+
+        def literal_list(s: Scope) -> list[Any]:
+            out = []
+            for item in items:
+                v = item(s)
+                if not _absent(v):
+                    out.append(v)
+            return out
+        return literal_list
     if isinstance(node, nodes.Dict):
+        # A missing (or null) value of a dict literal drops its key, as in a body.
         pairs = [(_translate(p.key), _translate(p.value)) for p in node.items]
-        return lambda s: {k(s): v(s) for k, v in pairs}
+
+        def literal_dict(s: Scope) -> dict[Any, Any]:
+            out = {}
+            for key, value in pairs:
+                k, v = key(s), value(s)
+                if not _absent(v) and not _absent(k):
+                    out[k] = v
+            return out
+        return literal_dict
     if isinstance(node, (nodes.Filter, nodes.Test)):
         return _translate_call(node)
     if isinstance(node, nodes.And):
@@ -185,7 +235,7 @@ def _translate(node: nodes.Node) -> Renderer:
         return lambda s: left(s) or right(s)
     if isinstance(node, nodes.Not):
         inner = _translate(node.node)
-        return lambda s: not inner(s)
+        return lambda s: not inner(s)  # `not missing` is true: missing is falsy
     if isinstance(node, nodes.Neg):
         inner = _translate(node.node)
         return lambda s: -inner(s)
@@ -249,14 +299,17 @@ def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
     if node.dyn_args is not None or node.dyn_kwargs is not None:
         raise _Untranslatable("dynamic arguments")
     table: dict[str, Any]
-    table, kind = (ENV.filters, "filter") if isinstance(node, nodes.Filter) else (ENV.tests, "test")
+    is_filter = isinstance(node, nodes.Filter)
+    table, kind = (ENV.filters, "filter") if is_filter else (ENV.tests, "test")
     if node.name not in table:
         raise _Untranslatable(f"unknown {kind}")  # reported by Jinja's own compile
     func = _callable_of(table, node.name, kind)
+    propagate = is_filter and node.name not in MISSING_AWARE_FILTERS
     raw = getattr(func, "__wrapped__", None)
     if raw is not None and not getattr(func, "has_precheck", False) and \
             getattr(raw, "jinja_pass_arg", None) is None:
-        # The bound check of the wrapper, inline: one Python call less per filter.
+        # The bound check of the wrapper, inline: one Python call less per filter (the
+        # missing check is made below).
         def checked(*args: Any, **kwargs: Any) -> Any:
             result = raw(*args, **kwargs)
             if type(result) is str and len(result) > MAX_OUTPUT:
@@ -266,12 +319,39 @@ def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
     subject = _translate(node.node) if node.node is not None else (lambda s: MISSING)
     args = [_translate(a) for a in node.args]
     kwargs = [(str(k.key), _translate(k.value)) for k in node.kwargs]
+    if not propagate:
+        if not args and not kwargs:
+            return lambda s: func(subject(s))
+        return lambda s: func(subject(s), *[a(s) for a in args], **{k: v(s) for k, v in kwargs})
+    # A filter given a missing or null value yields missing: `phone | digest` without a
+    # phone drops its key, never sends sha256("None").
     if not args and not kwargs:
-        return lambda s: func(subject(s))
+        def call0(s: Scope) -> Any:
+            v = subject(s)
+            return MISSING if v is None or isinstance(v, Undefined) else func(v)
+        return call0
     if not kwargs and len(args) == 1:
         (arg,) = args
-        return lambda s: func(subject(s), arg(s))
-    return lambda s: func(subject(s), *[a(s) for a in args], **{k: v(s) for k, v in kwargs})
+
+        def call1(s: Scope) -> Any:
+            v = subject(s)
+            if v is None or isinstance(v, Undefined):
+                return MISSING
+            a = arg(s)
+            return MISSING if isinstance(a, Undefined) else func(v, a)
+        return call1
+
+    def call(s: Scope) -> Any:
+        v = subject(s)
+        if v is None or isinstance(v, Undefined):
+            return MISSING
+        values = [a(s) for a in args]
+        named = {k: f(s) for k, f in kwargs}
+        if any(isinstance(a, Undefined) for a in values) or \
+                any(isinstance(a, Undefined) for a in named.values()):
+            return MISSING
+        return func(v, *values, **named)
+    return call
 
 
 # ---- checks on the parsed template -----------------------------------------------------
@@ -280,10 +360,52 @@ _FORBIDDEN = {nodes.Extends: "extends", nodes.Include: "include", nodes.Import: 
               nodes.FromImport: "from ... import"}
 
 
+def _arity_problem(node: nodes.Filter | nodes.Test) -> str | None:
+    """A filter or test called with arguments its function cannot take, found at load."""
+    if node.dyn_args is not None or node.dyn_kwargs is not None:
+        return None
+    kind = "filter" if isinstance(node, nodes.Filter) else "test"
+    func: Any = (ENV.filters if kind == "filter" else ENV.tests).get(node.name)
+    if func is None:
+        return None  # unknown: Jinja's own compile says so
+    target: Any = getattr(func, "checked_test", None) or inspect.unwrap(func)
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    given = 1 + len(node.args) + (1 if getattr(target, "jinja_pass_arg", None) is not None else 0)
+    try:
+        signature.bind(*([None] * given), **{str(k.key): None for k in node.kwargs})
+    except TypeError as exc:
+        return f"{kind} '{node.name}' cannot take these arguments: {exc}"
+    return None
+
+
+def _settings_inserted(tree: nodes.Template) -> set[str]:
+    """The settings a template only ever prints as they are: `{{ settings.token }}`."""
+    direct: dict[str, int] = {}
+    for output in tree.find_all(nodes.Output):
+        for part in output.nodes:
+            if isinstance(part, nodes.Getattr) and isinstance(part.node, nodes.Name) \
+                    and part.node.name == "settings":
+                direct[part.attr] = direct.get(part.attr, 0) + 1
+    everywhere: dict[str, int] = {}
+    for name in tree.find_all(nodes.Name):
+        if name.name == "settings":
+            everywhere["*"] = everywhere.get("*", 0) + 1
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "settings":
+            everywhere[attr.attr] = everywhere.get(attr.attr, 0) + 1
+    # Any other use of `settings` (a loop over it, settings['x'], | tojson) disqualifies all.
+    if everywhere.get("*", 0) != sum(v for k, v in everywhere.items() if k != "*"):
+        return set()
+    return {name for name, count in direct.items() if everywhere.get(name) == count}
+
+
 def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[str]]:
     problems: list[TemplateProblem] = []
     settings: set[str] = set()
-    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    names = meta.find_undeclared_variables(tree)  # not the template's own set and loop names
     for klass, word in _FORBIDDEN.items():
         for found in tree.find_all(klass):
             problems.append(TemplateProblem(f"'{word}' is not allowed in mapping templates",
@@ -300,6 +422,20 @@ def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[s
         if inner is not None:
             problems.append(TemplateProblem("loops inside loops are not allowed in mapping templates",
                                             inner.lineno))
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        assert isinstance(node, (nodes.Filter, nodes.Test))
+        problem = _arity_problem(node)
+        if problem is not None:
+            problems.append(TemplateProblem(problem, node.lineno))
+    for call in tree.find_all(nodes.Filter):
+        # A constant pattern is compiled at load, so a bad one is found by validate.
+        if call.name.startswith("regex_") and call.args and isinstance(call.args[0], nodes.Const) \
+                and isinstance(call.args[0].value, str):
+            try:
+                compile_regex(call.args[0].value)
+            except regex.error as exc:
+                problems.append(TemplateProblem(
+                    f"{call.name}: bad pattern {call.args[0].value!r}: {exc}", call.lineno))
     for attr in tree.find_all(nodes.Getattr):
         if attr.attr.startswith("_"):
             problems.append(TemplateProblem(
@@ -330,7 +466,9 @@ def _leaf(result: Any) -> Any:
     return result
 
 
-def _guard(fn: Renderer, source: str) -> Renderer:
+def _guard(fn: Renderer, source: str, origin: str) -> Renderer:
+    where = f"{origin}: " if origin else ""
+
     def render(scope: Scope) -> Any:
         try:
             result = fn(scope)
@@ -340,14 +478,31 @@ def _guard(fn: Renderer, source: str) -> Renderer:
         except MissingValue:
             return MISSING
         except SecurityError as exc:
-            raise RenderError(f"template {source!r} was stopped by the sandbox: {exc}") from None
+            raise RenderError(f"{where}template {_shown(source)} was stopped by the sandbox: "
+                              f"{exc}") from None
         except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            raise RenderError(f"template {source!r} failed: {exc}") from None
+            raise RenderError(f"{where}template {_shown(source)} failed: {exc}") from None
     return render
 
 
-def compile_template(source: str) -> Compiled | TemplateProblem | list[TemplateProblem]:
-    """Compile one template string (a leaf, a key, a URL, ...)."""
+def _shown(source: str) -> str:
+    return repr(source if len(source) <= 120 else source[:117] + "...")
+
+
+def _empty_when_false(tree: nodes.Template) -> None:
+    """`{{ '-eu' if eu }}` among other text is an empty part when the test is false, as
+    Jinja users expect (alone in a leaf it stays missing, and drops its key)."""
+    for output in tree.find_all(nodes.Output):
+        if output is tree.body[0] and len(tree.body) == 1 and len(output.nodes) == 1:
+            continue
+        for part in output.nodes:
+            if isinstance(part, nodes.CondExpr) and part.expr2 is None:
+                part.expr2 = nodes.Const("", lineno=part.lineno)
+
+
+def compile_template(source: str, origin: str = "") -> Compiled | TemplateProblem | list[TemplateProblem]:
+    """Compile one template string (a leaf, a key, a URL, ...). `origin` (file:line:col)
+    prefixes the errors it raises when it renders."""
     try:
         tree = ENV.parse(source)
         ENV.compile(tree, raw=True)  # raises for unknown filters and tests, at load
@@ -358,6 +513,7 @@ def compile_template(source: str) -> Compiled | TemplateProblem | list[TemplateP
     problems, settings, names = _check(tree)
     if problems:
         return problems
+    _empty_when_false(tree)
     body = tree.body
     fn: Renderer | None = None
     if len(body) == 1 and isinstance(body[0], nodes.Output):
@@ -375,7 +531,8 @@ def compile_template(source: str) -> Compiled | TemplateProblem | list[TemplateP
     if fn is None:
         template = ENV.from_string(tree)
         fn = _block(template)
-    return Compiled(_guard(fn, source), None, frozenset(settings), frozenset(names))
+    return Compiled(_guard(fn, source, origin), None, frozenset(settings), frozenset(names),
+                    frozenset(_settings_inserted(tree)))
 
 
 _SINGLE = re.compile(r"^\s*\{\{[-+]?(.*?)[-+]?\}\}\s*$", re.DOTALL)
@@ -391,7 +548,17 @@ def _native_expression(source: str) -> Renderer | None:
         expression = ENV.compile_expression(match.group(1), undefined_to_none=False)
     except TemplateError:
         return None
-    return lambda s: expression(**s)
+    return lambda s: _without_missing(expression(**s))
+
+
+def _without_missing(value: Any) -> Any:
+    """A value Jinja computed, with the missing values inside its lists and mappings left
+    out (so that no Undefined reaches a body)."""
+    if isinstance(value, dict):
+        return {k: _without_missing(v) for k, v in value.items() if not isinstance(v, Undefined)}
+    if isinstance(value, (list, tuple)):
+        return [_without_missing(v) for v in value if not isinstance(v, Undefined)]
+    return value
 
 
 def _mixed(parts: list[str | Renderer]) -> Renderer:
@@ -414,29 +581,57 @@ def _block(template: Any) -> Renderer:
     return render
 
 
-def compile_expression(source: str) -> Compiled | TemplateProblem | list[TemplateProblem]:
+def compile_expression(source: str, origin: str = "") -> Compiled | TemplateProblem | list[TemplateProblem]:
     """Compile a bare Jinja expression (a condition): `traits.email is present`."""
-    return compile_template("{{ " + source + " }}")
+    return compile_template("{{ " + source + " }}", origin)
 
 
 # ---- trees -------------------------------------------------------------------------------
 
+Locate = Callable[[tuple[Any, ...]], str]
+
+
+@dataclass(frozen=True)
+class Known:
+    """The names a template may read at one place of a mapping file, and what to say of
+    the others (`later`: names defined after this place, so used before they are)."""
+
+    names: frozenset[str]
+    later: frozenset[str] = frozenset()
+
+    def explain(self, name: str) -> str:
+        if name in self.later:
+            return f"'{name}' is used before it is defined (values are computed in order)"
+        return f"unknown name '{name}' (templates here can read: {', '.join(sorted(self.names))})"
+
+    def with_names(self, *names: str) -> "Known":
+        return Known(self.names | frozenset(names), self.later - frozenset(names))
+
+
 def compile_tree(value: Any, path: tuple[Any, ...],
                  report: Callable[[tuple[Any, ...], TemplateProblem], None],
-                 key_paths: dict[Any, tuple[Any, ...]] | None = None) -> Compiled:
+                 key_paths: dict[Any, tuple[Any, ...]] | None = None,
+                 locate: Locate | None = None, known: Known | None = None) -> Compiled:
     """Compile a YAML value whose string leaves (and keys) may be templates.
 
     `report(path, problem)` is called for every template that does not compile; the result
     is still a usable Compiled so that every problem in a file is found in one pass.
-    `key_paths` gives, for a mapping assembled from several places, where each key was written.
+    `key_paths` gives, for a mapping assembled from several places, where each key was written;
+    `locate(path)` says where a path is (file:line:col) for the errors templates raise;
+    `known` (when given) holds the names templates may read, and any other is reported.
     """
     if isinstance(value, dict):
-        return _compile_dict(value, path, report, key_paths or {})
+        if "$each" in value or "$entries" in value:
+            return _compile_directive(value, path, report, locate, known)
+        return _compile_dict(value, path, report, key_paths or {}, locate, known)
     if isinstance(value, list):
-        return _compile_list(value, path, report)
+        return _compile_list(value, path, report, locate, known)
     if is_template(value):
-        compiled = compile_template(value)
+        compiled = compile_template(value, locate(path) if locate is not None else "")
         if isinstance(compiled, Compiled):
+            if known is not None:
+                for name in sorted(compiled.names_used - known.names):
+                    report(path, TemplateProblem(known.explain(name)))
             return compiled
         for problem in compiled if isinstance(compiled, list) else [compiled]:
             report(path, problem)
@@ -454,13 +649,15 @@ def _merge_usage(parts: list[Compiled]) -> tuple[frozenset[str], frozenset[str]]
 
 
 def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
-                  key_paths: dict[Any, tuple[Any, ...]]) -> Compiled:
+                  key_paths: dict[Any, tuple[Any, ...]], locate: Locate | None,
+                  known: Known | None) -> Compiled:
     entries: list[tuple[Any, Renderer | None, Any, Renderer | None]] = []
     parts: list[Compiled] = []
     for key, item in value.items():
         where = key_paths.get(key, path + (key,))
-        key_c = compile_tree(key, where, report) if is_template(key) else Compiled(None, key)
-        item_c = compile_tree(item, where, report)
+        key_c = compile_tree(key, where, report, locate=locate, known=known) if is_template(key) \
+            else Compiled(None, key)
+        item_c = compile_tree(item, where, report, locate=locate, known=known)
         parts += [key_c, item_c]
         entries.append((key_c.constant, key_c.renderer, item_c.constant, item_c.renderer))
     settings, names = _merge_usage(parts)
@@ -486,8 +683,10 @@ def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
     return Compiled(render, None, settings, names)
 
 
-def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any) -> Compiled:
-    items = [compile_tree(item, path + (i,), report) for i, item in enumerate(value)]
+def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any,
+                  locate: Locate | None, known: Known | None) -> Compiled:
+    items = [compile_tree(item, path + (i,), report, locate=locate, known=known)
+             for i, item in enumerate(value)]
     settings, names = _merge_usage(items)
     if all(c.renderer is None for c in items):
         return Compiled(None, value, settings, names)
@@ -506,3 +705,107 @@ def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any) -> Compi
         return out if out or not nonempty else MISSING
     return Compiled(render, None, settings, names)
 
+
+
+# ---- directives: structure built from the event's arrays and objects --------------------
+
+_DIRECTIVE_KEYS = {"$each": {"$each", "as", "value", "if"},
+                   "$entries": {"$entries", "key", "value", "if"}}
+
+
+def _compile_directive(spec: dict[Any, Any], path: tuple[Any, ...], report: Any,
+                       locate: Locate | None, known: Known | None) -> Compiled:
+    """`$each` (a list, one value per item) or `$entries` (a mapping, one key and value per
+    entry of another mapping); docs/mapping-format.md, "Building structure"."""
+    kind = "$each" if "$each" in spec else "$entries"
+    if "$each" in spec and "$entries" in spec:
+        report(path, TemplateProblem("a mapping can hold $each or $entries, not both"))
+        return Compiled(lambda s: MISSING)
+    stray = sorted(str(k) for k in spec if k not in _DIRECTIVE_KEYS[kind])
+    if stray:
+        report(path, TemplateProblem(f"{kind} takes {', '.join(sorted(_DIRECTIVE_KEYS[kind]))}; "
+                                     f"unknown: {', '.join(stray)}"))
+    source = spec[kind]
+    if not is_template(source):
+        report(path + (kind,), TemplateProblem(f"{kind} must be a template giving "
+                                               f"{'a list' if kind == '$each' else 'a mapping'}"))
+        return Compiled(lambda s: MISSING)
+    if kind == "$each":
+        name = spec.get("as", "item")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            report(path + ("as",), TemplateProblem(f"'as' must be a name, got {name!r}"))
+            name = "item"
+        names: tuple[str, ...] = (name, "index")
+    else:
+        names = ("key", "value")
+    inner = known.with_names(*names) if known is not None else None
+    parts = [compile_tree(source, path + (kind,), report, locate=locate, known=known)]
+    value_c = compile_tree(spec.get("value", "{{ value }}" if kind == "$entries" else "{{ " + names[0] + " }}"),
+                           path + ("value",), report, locate=locate, known=inner)
+    key_c = compile_tree(spec.get("key", "{{ key }}"), path + ("key",), report, locate=locate,
+                         known=inner) if kind == "$entries" else None
+    test_c = None
+    if "if" in spec:
+        compiled = compile_expression(str(spec["if"]), locate(path + ("if",)) if locate else "")
+        if isinstance(compiled, Compiled):
+            test_c = compiled
+            if inner is not None:
+                for unknown in sorted(compiled.names_used - inner.names):
+                    report(path + ("if",), TemplateProblem(inner.explain(unknown)))
+        else:
+            for problem in compiled if isinstance(compiled, list) else [compiled]:
+                report(path + ("if",), problem)
+    parts += [c for c in (value_c, key_c, test_c) if c is not None]
+    settings, used = _merge_usage(parts)
+    used = frozenset(used - set(names)) | parts[0].names_used
+    get_source = _renderer_of(parts[0])
+    get_value = _renderer_of(value_c)
+    get_key = _renderer_of(key_c) if key_c is not None else None
+    test = test_c.renderer if test_c is not None else None
+
+    def items(scope: Scope) -> Any:
+        found = get_source(scope)
+        if found is MISSING or found is None:
+            return None
+        if kind == "$entries":
+            return list(found.items()) if isinstance(found, dict) else None
+        return found if isinstance(found, list) else [found]
+
+    def render(scope: Scope) -> Any:
+        pairs = items(scope)
+        if pairs is None:
+            return MISSING
+        if len(pairs) > MAX_OUTPUT:
+            raise SecurityError(f"{kind} over more than {MAX_OUTPUT} items")
+        inner_scope = dict(scope)
+        out_list: list[Any] = []
+        out_dict: dict[str, Any] = {}
+        for index, pair in enumerate(pairs):
+            if kind == "$each":
+                inner_scope[names[0]] = pair
+                inner_scope["index"] = index
+            else:
+                inner_scope["key"], inner_scope["value"] = pair
+            if test is not None:
+                passed = test(inner_scope)
+                if passed is MISSING or not passed:
+                    continue
+            v = get_value(inner_scope)
+            if v is MISSING:
+                continue
+            if get_key is None:
+                out_list.append(v)
+                continue
+            k = get_key(inner_scope)
+            if k is not MISSING:
+                out_dict[k if type(k) is str else str(k)] = v
+        result = out_list if get_key is None else out_dict
+        return result if result else MISSING
+    return Compiled(render, None, settings, used)
+
+
+def _renderer_of(compiled: Compiled) -> Renderer:
+    if compiled.renderer is not None:
+        return compiled.renderer
+    constant = compiled.constant
+    return lambda s: constant

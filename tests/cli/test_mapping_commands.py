@@ -218,3 +218,27 @@ def test_map_reads_on_past_lines_it_cannot_read_or_map() -> None:
     # others (3.13): an error outcome either way.
     assert found[1]["event"] == 2 and set(found[1]) == {"event", "error"}
     assert found[2]["event"] == 3 and found[2]["rule"] == "identify"
+
+
+def test_map_reads_on_past_an_expression_that_fails_at_run_time(tmp_path: Path) -> None:
+    write(tmp_path, """\
+        destination: Ages
+        slug: ages
+        request: {url: "https://ages.example/in"}
+        rules:
+          - name: aged
+            extract: {age_length: length(traits.age)}
+            request: {body: {n: "{{ age_length }}"}}
+        """, "ages.yaml")
+    stdin = "\n".join([
+        '{"type":"identify","userId":"u1","traits":{"age":42}}',      # length() of a number
+        '{"type":"identify","userId":"u2","traits":{"age":"forty"}}',
+    ]) + "\n"
+    result = run("map", "--destination", "ages", "--mappings", str(tmp_path), stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    found = lines(result)
+    assert found[0]["event"] == 1
+    assert found[0]["error"].startswith(f"ages: rule aged: {tmp_path}/ages.yaml:6:27: "
+                                        "JMESPath 'length(traits.age)' failed: ")
+    assert "Traceback" not in result.stderr
+    assert found[1]["request"]["json"] == {"n": 5}

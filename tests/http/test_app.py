@@ -263,7 +263,7 @@ async def test_more_bad_inputs(shim: httpx.AsyncClient, destinations: ScriptedSe
     assert (await shim.post("/inbound/callexa-sync-back", json=mixed)).json() == {"success": True, "results": [
         {"index": 0, "stored": "identify"},
         {"index": 1, "error": 'NPS rating must be an integer from 0 to 10, got "five"'},
-        {"index": 2, "skipped": "the reply names no customer: it has neither email nor userId"}]}
+        {"index": 2, "error": "the reply names no customer: it has neither email nor userId"}]}
     reply = await shim.post("/v1/preview/calixa", auth=AUTH, json=[1, 2])
     assert (reply.status_code, reply.json()["message"]) == (400, "the body must be one message, a JSON object")
     reply = await shim.post("/v1/batch", auth=AUTH, json={"batch": [{"type": "track"}, 7]})

@@ -68,7 +68,8 @@ def test_request_fields(demo: engine.Destination) -> None:
     assert isinstance(request, Request)
     assert request.method == "POST"
     assert request.url == "https://eu.demo.example/identify"
-    assert request.headers == {"X-Client": "demo", "Authorization": "Bearer sekrit-key"}
+    assert request.headers == {"X-Client": "demo", "Authorization": "Bearer sekrit-key",
+                               "Content-Type": "application/json"}
     assert request.secret_headers == {"Authorization"}
     assert request.body["traits"] == {"email": "a@b.example", "first_name": "A", "firstName": "A"}
     assert request.message_id == "m1"
@@ -177,7 +178,7 @@ def test_a_render_failure_is_an_event_error(tmp_path: Path) -> None:
         request: {url: "https://x", body: {n: "{{ traits.n + 1 }}"}}
         rules: [{name: a}]
         """)
-    with pytest.raises(EventError, match=r"^d: rule a: template .* failed"):
+    with pytest.raises(EventError, match=r"^d: rule a: .*demo.yaml:3:39: template .* failed"):
         dest.map({"type": "identify", "userId": "u", "traits": {"n": "text"}})
 
 
@@ -266,7 +267,7 @@ def test_a_template_of_settings_alone_that_fails_rejects_events_instead_of_crash
           - name: all
             when: {type: track}
         """)
-    with pytest.raises(EventError, match="broken: rule all: template .* failed"):
+    with pytest.raises(EventError, match="broken: rule all: .*demo.yaml:7:8: template .* failed"):
         broken.map({"type": "track", "userId": "u", "event": "e"}, settings={"key": "k-123456"})
     bad_auth = destination(tmp_path, """\
         destination: Bad auth
@@ -282,3 +283,45 @@ def test_a_template_of_settings_alone_that_fails_rejects_events_instead_of_crash
         """, name="bad.yaml")
     with pytest.raises(SettingsError, match="auth header Authorization cannot be made from these settings"):
         bad_auth.bind({"key": 5})
+
+
+@pytest.mark.parametrize(("request_yaml", "expected"), [
+    ('{url: "https://x.example", body: {a: 1}}', "application/json"),
+    ('{url: "https://x.example", encoding: form, body: {a: 1}}', "application/x-www-form-urlencoded"),
+    ('{url: "https://x.example", headers: {content-type: text/plain}, body: {a: 1}}', None),
+    ('{url: "https://x.example", method: GET}', None),                 # no body, no type
+    ('{url: "https://x.example", body: {a: "{{ traits.missing }}"}}', None),   # body dropped
+])
+def test_a_body_is_sent_with_its_content_type(tmp_path: Path, request_yaml: str,
+                                              expected: str | None) -> None:
+    dest = destination(tmp_path, f"""\
+        destination: D
+        slug: d
+        request: {request_yaml}
+        rules: [{{name: a}}]
+        """)
+    (request,) = dest.map({"type": "identify", "userId": "u1"})
+    assert isinstance(request, Request)
+    assert request.headers.get("Content-Type") == expected
+    if "content-type" in request_yaml:
+        assert request.headers == {"content-type": "text/plain"}
+
+
+def test_callexa_sync_back_sends_only_valid_segment_messages() -> None:
+    """What the sync back sends is a Segment message our own shim (and Segment's) takes:
+    an empty userId is absent, never sent as ""."""
+    from engine.normalize import normalize_event
+
+    dest = engine.load(MAPPINGS)["callexa-sync-back"]
+    sent = 0
+    for example in dest.examples:
+        try:
+            outcomes = dest.map(example.event, settings=example.settings, now=example.now)
+        except EventError:
+            continue
+        for outcome in outcomes:
+            if isinstance(outcome, Request):
+                normalize_event(outcome.body)
+                assert outcome.body.get("userId") != ""
+                sent += 1
+    assert sent >= 5

@@ -44,6 +44,24 @@ def test_example(destination: engine.Destination, example: engine.Example, snaps
     assert record == snapshot
 
 
+EXPECTING = [case for case in CASES if case.values[1].expect is not None]
+
+
+@pytest.mark.parametrize(("destination", "example"), EXPECTING)
+def test_example_gives_what_it_expects(destination: engine.Destination, example: engine.Example) -> None:
+    """An example that says its outcomes (`expect:`, e.g. the request a public test suite
+    expects for that event) gives exactly those."""
+    got = preview(destination.bind(example.settings), example.event, now=example.now)
+    assert example.expect is not None
+    assert len(got) == len(example.expect), (got, example.expect)
+    for outcome, expected in zip(got, example.expect, strict=True):
+        if "error" in expected:
+            assert "error" in outcome and expected["error"] in outcome["error"], outcome
+            continue
+        shown = {k: v for k, v in outcome.items() if k in expected}
+        assert shown == dict(expected), f"{example.location}: {example.name}"
+
+
 def test_every_destination_has_examples() -> None:
     for slug, destination in DESTINATIONS.items():
         assert destination.examples, f"{slug} has no examples"

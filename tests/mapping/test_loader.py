@@ -92,8 +92,10 @@ def test_every_problem_at_once_with_locations(tmp_path: Path) -> None:
     ("destination: D\nslug: d\nrequest: {url: 'https://x'}\nrules: [{name: a, request: {body: {flag: on}}}]\n",
      ["demo.yaml:4:42: 'on' is read by YAML 1.1 as the boolean true; write true/false, or quote it if you mean the text 'on'"]),
     ("- a\n- b\n", ["demo.yaml:1:1: a mapping file must be a YAML mapping at the top level"]),
-    ("destination: D\nslug: d\nsettings: {key: {type: string, secret: true}}\nrequest: {url: 'https://x?k={{ settings.key }}'}\nrules: [{name: a}]\n",
-     ["demo.yaml:4:16: secret setting 'key' may be used in request.auth only (requests are stored without their auth headers)"]),
+    ("destination: D\nslug: d\nsettings: {key: {type: string, secret: true}}\nrequest: {url: 'https://x?k={{ settings.key | upper }}'}\nrules: [{name: a}]\n",
+     ["demo.yaml:4:16: secret setting 'key' may be used in the url only as it is, {{ settings.key }} (it is inserted, percent-encoded, at send time)"]),
+    ("destination: D\nslug: d\nsettings: {key: {type: string, secret: true}}\nrequest: {url: 'https://x', body: {k: '{{ settings.key }}'}}\nrules: [{name: a}]\n",
+     ["demo.yaml:4:35: secret setting 'key' may be used in request.auth, request.auth_query or inserted as it is in the url only (requests are stored without them)"]),
 ])
 def test_schema_problems(tmp_path: Path, text: str, expected: list[str]) -> None:
     assert problems(tmp_path, text) == expected
@@ -142,7 +144,7 @@ rules: [{name: a}]
     destination = engine.load(path)["d"]
     (request,) = destination.map({"type": "identify", "userId": "u"}, settings={"endpoint": "https://e"})
     assert request.url == "https://e"
-    assert request.headers == {"A": "base", "B": "own"}
+    assert request.headers == {"A": "base", "B": "own", "Content-Type": "application/json"}
     assert request.body == {"type": "identify", "userId": "u"}
 
 

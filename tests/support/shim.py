@@ -40,7 +40,7 @@ def shim_config(tmp_path: Path, destinations_url: str, *, dry_run: bool = False,
             webhook_secret: hook-secret-123
             destinations:
               calixa: {{api_key: calixa-key-123, endpoint: "{destinations_url}/calixa"}}
-              callexa: {{api_key: callexa-key-123, endpoint: "{destinations_url}/callexa"}}
+              callexa: {{api_key: callexa-key-123, endpoint: "{destinations_url}/callexa", max_delay_days: 3650}}
               skalin: {{api_key: skalin-key-123, client_id: client-1, endpoint: "{destinations_url}/skalin"}}
           - name: open-hooks
             write_key: other-write-key-456
