@@ -148,3 +148,10 @@ def test_a_lease_that_names_no_destination_gives_each_job_once(outbox: Outbox) -
     outbox.enqueue("web", [request(1), request(2, "skalin")])
     outbox.claim_delivery()  # both destinations had jobs then
     assert sorted(job.message_id or "" for job in outbox.lease({}, 4, 30)) == ["m1", "m2"]
+
+
+def test_a_message_id_with_a_nul_is_stored_and_deduplicated(outbox: Outbox) -> None:
+    job = NewJob("calixa", "r", "m\x001", request(1).request)
+    assert outbox.enqueue("web", [job]).stored == 1  # (PostgreSQL's text holds no NUL: U+FFFD)
+    assert outbox.enqueue("web", [job]).duplicates == 1
+    assert outbox.counts() == {"pending": 1}
