@@ -29,7 +29,8 @@ async def test_a_lost_database_connection_is_a_503_then_the_shim_reconnects(
         reply = await shim.post("/v1/identify", auth=AUTH, json=EVENT)
         assert (reply.status_code, reply.json()) == (503, {
             "success": False, "code": "store_unavailable",
-            "message": "the outbox is unavailable: nothing was stored; try again"})
+            "message": "the event store is unavailable (the database cannot be used); nothing of "
+                       "this request was stored: retry later"})
         reply = await shim.post("/v1/identify", auth=AUTH, json=EVENT)
         assert (reply.status_code, reply.json()) == (200, {"success": True})
         assert (await shim.get("/ready")).json() == {"ready": True}
