@@ -8,7 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -25,13 +27,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(config: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+@contextmanager
+def start(config: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`engine serve` running; stopped when the block ends, whatever happened in it (a
+    failing test must fail, not wait forever on a shim it never stopped)."""
     process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config", str(config),
                                 "--port", str(port), *extra], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(lambda: _up(port) or process.poll() is not None, timeout=30)
-    assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
-    return process
+    try:
+        wait_for(lambda: _up(port) or process.poll() is not None, timeout=30)
+        assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def _up(port: int) -> bool:

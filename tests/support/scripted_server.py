@@ -113,7 +113,7 @@ class ScriptedServer:
     def _at(self, path: str) -> list[Received]:
         return [r for r in self.received if r.path.split("?")[0] == path]
 
-    def wait_for(self, path: str, count: int, timeout: float = 15.0) -> list[Received]:
+    def wait_for(self, path: str, count: int, timeout: float = 60.0) -> list[Received]:
         """Block until `count` requests have arrived at `path`; return them all. Woken by
         each arrival, so it returns as soon as the last one is in."""
         with self._arrived:
