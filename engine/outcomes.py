@@ -9,9 +9,12 @@ from typing import Any, Mapping
 
 from .serialization import format_datetime
 
-__all__ = ["Request", "Skip", "Outcome", "REDACTED", "SECRET_PLACEHOLDER"]
+__all__ = ["Request", "Skip", "Outcome", "REDACTED", "SECRET_PLACEHOLDER", "METHODS"]
 
 REDACTED = "[redacted]"
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+"""The HTTP methods a request may use."""
 
 SECRET_PLACEHOLDER = re.compile(r"\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
 """How a secret setting inserted in a url is stored: `{secret:NAME}`."""

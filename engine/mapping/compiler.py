@@ -8,6 +8,7 @@ import regex
 
 from ..errors import Location, Problem
 from ..normalize import MESSAGE_FIELDS
+from ..outcomes import METHODS
 from .destination import (
     FORM_TYPE,
     JSON_TYPE,
@@ -37,7 +38,6 @@ from .yaml_reader import Path_, SourceDocument
 __all__ = ["compile_destination", "SourceView"]
 
 _RESERVED = {"message", "settings", "now", "matched_event", "body", "items"}
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 class SourceView:
@@ -193,8 +193,8 @@ class _Compiler:
                                          origin_in(own_path, own, "headers", name), known))
                         for name, value in merged["headers"].items())
         method = merged.get("method", "POST")
-        if not is_template(method) and method not in _METHODS:
-            self.problem(origin("method"), f"method '{method}' is not one of {', '.join(_METHODS)}")
+        if not is_template(method) and method not in METHODS:
+            self.problem(origin("method"), f"method '{method}' is not one of {', '.join(METHODS)}")
         auth = []
         for name, value in merged["auth"].items():
             path = origin_in(own_path, own, "auth", name)

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
-from ..outcomes import SECRET_PLACEHOLDER, Outcome, Request, Skip
+from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import route
 from ..serialization import parse_datetime, to_json
 from .casing import snake_case_keys
@@ -22,8 +22,6 @@ __all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkReque
 
 Scope = dict[str, Any]
 
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-"""The HTTP methods a request may use."""
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -292,6 +290,8 @@ class BoundDestination:
         self._resolved: dict[int, Compiled] = {}
         public = self._public
         self._rules: list[_BoundRule] = []
+        # What delivery asks for by a stored request's name, found once, not per send.
+        self._by_name: dict[str, tuple[RequestSpec, dict[str, str], tuple[tuple[str, Any], ...]]] = {}
         # The url's view of the settings: a secret one is a placeholder, put in at send time.
         self._url_settings = {**public, **{name: f"{{secret:{name}}}" for name in secret}}
         url_base: Scope = {"settings": self._url_settings}
@@ -315,6 +315,8 @@ class BoundDestination:
                 tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
                 tuple((name, e.with_settings(public)) for name, e in rule.extract),
                 tuple(auths), tuple(queries)))
+            for spec, auth, query in zip(rule.requests, auths, queries, strict=True):
+                self._by_name[spec.name] = (spec, auth, query)
             for spec in rule.requests:
                 if spec.url_secrets and spec.url.renderer is not None \
                         and spec.url.names_used <= {"settings"}:
@@ -371,11 +373,8 @@ class BoundDestination:
         """The url a stored request is sent to: its secret placeholders filled in and its
         auth query parameters added, from the current settings; None when the destination
         has no such rule (any more)."""
-        for bound in self._rules:
-            for i, spec in enumerate(bound.rule.requests):
-                if spec.name == rule_name:
-                    return self._fill_url(spec, stored_url, bound.queries[i])
-        return None
+        found = self._by_name.get(rule_name)
+        return None if found is None else self._fill_url(found[0], stored_url, found[2])
 
     def _fill_url(self, spec: RequestSpec, url: str, query: tuple[tuple[str, Any], ...]) -> str:
         if spec.url_secrets:
@@ -388,11 +387,8 @@ class BoundDestination:
     def auth_headers(self, rule_name: str) -> dict[str, str] | None:
         """The secret headers of a rule, rendered from the current settings; None when the
         destination has no such rule (any more)."""
-        for bound in self._rules:
-            for spec, auth in zip(bound.rule.requests, bound.auths, strict=True):
-                if spec.name == rule_name:
-                    return dict(auth)
-        return None
+        found = self._by_name.get(rule_name)
+        return None if found is None else dict(found[1])
 
     def _c(self, compiled: Compiled) -> Compiled:
         return self._resolved.get(id(compiled), compiled)

@@ -7,6 +7,7 @@ from typing import Any, Iterator
 from cerberus import Validator
 
 from ..normalize import CALL_TYPES
+from ..outcomes import METHODS
 
 __all__ = ["CALL_TYPES", "check_document", "flatten_errors", "SETTING_TYPES"]
 
@@ -56,7 +57,7 @@ _BATCH = {"type": "dict", "schema": {
     "max_wait": {"type": "number", "min": 0, "max": 10},
     "failed_items": _TEMPLATE,
     "request": {"type": "dict", "required": True, "schema": {
-        "method": {"type": "string", "allowed": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+        "method": {"type": "string", "allowed": list(METHODS)},
         "url": {**_TEMPLATE, "required": True},
         "headers": _REQUEST["headers"],
         "auth": _REQUEST["auth"],

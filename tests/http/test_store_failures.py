@@ -31,8 +31,8 @@ def destinations() -> Iterator[ScriptedServer]:
 @pytest.fixture(params=["tmpfs", "max_page_count"])
 def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SmallDisk]:
     small = SmallDisk(tmp_path / "disk", mount=request.param == "tmpfs")
-    if request.param == "tmpfs" and not small.mounted:
-        pytest.skip("a tmpfs cannot be mounted here (not root?): the other case fills SQLite's limit")
+    # Mounting needs root: where it is refused, the "tmpfs" case runs on SQLite's own page
+    # limit (a real SQLITE_FULL too; SmallDisk falls back by itself) rather than not at all.
     try:
         yield small
     finally:
