@@ -6,10 +6,12 @@ STAMP  := $(VENV)/.installed
 # Real Node client libraries the tests send events with, from the npm registry.
 JS       := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
-# The browser analytics.js runs in for its test: Debian's Chromium; and promtool, which
-# checks /metrics: both from Debian's packages, with apt, as root or through sudo.
+# The browser analytics.js runs in for its test: Debian's Chromium; promtool, which checks
+# /metrics; and PostgreSQL, whose server the outbox tests start in a temporary folder
+# (tests/support/postgres.py): all from Debian's packages, with apt, as root or through sudo.
 CHROMIUM := /usr/bin/chromium
 PROMTOOL := /usr/bin/promtool
+INITDB   := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 SYSTEM   := $(VENV)/.system-packages
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -31,12 +33,13 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(JS_STAMP)
 
-# One apt run for both; RUNLEVEL=1 keeps the prometheus package from starting its server.
-$(SYSTEM): | $(STAMP)
-	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(PROMTOOL) ]; then \
+# One apt run for all; RUNLEVEL=1 keeps the packages from starting their servers (the
+# tests start a PostgreSQL server of their own, on a free port).
+$(SYSTEM): Makefile | $(STAMP)
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(PROMTOOL) ] || [ -z "$(INITDB)" ]; then \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq \
-			--no-install-recommends chromium prometheus >/dev/null; \
+			--no-install-recommends chromium prometheus postgresql >/dev/null; \
 	fi
 	touch $(SYSTEM)
 
@@ -81,6 +84,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mapping.py
 	$(PY) benchmarks/bench_shim.py
 	$(PY) benchmarks/bench_delivery.py
+	$(PY) benchmarks/bench_delivery.py --scale
 	$(PY) benchmarks/bench_http_clients.py
 	$(PY) benchmarks/bench_hostile.py context
 	$(PY) benchmarks/bench_hostile.py casing

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_delivery.py [--events N] [--small N] [--large N] [--skip-large]
                                         [--floor-requests N] [--timeout SECONDS]
+    python benchmarks/bench_delivery.py --scale [--scale-events N] [--rounds N]
 
 Runs the engine as a user would: `python -m engine serve` and `python -m engine deliver`,
 each as its own process, with the shipped mappings and one source sending to Calixa,
@@ -21,6 +22,11 @@ HTTP requests received). In one run:
 - the floor: the same requests, from the mapping library, sent by a raw asyncio client
   (keep-alive, one connection per delivery slot of a destination) to the same receiver.
 
+`--scale` measures instead how intake and delivery go with 1, 2 and 4 processes of each kind
+on one outbox, SQLite and PostgreSQL (a throwaway server started for the run, with fsync on,
+as Debian ships it): accepted and delivered events/s, the median of interleaved rounds.
+SQLite allows one delivering process, so its runs have one whatever the number of shims.
+
 Callexa surveys a customer once in 26 weeks: from event 5,000 on, identifies of customers
 already surveyed are suppressed, not sent; an event counts as delivered once nothing of it
 is pending. Every wait gives up after --timeout seconds and prints what it measured so far.
@@ -35,6 +41,7 @@ import contextlib
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,15 +117,16 @@ def settings(receiver_port: int) -> dict[str, dict[str, str]]:
             "skalin": {"api_key": "skalin-bench", "client_id": "c1", "endpoint": f"{at}/skalin"}}
 
 
-def write_config(directory: Path, receiver_port: int) -> Path:
-    """A configuration with an outbox of its own in `directory` (each run starts empty)."""
+def write_config(directory: Path, receiver_port: int, store: str | None = None) -> Path:
+    """A configuration with an outbox of its own in `directory` (each run starts empty), or
+    in `store` (an empty PostgreSQL schema's URL)."""
     directory.mkdir(parents=True)
     destinations = "\n".join(f"      {slug}: {orjson.dumps(values).decode()}"
                              for slug, values in settings(receiver_port).items())
     path = directory / "bench.yaml"
     path.write_text(textwrap.dedent(f"""\
         mappings: {ROOT / 'mappings'}
-        store: {directory / 'outbox.sqlite3'}
+        store: {orjson.dumps(store or str(directory / 'outbox.sqlite3')).decode()}
         dry_run: false
         delivery: {{timeout: 10, backoff_initial: 0.1, backoff_max: 1, max_attempts: 5,
                    max_age: 600, concurrency: {CONCURRENCY}}}
@@ -371,13 +379,14 @@ def _free_port() -> int:
         return port
 
 
-def post_events(client: httpx.Client, url: str, count: int, deadline: float) -> int:
-    """Post events 0..count-1 in batches of 100, each acknowledged before the next (as an
-    official client does); stop early at `deadline`. Returns how many were accepted."""
+def post_events(client: httpx.Client, url: str, count: int, deadline: float, first: int = 0) -> int:
+    """Post events first..first+count-1 in batches of 100, each acknowledged before the
+    next (as an official client does); stop early at `deadline`. Returns how many were
+    accepted."""
     sent = 0
     while sent < count and time.monotonic() < deadline:
         size = min(BATCH, count - sent)
-        body = orjson.dumps({"batch": [event(sent + i) for i in range(size)]})
+        body = orjson.dumps({"batch": [event(first + sent + i) for i in range(size)]})
         reply = client.post(f"{url}/v1/batch", content=body,
                             headers={"Content-Type": "application/json"})
         if reply.json() != {"success": True}:
@@ -598,6 +607,93 @@ def _check_line(label: str, run: Run) -> str:
     return got + agree + (f"; {rest}" if rest else "")
 
 
+# ---- scale-out: several shims and delivery processes on one outbox ----------------------
+
+SCALE_PROCESSES = (1, 2, 4)
+BACKENDS = ("sqlite", "postgresql")
+
+
+@dataclass
+class ScaleRun:
+    """One run of `shims` intake processes and `deliverers` delivery processes."""
+
+    accepted_per_s: float
+    delivered_per_s: float | None  # None: the outbox did not drain before --timeout
+
+
+def scale_run(backend: str, processes: int, count: int, receiver: Receiver, work: Path,
+              postgres: Any, timeout: float) -> ScaleRun:
+    """`processes` shims (`serve --no-deliver`), each posted count/processes events by a
+    client thread of its own, and as many `deliver` processes (one for SQLite, which allows
+    no more), all on one new outbox. Accepted: events over the time until the last batch
+    is acknowledged; delivered: events over the time until nothing is pending, both from
+    the first post. Delivery processes start before the clock, idle."""
+    directory = work / f"scale-{backend}-{processes}-{time.monotonic_ns()}"
+    config = write_config(directory, receiver.port, postgres.store() if backend == "postgresql" else None)
+    deliverers = processes if backend == "postgresql" else 1
+    with contextlib.ExitStack() as running:
+        shims = [serve(config, directory / f"serve-{i}.log", deliver=False) for i in range(processes)]
+        for shim, _ in shims:
+            running.enter_context(shim)
+        for i in range(deliverers):
+            running.enter_context(EngineProcess(["deliver", "--config", str(config)],
+                                                directory / f"deliver-{i}.log"))
+        time.sleep(3)  # the delivery processes are up and idle (imports, connections)
+        receiver.reset()
+        share = count // processes
+        done: list[float] = []
+        deadline = time.monotonic() + timeout
+
+        def client(i: int, url: str) -> None:
+            with httpx.Client(auth=(WRITE_KEY, ""), timeout=60) as http:
+                post_events(http, url, share, deadline, first=i * share)
+            done.append(time.perf_counter())
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i, url)) for i, (_, url) in enumerate(shims)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        accepted = share * processes / (max(done) - start)
+        with httpx.Client(timeout=60) as http:
+            while outbox_counts(http, shims[0][1]).get("pending") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            drained = not outbox_counts(http, shims[0][1]).get("pending")
+        delivered = share * processes / (time.perf_counter() - start) if drained else None
+    return ScaleRun(accepted, delivered)
+
+
+def scale_report(args: argparse.Namespace, receiver: Receiver, work: Path, postgres: Any) -> None:
+    """Every (backend, processes) run once per round, the rounds one after the other (so
+    that the machine's moods fall on all alike); the median of each."""
+    print(f"scale-out: {args.scale_events:,} events a run, batches of {BATCH}, one client thread "
+          f"per shim, median of {args.rounds} interleaved rounds, one machine ({os.cpu_count()} cores)",
+          flush=True)
+    runs: dict[tuple[str, int], list[ScaleRun]] = {}
+    for round_ in range(args.rounds):
+        for processes in SCALE_PROCESSES:
+            for backend in BACKENDS:
+                run = scale_run(backend, processes, args.scale_events, receiver, work, postgres,
+                                args.timeout)
+                runs.setdefault((backend, processes), []).append(run)
+        print(f"  round {round_ + 1} of {args.rounds} done", flush=True)
+    print(f"  {'outbox':<11}{'shims':>6}{'deliverers':>15}{'accepted':>20}{'delivered':>20}"
+          "   (each round's delivered events/s)")
+    for backend in BACKENDS:
+        for processes in SCALE_PROCESSES:
+            found = runs[(backend, processes)]
+            accepted = statistics.median(r.accepted_per_s for r in found)
+            delivered = [r.delivered_per_s for r in found if r.delivered_per_s is not None]
+            shown = f"{statistics.median(delivered):>11,.0f} events/s" if len(delivered) == len(found) \
+                else f"{'n/a (--timeout)':>20}"
+            deliverers = str(processes) if backend == "postgresql" else "1 (its limit)"
+            rounds = ", ".join("n/a" if r.delivered_per_s is None else f"{r.delivered_per_s:,.0f}"
+                               for r in found)
+            print(f"  {backend:<11}{processes:>6}{deliverers:>15}{accepted:>11,.0f} events/s{shown}"
+                  f"   ({rounds})", flush=True)
+
+
 def _kill_all() -> None:
     for process in STARTED:
         process.kill()
@@ -613,6 +709,12 @@ def main() -> None:
                         help="requests the raw client sends (default 20,000)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds any one wait may take before it reports what it has (1,800)")
+    parser.add_argument("--scale", action="store_true",
+                        help="instead: 1, 2 and 4 shims and delivery processes on one outbox, "
+                             "SQLite and PostgreSQL (a throwaway server, as Debian ships it)")
+    parser.add_argument("--scale-events", type=int, default=4_000,
+                        help="events per --scale run (default 4,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="--scale rounds (default 3)")
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:
@@ -626,7 +728,14 @@ def main() -> None:
             cleanup.callback(_kill_all)
             receiver = Receiver()
             cleanup.callback(receiver.close)
-            report(args, receiver, work)
+            if args.scale:
+                from tests.support.postgres import PostgresServer
+
+                postgres = PostgresServer(durable=True)
+                cleanup.callback(postgres.stop)
+                scale_report(args, receiver, work, postgres)
+            else:
+                report(args, receiver, work)
     except KeyboardInterrupt:
         sys.exit("interrupted")
 

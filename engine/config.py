@@ -2,7 +2,8 @@
 
 ```yaml
 mappings: mappings              # directory of mapping files
-store: var/outbox.sqlite3       # the durable outbox (SQLite)
+store: var/outbox.sqlite3       # the durable outbox: a SQLite file, or a PostgreSQL URL
+                                # (postgresql://user:${PG_PASSWORD}@host:5432/db)
 dry_run: false                  # true: record mapped requests instead of sending them
 delivery: {timeout: 10, backoff_initial: 1, backoff_max: 300, max_attempts: 25,
            max_age: 14400, concurrency: 8}
@@ -33,6 +34,7 @@ from .mapping.destination import BoundDestination, Destination
 from .mapping.loader import SHIPPED_MAPPINGS, check
 from .mapping.schema import flatten_errors
 from .mapping.yaml_reader import SourceDocument, read_yaml
+from .store import PostgresStore, Store, parse_store
 
 __all__ = ["Config", "DeliveryConfig", "SourceConfig", "InboundConfig", "Source", "load_config",
            "RESERVED_SOURCE_NAMES", "MAX_WEBHOOK_BODY"]
@@ -108,7 +110,8 @@ class Config:
 
     path: str
     mappings: Path
-    store: Path
+    store: Store
+    """The outbox: a SQLite file, or a PostgreSQL database (its password never shown)."""
     dry_run: bool
     delivery: DeliveryConfig
     sources: list[SourceConfig]
@@ -176,8 +179,11 @@ class Config:
         return None if found is None else found.destinations.get(destination)
 
     def secrets(self) -> list[str]:
-        """Every secret value in the configuration: write keys and secret settings."""
+        """Every secret value in the configuration: write keys, secret settings, and the
+        store's password."""
         values: list[str] = []
+        if isinstance(self.store, PostgresStore):
+            values += self.store.secret_values()
         for source in self.sources:
             values.append(source.write_key)
             if source.webhook_secret:
@@ -293,7 +299,10 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     mappings = (base / data["mappings"]).resolve()
     if "mappings" not in doc.data and not mappings.is_dir():  # not set, and none beside it
         mappings = SHIPPED_MAPPINGS
-    store = (base / data["store"]).resolve()
+    try:
+        store = parse_store(data["store"], base)
+    except ValueError as exc:
+        raise ConfigError([Problem(doc.locate(("store",)), str(exc))]) from None
     destinations, mapping_problems = check([mappings])
     if mapping_problems:
         raise ConfigError(mapping_problems)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 __all__ = ["EngineError", "Location", "Problem", "MappingError", "ConfigError", "EventError",
            "SettingsError", "RenderError", "UsageError", "BadRequest", "DeliveryLocked",
-           "StoreUnavailable"]
+           "StoreUnavailable", "StoreError"]
 
 
 class EngineError(Exception):
@@ -105,3 +105,12 @@ class StoreUnavailable(EngineError):
     def __init__(self, reason: str, where: str = "") -> None:
         self.reason = reason
         super().__init__(f"{reason}: {where}" if where else reason)
+
+
+class StoreError(StoreUnavailable):
+    """The outbox's store cannot be opened or used: a database server that cannot be
+    reached, wrong credentials, no driver installed, a schema newer than this engine. The
+    message says which, and never holds a password."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)

@@ -1,5 +1,7 @@
 """Shared fixtures: snapshots live in snapshots/ at the top of the repository; async tests
-run on asyncio (anyio's pytest plugin, which comes with httpx)."""
+run on asyncio (anyio's pytest plugin, which comes with httpx); `store` is an empty outbox
+of each backend in turn (a SQLite file, then a schema on a throwaway PostgreSQL server), for
+the tests whose behaviour must not depend on it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from tests.support.delivery import OPEN
+from tests.support.postgres import PostgresServer
 from tests.support.paths import SNAPSHOTS
 
 
@@ -46,3 +49,29 @@ def _close_outboxes() -> Iterator[None]:
     yield
     while OPEN:
         OPEN.pop().close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """This worker's PostgreSQL server (started on first use, stopped at the end)."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each outbox backend in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty outbox of `backend`, as a configuration's `store:` names it."""
+    if backend == "sqlite":
+        return str(tmp_path / "outbox.sqlite3")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.store()

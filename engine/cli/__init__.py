@@ -14,7 +14,7 @@ import sys
 from importlib import metadata
 from typing import Callable, Sequence
 
-from ..errors import StoreUnavailable, UsageError
+from ..errors import StoreError, StoreUnavailable, UsageError
 from .logs import FORMATS, LEVELS
 
 __all__ = ["main"]
@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:  # the outbox's database is out of reach: may pass, so not 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except StoreUnavailable as exc:  # a full disk, a lock held elsewhere, a corrupt file
         print(f"error: the outbox cannot be used: {exc}", file=sys.stderr)
         return 1

@@ -49,8 +49,10 @@ def serve(args: argparse.Namespace) -> int:
             log.warning("POST /inbound/%s is not signed: set its secret to require X-Signature",
                         inbound.slug)
     uvicorn_logs = logs.uvicorn_config(args.log_level, args.log_format)
-    # Say it now, plainly (StoreUnavailable: one line), rather than as a traceback of the
-    # app's start or a failed start of the delivery process.
+    # Say it now, plainly, rather than as a traceback of the app's start or a failed start
+    # of the delivery process: an outbox that cannot be used (StoreUnavailable, or a
+    # database out of reach, StoreError: one line), or a SQLite outbox delivered elsewhere.
+    # (Opening a PostgreSQL outbox also brings its schema up to date.)
     probe = open_outbox(config.store)
     try:
         probe.ping()

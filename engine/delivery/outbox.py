@@ -1,7 +1,8 @@
 """The outbox: where mapped requests wait, durably, until they are delivered.
 
-The intake and the delivery worker talk to it only through the `Outbox` protocol below,
-so that a backend (SQLite today) can be added without touching either of them.
+The intake and the delivery worker talk to it only through the `Outbox` protocol below;
+two backends implement it: SQLite (sqlite_outbox.py, one machine) and PostgreSQL
+(postgres_outbox.py, any number of processes on any number of machines).
 """
 
 from __future__ import annotations
@@ -134,14 +135,15 @@ class Outbox(Protocol):
       it on disk) before returning, so an event is acknowledged only once what it maps to
       is stored; a batch is stored whole or not at all;
     - **leases**: a job given out by `lease` is not given out again until its lease expires
-      or its outcome is recorded; a lease left by a process that died expires, so delivery
-      is at-least-once;
+      or its outcome is recorded, to this process or any other; a lease left by a process
+      that died is taken back (at the latest when it expires), so delivery is
+      at-least-once;
     - **dedupe**: a job whose (destination, message_id) was accepted in the last
       DEDUPE_WINDOW seconds is a duplicate and is not stored;
     - **deferral**: a job with `deliver_after` is not leased before that time, across
       restarts;
     - **once keys**: among jobs with the same once key (scoped to source and destination),
-      one is sent per window: a job is suppressed when another with its key was delivered
+      one is sent per window, whichever process leases them: a job is suppressed when another with its key was delivered
       inside the window; while that other one is still being tried, it waits for the
       outcome, and goes ahead if the other one dead-lettered;
     - **dead letters** are kept, with their last status, error and response body, until
@@ -163,6 +165,12 @@ class Outbox(Protocol):
         requests accepted is made durable by one commit); say for each batch how many jobs
         were stored and how many were duplicates. `status="recorded"` keeps them without
         sending (dry run)."""
+        ...
+
+    def notify_new_jobs(self, callback: Callable[[], None]) -> bool:
+        """Have `callback` called (from any thread) each time any process commits jobs to
+        deliver, until `close`. Returns False when the backend cannot tell (the caller then
+        looks now and then; `serve` wakes its own delivery process through a pipe)."""
         ...
 
     def claim_delivery(self) -> int:

@@ -146,6 +146,11 @@ class SQLiteOutbox:
             self._delivery_lock.close()
             self._delivery_lock = None
 
+    def notify_new_jobs(self, callback: Callable[[], None]) -> bool:
+        """SQLite cannot tell other processes of a commit: False (the one delivering
+        process looks now and then, and `serve` wakes its own through a pipe)."""
+        return False
+
     @_store_errors
     def claim_delivery(self) -> int:
         """Become the one process that delivers this outbox, and free the leases left by a
@@ -259,7 +264,7 @@ class SQLiteOutbox:
             # _STRAYS_RECHECK seconds (a scan of the pending jobs).
             if free and time.monotonic() >= self._strays_checked + _STRAYS_RECHECK:
                 self._strays = self._pending_destinations(db)
-            for destination in sorted(self._strays - set(free)):
+            for destination in sorted(self._strays - set(free)) if free else ():  # else all are asked
                 found = db.execute(f"{columns} WHERE destination=? AND {due}"
                                    f" ORDER BY due_at, id LIMIT ?",
                                    (destination, now, now, default_free)).fetchall()

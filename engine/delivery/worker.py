@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from ..config import Config
-from ..errors import EventError, SettingsError, StoreUnavailable
+from ..errors import EventError, SettingsError, StoreError, StoreUnavailable
 from ..metrics import Metrics
 from ..redact import redact
 from .outbox import MAX_STORED_BODY, Dead, Delivered, Job, JobOutcome, Outbox, Retry
@@ -42,6 +42,12 @@ IDLE_RECHECK = 0.1
 STORE_RETRY_MAX = 30.0
 """The longest wait, in seconds, between two tries of an outbox that cannot be used (a full
 disk, a lock held elsewhere): the wait doubles from one second up to it."""
+IDLE_MAX = 1.0
+"""The longest an idle loop waits before it looks at the outbox again, when the outbox
+cannot say that another process committed jobs (SQLite, written by a shim run apart)."""
+IDLE_MAX_NOTIFIED = 5.0
+"""The same when it can (PostgreSQL's NOTIFY wakes the loop at once): the loop still looks
+this often, for the leases of processes that died (taken back by `lease`)."""
 
 
 class Deliverer:
@@ -64,6 +70,7 @@ class Deliverer:
         self._forming: dict[tuple[str, str], tuple[float, list[Job]]] = {}
         self._store_down: str | None = None  # why the outbox failed, until it works again
         self._store_waits = 0
+        self._idle_max = IDLE_MAX
 
     def _client(self) -> aiohttp.ClientSession:
         # Slots per destination are the worker's to count; destinations may share a host.
@@ -106,7 +113,8 @@ class Deliverer:
         """Deliver until `stop` is set; then let requests in flight finish (up to
         `drain_timeout` seconds; what is cut off stays leased and is retried later).
         Raises DeliveryLocked if another process delivers this outbox. An outbox that cannot
-        be used (StoreUnavailable) is logged once and tried again, ever less often."""
+        be used (StoreUnavailable, or a database's StoreError) is logged once and tried
+        again, ever less often; what was leased stays leased meanwhile."""
         while True:
             try:
                 self.outbox.claim_delivery()
@@ -115,11 +123,22 @@ class Deliverer:
                 if stop.is_set():
                     return
                 await self._wait_for_store(exc, stop)
+        claimed = True
+        loop = asyncio.get_running_loop()
+
+        def woken() -> None:  # on the outbox's thread
+            loop.call_soon_threadsafe(self.wakeup.set)
+
+        if self.outbox.notify_new_jobs(woken):
+            self._idle_max = IDLE_MAX_NOTIFIED
         tasks: set[asyncio.Task[None]] = set()
         next_prune = 0.0
         async with self._client() as client:
             while not stop.is_set():
                 try:
+                    if not claimed:  # a database came back: a new session claims again
+                        self.outbox.claim_delivery()
+                        claimed = True
                     if time.monotonic() >= next_prune:  # keep the outbox from growing forever
                         self.outbox.prune()
                         next_prune = time.monotonic() + PRUNE_INTERVAL
@@ -127,6 +146,9 @@ class Deliverer:
                     if not started:
                         await self._idle(stop)
                 except StoreUnavailable as exc:
+                    # A database's connection is new when it comes back, and its session
+                    # claims delivery again (SQLite's file lock stays held meanwhile).
+                    claimed = not isinstance(exc, StoreError)
                     await self._wait_for_store(exc, stop)
                     continue
                 self._store_works()
@@ -237,11 +259,11 @@ class Deliverer:
         due = self.outbox.next_due()
         now = self.outbox.clock()
         if due is None:
-            wait = 1.0
+            wait = self._idle_max
         elif due <= now:
             wait = IDLE_RECHECK
         else:
-            wait = min(1.0, max(0.01, due - now))
+            wait = min(self._idle_max, max(0.01, due - now))
         bulk = self._next_bulk_deadline()
         if bulk is not None:
             wait = min(wait, max(0.001, bulk))

@@ -22,6 +22,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -38,7 +39,7 @@ from ..config import Config, Source, SourceConfig
 from ..delivery import Outbox, open_outbox
 from ..delivery.outbox import job_counts, recorded_view
 from ..delivery.worker import Deliverer
-from ..errors import BadRequest, EngineError, StoreUnavailable
+from ..errors import BadRequest, EngineError, StoreError, StoreUnavailable
 from ..intake import EventResult, Intake
 from ..mapping.preview import preview
 from ..metrics import Metrics
@@ -328,8 +329,9 @@ async def ready(request: HTTPRequest) -> Response:
     else:
         if state.store_problem is not None:
             problems.append(f"store unavailable: {state.store_problem}")
-    try:
-        free = shutil.disk_usage(state.config.store.parent).free
+    store = state.config.store
+    try:  # a SQLite file's disk (a PostgreSQL server watches its own)
+        free = shutil.disk_usage(store.parent).free if isinstance(store, Path) else MIN_FREE_DISK
     except OSError as exc:
         problems.append(f"store's disk unreadable: {exc}")
     else:
@@ -381,7 +383,11 @@ async def _store_unavailable(request: HTTPRequest, exc: Exception) -> Response:
     # Nothing of the request was stored (the transaction rolled back): the client keeps
     # its events and sends them again. The reason, not the path, is the client's to read.
     assert isinstance(exc, StoreUnavailable)
-    response = _error(f"the event store is unavailable ({exc.reason}); nothing of this request "
+    reason = exc.reason
+    if isinstance(exc, StoreError):  # a database's message names its host: the log keeps it
+        log.error("%s", exc)
+        reason = "the database cannot be used"
+    response = _error(f"the event store is unavailable ({reason}); nothing of this request "
                       f"was stored: retry later", 503, "store_unavailable")
     response.headers["Retry-After"] = str(RETRY_AFTER)
     return response
@@ -412,7 +418,7 @@ ExceptionHandler = Callable[[HTTPRequest, Exception], Awaitable[Response]]
 _HANDLERS: Mapping[Any, ExceptionHandler] = {
     BadRequest: _bad_request,
     ClientDisconnect: _client_gone,
-    StoreUnavailable: _store_unavailable,
+    StoreUnavailable: _store_unavailable,  # and StoreError, a database's
     EngineError: _engine_error,
     HTTPException: _http_error,
     Exception: _unexpected,

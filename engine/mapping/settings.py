@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from cerberus import SchemaError, Validator, errors
+from cerberus import SchemaError, Validator
+from cerberus import errors as cerberus_errors
 
 from ..errors import SettingsError
 from ..redact import redact
@@ -31,7 +32,7 @@ class _SettingsValidator(Validator):  # type: ignore[misc]  # cerberus is untype
             self._error(field, f"the pattern {pattern!r} took too long on this value")
             return
         if matched is None:
-            self._error(field, errors.REGEX_MISMATCH)
+            self._error(field, cerberus_errors.REGEX_MISMATCH)
 
 
 @dataclass(frozen=True)

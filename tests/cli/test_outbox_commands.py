@@ -1,4 +1,5 @@
-"""`enqueue`, `deliver`, `dead-letters` and `validate --config` from the command line."""
+"""`enqueue`, `deliver`, `dead-letters` and `validate --config` from the command line; the
+outbox commands on each backend (the `store` fixture)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from tests.support.cli import run
 from tests.support.paths import MAPPINGS
 
 
-def test_enqueue_deliver_and_manage_dead_letters(tmp_path: Path) -> None:
+def test_enqueue_deliver_and_manage_dead_letters(store: str, tmp_path: Path) -> None:
     with ScriptedServer() as server:
         server.script("/calixa", Reply(400, body=b'{"message": "unknown account"}'), Reply(200))
-        config = write_config(tmp_path, server.url())
+        config = write_config(tmp_path, server.url(), store=store)
         events = "\n".join(json.dumps(e) for e in [
             {"type": "identify", "userId": "u1", "messageId": "m1"},
             {"type": "identify", "userId": "u1", "messageId": "m1"},
@@ -53,10 +54,10 @@ def test_enqueue_deliver_and_manage_dead_letters(tmp_path: Path) -> None:
         assert run("dead-letters", "list", "--config", str(config)).stdout == ""
 
 
-def test_purge_and_errors(tmp_path: Path) -> None:
+def test_purge_and_errors(store: str, tmp_path: Path) -> None:
     with ScriptedServer() as server:
         server.script("/calixa", Reply(501))
-        config = write_config(tmp_path, server.url())
+        config = write_config(tmp_path, server.url(), store=store)
         run("enqueue", "--config", str(config), "--source", "web",
             stdin='{"type": "identify", "userId": "u1", "messageId": "m1"}')
         run("deliver", "--config", str(config), "--until-idle")
@@ -109,3 +110,18 @@ def test_a_store_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
     result = run("dead-letters", "list", "--config", str(config))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: the outbox cannot be used: the store cannot be opened: ")
+
+
+def test_recorded_lists_what_a_dry_run_stored(store: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", store=store, only=("calixa", "callexa"),
+                          extra="dry_run: true\n")
+    events = "\n".join(json.dumps({"type": "identify", "userId": f"u{n}", "messageId": f"m{n}",
+                                   "traits": {"email": f"u{n}@example.com"}}) for n in (1, 2))
+    assert run("enqueue", "--config", str(config), "--source", "web", stdin=events).returncode == 0
+    result = run("recorded", "--config", str(config), "--limit", "3")
+    assert result.returncode == 0, result.stderr
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["source"], r["destination"], r["message_id"]) for r in shown] == [
+        ("web", "callexa", "m2"), ("web", "calixa", "m2"), ("web", "callexa", "m1")]
+    assert shown[0]["request"]["once"] == {"key": "callexa:u2@example.com", "window_seconds": 26 * 7 * 86400}
+    assert run("recorded", "--config", str(config), "--source", "other").stdout == ""

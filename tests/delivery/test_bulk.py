@@ -46,7 +46,7 @@ def server():
         yield running
 
 
-def bulky_config(tmp_path: Path, url: str, max_wait: float = 0) -> Path:
+def bulky_config(tmp_path: Path, url: str, max_wait: float = 0, *, store: str) -> Path:
     mappings = tmp_path / "mappings"
     mappings.mkdir()
     text = textwrap.dedent(BULKY).replace("  max_items: 3\n", f"  max_items: 3\n  max_wait: {max_wait}\n")
@@ -54,7 +54,7 @@ def bulky_config(tmp_path: Path, url: str, max_wait: float = 0) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(textwrap.dedent(f"""\
         mappings: {mappings}
-        store: {tmp_path / 'outbox.sqlite3'}
+        store: {json.dumps(store)}
         delivery: {{timeout: 2, backoff_initial: 0.01, backoff_max: 0.05, max_attempts: 5, max_age: 60, concurrency: 4}}
         sources:
           - name: web
@@ -70,9 +70,8 @@ def track(n: int) -> dict:
             "properties": {"n": n}}
 
 
-def test_due_jobs_go_in_bulks_of_at_most_max_items_and_a_lone_one_as_itself(
-        tmp_path: Path, server: ScriptedServer) -> None:
-    config = load_config(bulky_config(tmp_path, server.url()))
+def test_due_jobs_go_in_bulks_of_at_most_max_items_and_a_lone_one_as_itself(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config = load_config(bulky_config(tmp_path, server.url(), store=store))
     outbox = open_outbox(config.store)
     accept(config, outbox, *[track(n) for n in range(7)])
     drain(config, outbox)
@@ -91,9 +90,9 @@ def test_due_jobs_go_in_bulks_of_at_most_max_items_and_a_lone_one_as_itself(
     assert b"bulky-token-1" not in b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
 
 
-def test_a_due_item_waits_max_wait_for_others_to_share_its_request(tmp_path: Path,
+def test_a_due_item_waits_max_wait_for_others_to_share_its_request(store: str, tmp_path: Path,
                                                                     server: ScriptedServer) -> None:
-    config = load_config(bulky_config(tmp_path, server.url(), max_wait=0.5))
+    config = load_config(bulky_config(tmp_path, server.url(), max_wait=0.5, store=store))
     outbox = open_outbox(config.store)
 
     async def scenario() -> None:
@@ -115,9 +114,9 @@ def test_a_due_item_waits_max_wait_for_others_to_share_its_request(tmp_path: Pat
     assert server.at("/one") == []
 
 
-def test_items_the_response_names_as_failed_are_retried_alone(tmp_path: Path, server: ScriptedServer) -> None:
+def test_items_the_response_names_as_failed_are_retried_alone(store: str, tmp_path: Path, server: ScriptedServer) -> None:
     server.script("/many", Reply(200, body=b'{"errors": [{"index": 1, "message": "bad"}]}'))
-    config = load_config(bulky_config(tmp_path, server.url()))
+    config = load_config(bulky_config(tmp_path, server.url(), store=store))
     outbox = open_outbox(config.store)
     accept(config, outbox, *[track(n) for n in range(3)])
     deliverer = drain(config, outbox)
@@ -128,18 +127,18 @@ def test_items_the_response_names_as_failed_are_retried_alone(tmp_path: Path, se
     assert deliverer.metrics.value("requests_retried_total", destination="bulky") == 1
 
 
-def test_an_answer_in_several_chunks_is_read_whole(tmp_path: Path, server: ScriptedServer) -> None:
+def test_an_answer_in_several_chunks_is_read_whole(store: str, tmp_path: Path, server: ScriptedServer) -> None:
     server.script("/many", Reply(200, body=b'{"errors": [{"index": 2, "message": "bad"}]}', split=0.05))
-    config = load_config(bulky_config(tmp_path, server.url()))
+    config = load_config(bulky_config(tmp_path, server.url(), store=store))
     outbox = open_outbox(config.store)
     accept(config, outbox, *[track(n) for n in range(3)])
     drain(config, outbox)
     assert [json.loads(r.body) for r in server.at("/one")] == [{"id": "m2"}]
 
 
-def test_a_failed_bulk_fails_each_of_its_jobs(tmp_path: Path, server: ScriptedServer) -> None:
+def test_a_failed_bulk_fails_each_of_its_jobs(store: str, tmp_path: Path, server: ScriptedServer) -> None:
     server.script("/many", Reply(400, body=b"no"))
-    config = load_config(bulky_config(tmp_path, server.url()))
+    config = load_config(bulky_config(tmp_path, server.url(), store=store))
     outbox = open_outbox(config.store)
     accept(config, outbox, *[track(n) for n in range(3)])
     drain(config, outbox)
@@ -148,8 +147,8 @@ def test_a_failed_bulk_fails_each_of_its_jobs(tmp_path: Path, server: ScriptedSe
     assert {(r["last_status"], r["last_body"]) for r in dead} == {(400, "no")}
 
 
-def test_skalin_hits_due_together_go_to_its_bulk_api(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url(), only=("skalin",))
+def test_skalin_hits_due_together_go_to_its_bulk_api(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), only=("skalin",), store=store)
     accept(config, outbox,
            {"type": "track", "userId": "u1", "event": "myFeature", "messageId": "t1",
             "context": {"groupId": "acct_1", "ip": "203.0.113.9"}},

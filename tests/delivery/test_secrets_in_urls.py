@@ -13,7 +13,7 @@ from engine.config import load_config
 from engine.delivery.outbox import NewJob
 from engine.mapping.preview import preview
 
-from tests.support.delivery import DELIVERY, accept, drain, open_outbox
+from tests.support.delivery import DELIVERY, accept, drain, open_outbox, stored_content
 from tests.support.scripted_server import ScriptedServer
 
 TOKEN = "bot:tok/en+1"       # a path separator and reserved characters, to be encoded
@@ -63,14 +63,14 @@ def server():
         yield running
 
 
-def test_delivery_sends_the_current_secrets(tmp_path: Path, server: ScriptedServer) -> None:
+def test_delivery_sends_the_current_secrets(store: str, tmp_path: Path, server: ScriptedServer) -> None:
     mappings = mapping_dir(tmp_path)
 
     def config_with(token: str) -> Path:
         path = tmp_path / "config.yaml"
         path.write_text(textwrap.dedent(f"""\
             mappings: {mappings}
-            store: {tmp_path / 'outbox.sqlite3'}
+            store: {json.dumps(store)}
             delivery: {json.dumps(DELIVERY)}
             sources:
               - name: web
@@ -83,10 +83,8 @@ def test_delivery_sends_the_current_secrets(tmp_path: Path, server: ScriptedServ
     config = load_config(config_with("old-token"))
     outbox = open_outbox(config.store)
     accept(config, outbox, {"type": "identify", "userId": "u1", "messageId": "m1"})
-    for stored in (tmp_path / "outbox.sqlite3", tmp_path / "outbox.sqlite3-wal"):
-        if stored.exists():
-            data = stored.read_bytes()
-            assert b"old-token" not in data and KEY.encode() not in data
+    data = stored_content(config.store)  # on each backend (the `store` fixture)
+    assert b"old-token" not in data and KEY.encode() not in data
     # The token is rotated before delivery: the pending request goes with the new one.
     rotated = load_config(config_with(TOKEN))
     drain(rotated, outbox)

@@ -1,4 +1,5 @@
-"""Delivery end to end, against a real HTTP server on 127.0.0.1 scripted to fail."""
+"""Delivery end to end, against a real HTTP server on 127.0.0.1 scripted to fail; each
+test runs on each outbox backend (the `store` fixture)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.delivery import SQLiteOutbox as Outbox
+from engine.delivery import Outbox
 
-from tests.support.delivery import accept, drain, identify, open_outbox, setup, write_config
+from tests.support.delivery import (accept, drain, identify, open_outbox, setup, stored_content,
+                                    write_config)
 from tests.support.scripted_server import Reply, ScriptedServer
 
 
@@ -25,8 +27,8 @@ def statuses(outbox: Outbox) -> dict[str, int]:
     return outbox.counts()
 
 
-def test_503_several_times_then_200(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url())
+def test_503_several_times_then_200(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store)
     server.script("/calixa", Reply(503), Reply(503), Reply(503), Reply(200))
     accept(config, outbox, identify(1))
     deliverer = drain(config, outbox)
@@ -36,8 +38,8 @@ def test_503_several_times_then_200(tmp_path: Path, server: ScriptedServer) -> N
     assert deliverer.metrics.value("requests_delivered_total", destination="calixa") == 1
 
 
-def test_429_honours_retry_after(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url())
+def test_429_honours_retry_after(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store)
     server.script("/calixa", Reply(429, headers={"Retry-After": "1"}), Reply(200))
     accept(config, outbox, identify(1))
     drain(config, outbox)
@@ -47,9 +49,9 @@ def test_429_honours_retry_after(tmp_path: Path, server: ScriptedServer) -> None
 
 
 @pytest.mark.parametrize(("status", "error"), [(400, "HTTP 400"), (501, "HTTP 501 (call type not supported)")])
-def test_4xx_and_501_are_dead_letters_at_once(tmp_path: Path, server: ScriptedServer,
+def test_4xx_and_501_are_dead_letters_at_once(store: str, tmp_path: Path, server: ScriptedServer,
                                               status: int, error: str) -> None:
-    config, outbox = setup(tmp_path, server.url())
+    config, outbox = setup(tmp_path, server.url(), store=store)
     server.script("/calixa", Reply(status, body=b'{"message": "nope"}'))
     accept(config, outbox, identify(1))
     drain(config, outbox)
@@ -59,8 +61,8 @@ def test_4xx_and_501_are_dead_letters_at_once(tmp_path: Path, server: ScriptedSe
     assert dead["request"]["body"]["userId"] == "u1"
 
 
-def test_a_response_slower_than_the_timeout_is_retried(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url())
+def test_a_response_slower_than_the_timeout_is_retried(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store)
     server.script("/calixa", Reply(200, delay=1.5), Reply(200))
     accept(config, outbox, identify(1))
     drain(config, outbox)
@@ -68,10 +70,10 @@ def test_a_response_slower_than_the_timeout_is_retried(tmp_path: Path, server: S
     assert statuses(outbox) == {"delivered": 1}
 
 
-def test_connection_refused_is_retried_then_dead_lettered(tmp_path: Path) -> None:
+def test_connection_refused_is_retried_then_dead_lettered(store: str, tmp_path: Path) -> None:
     with ScriptedServer() as gone:
         url = gone.url()
-    config, outbox = setup(tmp_path, url)  # nothing listens there any more
+    config, outbox = setup(tmp_path, url, store=store)  # nothing listens there any more
     accept(config, outbox, identify(1))
     drain(config, outbox)
     (dead,) = outbox.rows("dead")
@@ -80,8 +82,8 @@ def test_connection_refused_is_retried_then_dead_lettered(tmp_path: Path) -> Non
     assert "connection error" in dead["last_error"]
 
 
-def test_max_age_ends_retrying(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url(), delivery={"max_attempts": 1000, "max_age": 0.3})
+def test_max_age_ends_retrying(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store, delivery={"max_attempts": 1000, "max_age": 0.3})
     server.script("/calixa", Reply(503))
     accept(config, outbox, identify(1))
     drain(config, outbox)
@@ -90,22 +92,22 @@ def test_max_age_ends_retrying(tmp_path: Path, server: ScriptedServer) -> None:
     assert 2 <= dead["attempts"] < 1000
 
 
-def test_auth_is_applied_at_send_time_and_never_stored(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url())
+def test_auth_is_applied_at_send_time_and_never_stored(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store)
     accept(config, outbox, identify(1))
     # The key is rotated before delivery: pending work uses the new one.
-    rotated = load_config(write_config(tmp_path, server.url(), key="calixa-key-two"))
+    rotated = load_config(write_config(tmp_path, server.url(), key="calixa-key-two", store=store))
     drain(rotated, outbox)
     (received,) = server.at("/calixa")
     assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"calixa-key-two:").decode()
     outbox.close()
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
+    stored = stored_content(config.store)
     for secret in (b"calixa-key-one", b"calixa-key-two", base64.b64encode(b"calixa-key-one:")):
         assert secret not in stored
 
 
-def test_duplicates_are_suppressed_for_24_hours(tmp_path: Path, server: ScriptedServer) -> None:
-    config, _ = setup(tmp_path, server.url())
+def test_duplicates_are_suppressed_for_24_hours(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, _ = setup(tmp_path, server.url(), store=store)
     clock = [1_700_000_000.0]
     outbox = open_outbox(config.store, clock=lambda: clock[0])
     source = config.source("web")
@@ -119,8 +121,8 @@ def test_duplicates_are_suppressed_for_24_hours(tmp_path: Path, server: Scripted
     assert intake.accept(source, [identify(1)])[1].stored == 1
 
 
-def test_deferred_requests_wait_across_restarts(tmp_path: Path, server: ScriptedServer) -> None:
-    config, _ = setup(tmp_path, server.url(), only=("callexa",))
+def test_deferred_requests_wait_across_restarts(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, _ = setup(tmp_path, server.url(), store=store, only=("callexa",))
     clock = [1_700_000_000.0]
     outbox = open_outbox(config.store, clock=lambda: clock[0])
     source = config.source("web")
@@ -138,8 +140,8 @@ def test_deferred_requests_wait_across_restarts(tmp_path: Path, server: Scripted
     assert len(server.at("/callexa")) == 1
 
 
-def test_once_per_key_window(tmp_path: Path, server: ScriptedServer) -> None:
-    config, _ = setup(tmp_path, server.url(), only=("callexa",))
+def test_once_per_key_window(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, _ = setup(tmp_path, server.url(), store=store, only=("callexa",))
     clock = [1_700_000_000.0]
     outbox = open_outbox(config.store, clock=lambda: clock[0])
     # Two identifies of one customer (different messages): one survey in 26 weeks.
@@ -153,8 +155,8 @@ def test_once_per_key_window(tmp_path: Path, server: ScriptedServer) -> None:
     assert len(server.at("/callexa")) == 2
 
 
-def test_once_key_is_freed_when_its_send_fails_for_good(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url(), only=("callexa",))
+def test_once_key_is_freed_when_its_send_fails_for_good(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store, only=("callexa",))
     server.script("/callexa", Reply(400), Reply(200))
     accept(config, outbox, identify(1))
     drain(config, outbox)
@@ -164,8 +166,8 @@ def test_once_key_is_freed_when_its_send_fails_for_good(tmp_path: Path, server: 
     assert len(outbox.rows("delivered")) >= 1
 
 
-def test_form_requests_arrive_form_encoded(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url(), only=("skalin",))
+def test_form_requests_arrive_form_encoded(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store, only=("skalin",))
     accept(config, outbox, {"type": "track", "event": "myFeature", "userId": "u1", "messageId": "t1"})
     drain(config, outbox)
     (received,) = server.at("/skalin")
@@ -173,8 +175,8 @@ def test_form_requests_arrive_form_encoded(tmp_path: Path, server: ScriptedServe
     assert b"action=ev" in received.body and b"client_id=c1" in received.body
 
 
-def test_dead_letter_bodies_are_redacted(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url())
+def test_dead_letter_bodies_are_redacted(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store)
     server.script("/calixa", Reply(400, body=b'{"message": "bad key calixa-key-one"}'))
     accept(config, outbox, identify(1))
     drain(config, outbox)
@@ -211,8 +213,8 @@ def test_a_secret_across_the_stored_bodys_cut_is_redacted_before_the_cut(
     assert dead["last_body"] == "x" * 4090 + "[redac"  # 4,096 characters kept
 
 
-def test_json_bodies_are_the_mapped_message(tmp_path: Path, server: ScriptedServer) -> None:
-    config, outbox = setup(tmp_path, server.url())
+def test_json_bodies_are_the_mapped_message(store: str, tmp_path: Path, server: ScriptedServer) -> None:
+    config, outbox = setup(tmp_path, server.url(), store=store)
     accept(config, outbox, identify(1))
     drain(config, outbox)
     (received,) = server.at("/calixa")
@@ -220,10 +222,10 @@ def test_json_bodies_are_the_mapped_message(tmp_path: Path, server: ScriptedServ
     assert received.headers["User-Agent"] == "Segment.io/1.0"
 
 
-def test_a_job_whose_rule_was_removed_is_a_clear_dead_letter(tmp_path: Path, server: ScriptedServer) -> None:
+def test_a_job_whose_rule_was_removed_is_a_clear_dead_letter(store: str, tmp_path: Path, server: ScriptedServer) -> None:
     import dataclasses
 
-    config, outbox = setup(tmp_path, server.url())
+    config, outbox = setup(tmp_path, server.url(), store=store)
     accept(config, outbox, identify(1))
     calixa = config.destinations["calixa"]
     config.destinations["calixa"] = dataclasses.replace(
@@ -234,14 +236,14 @@ def test_a_job_whose_rule_was_removed_is_a_clear_dead_letter(tmp_path: Path, ser
     assert dead["last_error"] == "rule 'identify' is no longer in calixa's mapping"
 
 
-def test_a_request_in_flight_is_not_sent_again_when_its_lease_runs_out(tmp_path: Path,
+def test_a_request_in_flight_is_not_sent_again_when_its_lease_runs_out(store: str, tmp_path: Path,
                                                                        server: ScriptedServer) -> None:
     import asyncio
     import threading
 
     from engine.delivery.worker import Deliverer
 
-    config, _ = setup(tmp_path, server.url(), delivery={"timeout": 5}, only=("calixa", "skalin"))
+    config, _ = setup(tmp_path, server.url(), store=store, delivery={"timeout": 5}, only=("calixa", "skalin"))
     clock = [1_700_000_000.0]
     outbox = open_outbox(config.store, clock=lambda: clock[0])
     server.script("/calixa", Reply(200, delay=1.0))
@@ -262,10 +264,10 @@ def test_a_request_in_flight_is_not_sent_again_when_its_lease_runs_out(tmp_path:
 
 
 def test_jobs_of_a_destination_gone_from_the_mappings_are_dead_letters_soon(
-        tmp_path: Path, server: ScriptedServer) -> None:
+        store: str, tmp_path: Path, server: ScriptedServer) -> None:
     from engine.delivery.outbox import NewJob
 
-    config, outbox = setup(tmp_path, server.url())
+    config, outbox = setup(tmp_path, server.url(), store=store)
     outbox.enqueue("web", [NewJob("gone", "r", f"g{n}", b'{"method":"POST","url":"http://x",'
                                   b'"headers":{},"encoding":"json","body":{}}') for n in range(40)])
     drain(config, outbox)
@@ -274,11 +276,11 @@ def test_jobs_of_a_destination_gone_from_the_mappings_are_dead_letters_soon(
     assert dead[0]["last_error"] == "destination 'gone' is no longer in the mappings"
 
 
-def test_a_request_that_cannot_be_sent_is_a_dead_letter_not_a_loop(tmp_path: Path,
+def test_a_request_that_cannot_be_sent_is_a_dead_letter_not_a_loop(store: str, tmp_path: Path,
                                                                    server: ScriptedServer) -> None:
     from engine.delivery.outbox import NewJob
 
-    config, outbox = setup(tmp_path, server.url())
+    config, outbox = setup(tmp_path, server.url(), store=store)
     # A header value with a line break (say, rendered from event data): aiohttp refuses it.
     request = json.dumps({"method": "POST", "url": server.url("/calixa"), "encoding": "json",
                           "headers": {"X-Id": "a\r\nX-Evil: 1"}, "body": {}}).encode()
@@ -289,11 +291,11 @@ def test_a_request_that_cannot_be_sent_is_a_dead_letter_not_a_loop(tmp_path: Pat
     assert server.at("/calixa") == []
 
 
-def test_inbound_jobs_stored_by_an_older_version_are_still_delivered(tmp_path: Path,
+def test_inbound_jobs_stored_by_an_older_version_are_still_delivered(store: str, tmp_path: Path,
                                                                     server: ScriptedServer) -> None:
     from engine.delivery.outbox import NewJob
 
-    config, outbox = setup(tmp_path, server.url(), extra=(
+    config, outbox = setup(tmp_path, server.url(), store=store, extra=(
         "inbound:\n  callexa-sync-back:\n"
         f"    settings: {{write_key: sync-key-1, endpoint: \"{server.url('/v1/identify')}\"}}\n"))
     request = json.dumps({"method": "POST", "url": server.url("/v1/identify"), "encoding": "json",

@@ -18,7 +18,6 @@ import hmac
 import json
 import logging
 import uuid
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx

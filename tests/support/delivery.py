@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config, load_config
+from engine.delivery import Outbox, open_outbox as open_store
 from engine.delivery.worker import Deliverer
 from engine.intake import Intake
-from engine.delivery import SQLiteOutbox as Outbox
+from engine.store import Store
 
 from .paths import MAPPINGS
 
@@ -22,8 +23,9 @@ DELIVERY = {"timeout": 0.5, "backoff_initial": 0.01, "backoff_max": 0.05, "max_a
 
 def write_config(tmp_path: Path, url: str, *, delivery: dict[str, Any] | None = None,
                  key: str = "calixa-key-one", only: tuple[str, ...] = ("calixa",),
-                 extra: str = "") -> Path:
-    """A configuration whose source `web` sends to the destinations in `only`."""
+                 extra: str = "", store: str | None = None) -> Path:
+    """A configuration whose source `web` sends to the destinations in `only`, stored in
+    `store` (a SQLite file in `tmp_path` unless given: a PostgreSQL URL, say)."""
     lines = {
         "calixa": f'calixa: {{api_key: {key}, endpoint: "{url}/calixa"}}',
         "callexa": f'callexa: {{api_key: callexa-key-one, endpoint: "{url}/callexa"}}',
@@ -33,7 +35,7 @@ def write_config(tmp_path: Path, url: str, *, delivery: dict[str, Any] | None = 
     path = tmp_path / "config.yaml"
     path.write_text(textwrap.dedent(f"""\
         mappings: {MAPPINGS}
-        store: {tmp_path / 'outbox.sqlite3'}
+        store: {json.dumps(store or str(tmp_path / 'outbox.sqlite3'))}
         delivery: {json.dumps({**DELIVERY, **(delivery or {})})}
         sources:
           - name: web
@@ -64,8 +66,9 @@ OPEN: list[Outbox] = []
 """Every outbox a test opened; conftest closes them when the test ends."""
 
 
-def open_outbox(path: Path, **kwargs: Any) -> Outbox:
-    outbox = Outbox(path, **kwargs)
+def open_outbox(store: Store | str, **kwargs: Any) -> Outbox:
+    """The outbox `store` names (a SQLite file or a PostgreSQL URL), closed after the test."""
+    outbox = open_store(store, **kwargs)
     OPEN.append(outbox)
     return outbox
 
@@ -73,3 +76,21 @@ def open_outbox(path: Path, **kwargs: Any) -> Outbox:
 def setup(tmp_path: Path, url: str, **kwargs: Any) -> tuple[Config, Outbox]:
     config = load_config(write_config(tmp_path, url, **kwargs))
     return config, open_outbox(config.store)
+
+
+def stored_content(store: Store) -> bytes:
+    """Every value the outbox `store` holds, as bytes: the SQLite file (and its WAL), or
+    every row of every table of its PostgreSQL schema (bytea as stored, text as UTF-8)."""
+    if isinstance(store, Path):
+        return b"".join(p.read_bytes() for p in store.parent.glob(store.name + "*"))
+    import psycopg
+
+    out = []
+    with psycopg.connect(store.url, autocommit=True) as db:
+        tables = [t for (t,) in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")]
+        assert "engine_outbox" in tables
+        for table in tables:
+            for row in db.execute(f"SELECT * FROM {table}"):
+                out += [v if isinstance(v, bytes) else str(v).encode() for v in row]
+    return b"\n".join(out)
