@@ -183,9 +183,9 @@ class _Compiler:
             return own_path + (key,) if key in own else ("request", key)
 
         merged = {**defaults, **own}
-        merged["headers"] = {**defaults.get("headers", {}), **own.get("headers", {})}
-        merged["auth"] = {**defaults.get("auth", {}), **own.get("auth", {})}
-        merged["auth_query"] = {**defaults.get("auth_query", {}), **own.get("auth_query", {})}
+        merged["headers"] = merge_named(defaults.get("headers"), own.get("headers"), fold_case=True)
+        merged["auth"] = merge_named(defaults.get("auth"), own.get("auth"), fold_case=True)
+        merged["auth_query"] = merge_named(defaults.get("auth_query"), own.get("auth_query"))
         if "url" not in merged:
             self.problem(own_path[:-1] if own_path[-1] == "request" else own_path,
                          "no url: set request.url here or in the file's request defaults")
@@ -240,7 +240,7 @@ class _Compiler:
                                              "for_each here", key=True)
         condition = self.expression(own["if"], own_path + ("if",), known) if "if" in own else None
         query = tuple((key, self.tree(value, origin_in(own_path, own, "query", key), known))
-                      for key, value in {**defaults.get("query", {}), **own.get("query", {})}.items())
+                      for key, value in merge_named(defaults.get("query"), own.get("query")).items())
         named = {name.lower() for name in (*merged["headers"], *merged["auth"])}
         return RequestSpec(
             method=self.tree(method, origin("method"), known),
@@ -305,7 +305,7 @@ class _Compiler:
             method=request.get("method", "POST"),
             url=part(request["url"], path + ("url",), {"settings"}),
             headers=tuple((name, part(value, path + ("headers", name), {"settings"}))
-                          for name, value in (request.get("headers") or {}).items()),
+                          for name, value in merge_named(None, request.get("headers")).items()),
             auth=tuple((name, part(value, path + ("auth", name), {"settings"}))
                        for name, value in (request.get("auth") or {}).items()),
             body=part(request["body"], path + ("body",), {"settings", "items"}),
@@ -471,6 +471,24 @@ class _Compiler:
             settings_schema=settings, rules=tuple(rules), snake=snake, unmatched=unmatched,
             examples=self.examples(self.view.docs[0].path), batch=batch, values=values,
         )
+
+
+def merge_named(base: dict[str, Any] | None, mine: dict[str, Any] | None, *,
+                fold_case: bool = False) -> dict[str, Any]:
+    """Named parts (headers, auth headers, query parameters): the defaults' in their order,
+    a rule's own over them, then the rule's new ones. A name set to null is left out, so a
+    rule can remove what it inherits. Header names compare without case (HTTP's rule): a
+    rule's `content-type` replaces a default `Content-Type`, under the rule's spelling."""
+    def same(name: str) -> str:
+        return name.lower() if fold_case else name
+
+    own = {same(name): (name, value) for name, value in (mine or {}).items()}
+    merged: dict[str, Any] = {}
+    for name, value in (base or {}).items():
+        name, value = own.pop(same(name), (name, value))
+        merged[name] = value
+    merged.update(own.values())
+    return {name: value for name, value in merged.items() if value is not None}
 
 
 def origin_in(own_path: Path_, own: dict[str, Any], part: str, name: str) -> Path_:

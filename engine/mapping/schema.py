@@ -23,10 +23,14 @@ _REQUEST = {
     # One of GET, POST, PUT, PATCH, DELETE, or a template (checked by the compiler).
     "method": {"type": "string", "empty": False},
     "url": _TEMPLATE,
-    "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _SCALAR_TEMPLATE},
-    "auth": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
+    # In headers, auth and auth_query (and query), a name set to null removes the default's.
+    "headers": {"type": "dict", "keysrules": {"type": "string"},
+                "valuesrules": {**_SCALAR_TEMPLATE, "nullable": True}},
+    "auth": {"type": "dict", "keysrules": {"type": "string"},
+             "valuesrules": {**_TEMPLATE, "nullable": True}},
     # Query parameters made from (secret) settings, added at send time.
-    "auth_query": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
+    "auth_query": {"type": "dict", "keysrules": {"type": "string"},
+                   "valuesrules": {**_TEMPLATE, "nullable": True}},
     "encoding": {"type": "string", "allowed": ["json", "form"]},
     "body": {"nullable": True},
     "deliver_after": _TEMPLATE,

@@ -300,6 +300,37 @@ def test_a_rule_makes_several_requests_each_with_its_own_dedupe_id(tmp_path: Pat
     assert all("sekrit" not in r.url for r in outcomes)
 
 
+INHERITED_PARTS = """\
+    destination: D
+    slug: d
+    settings:
+      token: {type: string, secret: true, default: sekrit}
+    request:
+      url: "https://d.example/in"
+      headers: {X-Api-Version: "2", Content-Type: text/plain, X-Trace: "on"}
+      auth: {Authorization: "Bearer {{ settings.token }}", X-Key: "{{ settings.token }}"}
+      query: {v: "2", debug: "1"}
+      body: {event: "{{ event }}"}
+    rules:
+      - name: lean
+        when: {type: track}
+        request:
+          headers: {x-api-version: null, content-type: application/json, X-New: "1"}
+          auth: {x-key: null}
+          query: {debug: null}
+"""
+
+
+def test_a_rule_removes_an_inherited_header_auth_header_or_parameter_with_null(tmp_path: Path) -> None:
+    dest = destination(tmp_path, INHERITED_PARTS)
+    (request,) = requests(dest.map(TRACK))
+    # Header names compare without case: the rule's spelling replaces the default's, in place.
+    assert dict(request.headers) == {"content-type": "application/json", "X-Trace": "on", "X-New": "1",
+                                     "Authorization": "Bearer sekrit"}
+    assert request.url == "https://d.example/in?v=2"
+    assert dest.bind({}).auth_headers("lean") == {"Authorization": "Bearer sekrit"}
+
+
 def test_a_fan_out_over_nothing_is_a_skip_saying_so(tmp_path: Path) -> None:
     dest = destination(tmp_path, """\
         destination: D
