@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any, Callable
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import regex
 
@@ -149,15 +150,35 @@ _STRFTIME = regex.compile(r"%[-#]?[a-zA-Z%]")
 _STRFTIME_ALLOWED = set("aAbBcdHIjmMpSUwWxXyYzZfGuVe%")
 
 
-def _f_format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%S") -> str | Missing:
-    """strftime over the time in UTC: `ts | format_date('%Y-%m-%d')`."""
+_ZONE_NAME_LIMIT = 64  # the longest IANA name is 32 characters
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> tzinfo | None:
+    """The IANA time zone called `name` ("Asia/Kolkata", "UTC"), or None. Event data names
+    it, so failures are cached too and the cache is bounded."""
+    if len(name) > _ZONE_NAME_LIMIT:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown, or not a zone's key
+        return None
+
+
+def _f_format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%S", zone: str = "UTC") -> str | Missing:
+    """strftime over the time in UTC, or in the IANA time zone `zone`:
+    `ts | format_date('%Y-%m-%d')`, `ts | format_date('%H:%M %Z', context.timezone)`.
+    An unknown zone gives missing, like an unreadable time."""
     parsed = parse_time(value)
-    if parsed is None or not isinstance(fmt, str):
+    if parsed is None or not isinstance(fmt, str) or not isinstance(zone, str):
         return MISSING
     for directive in _STRFTIME.findall(fmt):
         if directive[-1] not in _STRFTIME_ALLOWED:
             raise ValueError(f"format_date: unknown directive {directive!r}")
-    return parsed.astimezone(timezone.utc).strftime(fmt)
+    where = timezone.utc if zone == "UTC" else _zone(zone)
+    if where is None:
+        return MISSING
+    return parsed.astimezone(where).strftime(fmt)
 
 
 # ---- hashing and normalizing ----

@@ -272,7 +272,7 @@ def test_a_render_failure_names_where_the_template_was_written() -> None:
 
 # ---- the functions destinations need ---------------------------------------------------
 
-TIMES = {"ts": "2024-01-15T10:00:00.123456Z", "before": "1969-12-31T23:59:59.5Z",
+TIMES = {"ts": "2024-01-15T10:00:00.123456Z", "before": "1969-12-31T23:59:59.5Z", "summer": "2024-07-01T12:00:00Z",
          "phone": "+1 (555) 010-9999", "email": "  Jane.Doe@Example.COM ", "bad": "n/a",
          "ua": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 "
                "(KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
@@ -290,6 +290,9 @@ TIMES = {"ts": "2024-01-15T10:00:00.123456Z", "before": "1969-12-31T23:59:59.5Z"
     ("{{ 1705312800 | unix_ms }}", 1705312800000),       # epoch seconds in
     ("{{ ts | format_date('%Y%m%d') }}", "20240115"),
     ("{{ ts | format_date('%d/%m/%Y %H:%M') }}", "15/01/2024 10:00"),
+    ("{{ ts | format_date('%H:%M %Z', 'Asia/Kolkata') }}", "15:30 IST"),   # in a time zone
+    ("{{ summer | format_date('%Z', 'Europe/Paris') }}", "CEST"),           # at that time
+    ("{{ ts | format_date('%Z', 'Europe/Paris') }}", "CET"),
     ("{{ phone | digits }}", "15550109999"),
     ("{{ email | trim | lower | sha256 }}",
      "86e0b9e56c17cc4d12387e1949b85053fbe73bc3ce5a1188713a9d300cc6133d"),
@@ -318,6 +321,9 @@ def test_functions(template: str, expected: Any) -> None:
 @pytest.mark.parametrize("template", [
     "{{ bad | unix }}",
     "{{ bad | format_date('%Y') }}",
+    "{{ ts | format_date('%Z', 'Nowhere/Atlantis') }}",   # an unknown zone: missing
+    "{{ ts | format_date('%Z', '../../etc/passwd') }}",   # never a path
+    "{{ ts | format_date('%Z', missing) }}",
     "{{ bad | int }}",                 # never a silent 0
     "{{ bad | float }}",
     "{{ 'no digits' | digits }}",
