@@ -26,6 +26,25 @@ settings.register_profile("fuzz", max_examples=5000, deadline=None, suppress_hea
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+# Modules whose tests start engine processes, a browser or Node: they exercise the same code
+# as the in-process tests, through a process boundary, and are the slow part of the suite.
+# `make test` runs them under the main Python only (`-m "not processes"` elsewhere).
+_PROCESS_MODULES = frozenset({
+    "tests/cli/test_command_line.py", "tests/cli/test_delivery_process.py",
+    "tests/cli/test_mapping_commands.py", "tests/cli/test_outbox_commands.py",
+    "tests/delivery/test_scale_out.py", "tests/delivery/test_worker_crash.py",
+    "tests/http/test_browser.py", "tests/http/test_node_clients.py",
+    "tests/http/test_shim_process.py", "tests/http/test_slow_clients.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        if Path(str(item.path)).relative_to(root).as_posix() in _PROCESS_MODULES:
+            item.add_marker(pytest.mark.processes)
+
+
 class ProjectSnapshots(JSONSnapshotExtension):
     """One JSON file per snapshot, under snapshots/<test module>/."""
 
