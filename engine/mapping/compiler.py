@@ -19,6 +19,7 @@ from .destination import (
     RequestSpec,
     Rule,
     SnakeCaseRule,
+    example_key,
     normalize_name,
 )
 from .expressions import Expression, ExpressionProblem, compile_jmespath
@@ -408,13 +409,26 @@ class _Compiler:
         )
 
     def examples(self, file: str) -> tuple[Example, ...]:
+        """The examples, each identified by its name: two names that are the same, or that
+        give the same snapshot file name, are a problem at the second."""
         out = []
-        seen: set[str] = set()
+        seen: dict[str, tuple[str, Path_]] = {}  # key -> the first name with it, where
         for i, spec in enumerate(self.data.get("examples") or []):
-            if spec["name"] in seen:
-                self.problem(("examples", i, "name"), f"duplicate example name '{spec['name']}'")
-            seen.add(spec["name"])
-            out.append(Example(spec["name"], spec["event"], spec.get("settings") or {},
+            name, where = spec["name"], ("examples", i, "name")
+            key = example_key(name)
+            if key in seen:
+                first, first_where = seen[key]
+                line = self.view.locate(first_where).line
+                if first == name:
+                    self.problem(where, f"duplicate example name '{name}' (the first is at "
+                                        f"line {line}); examples are identified by name")
+                else:
+                    self.problem(where, f"example name '{name}' gives the same snapshot file "
+                                        f"name ({key}) as '{first}' at line {line}; make them "
+                                        "differ in their letters or digits")
+            else:
+                seen[key] = (name, where)
+            out.append(Example(name, spec["event"], spec.get("settings") or {},
                                spec.get("now"), spec.get("source"),
                                self.view.locate(("examples", i)), spec.get("expect")))
         return tuple(out)
