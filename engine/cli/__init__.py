@@ -1,4 +1,4 @@
-"""The command line: `python -m engine validate|map|enqueue|deliver|dead-letters|serve|recorded`
+"""The command line: `python -m engine validate|test|map|enqueue|deliver|dead-letters|serve|recorded`
 (README.md documents each one and its output).
 
 Each command lives in a module of its own kind, imported when the command runs, so that a
@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 _EXAMPLES = """\
 examples:
   engine validate                                    check every file in mappings/
+  engine test mappings/skalin.yaml                   run its examples against their snapshots
   echo '{"type":"identify","userId":"u1","traits":{"email":"a@example.com"}}' \\
     | engine map --destination calixa --setting api_key=KEY --setting endpoint=https://...
   engine serve --config deploy.yaml --port 8080      the shim, and a delivery process beside it
@@ -100,6 +101,19 @@ def _parser() -> argparse.ArgumentParser:
                           help="check this configuration file (and the mappings it names) too "
                                "(env: ENGINE_CONFIG)")
     validate.set_defaults(handler=_command("mapping_commands", "validate"))
+
+    test = sub.add_parser("test", help="run mapping files' examples; compare each with its "
+                                       "snapshot and its expect:")
+    test.add_argument("paths", nargs="*", metavar="PATH",
+                      help="mapping files or directories (default: ./mappings, or the "
+                           "mappings shipped with the engine when there is none)")
+    test.add_argument("--update", action="store_true",
+                      help="write the snapshots that are missing or differ, and remove those of "
+                           "no example (refused where CI is set); expect: is never rewritten")
+    test.add_argument("--snapshots", metavar="DIR",
+                      help="where the snapshots are (default: snapshots/ beside the directory "
+                           "of the mapping files)")
+    test.set_defaults(handler=_command("authoring_commands", "run_tests"))
 
     map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")
     map_.add_argument("--destination", required=True, metavar="SLUG",
