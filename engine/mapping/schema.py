@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterator
 
 from cerberus import Validator
@@ -9,7 +10,8 @@ from cerberus import Validator
 from ..normalize import CALL_TYPES
 from ..outcomes import METHODS
 
-__all__ = ["CALL_TYPES", "check_document", "flatten_errors", "SETTING_TYPES"]
+__all__ = ["CALL_TYPES", "check_document", "flatten_errors", "usable_part", "original_path", "Renumbering",
+           "SETTING_TYPES", "SCHEMA"]
 
 SETTING_TYPES = ("string", "integer", "float", "number", "boolean", "dict", "list")
 
@@ -151,20 +153,103 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def _schema_for(data: dict[str, Any], abstract: bool) -> dict[str, Any]:
+    if abstract or data.get("abstract") is True:
+        # A base file need not name a destination; whoever extends it does.
+        return {**SCHEMA, "destination": {**SCHEMA["destination"], "required": False},
+                "slug": {**SCHEMA["slug"], "required": False}}
+    return SCHEMA
+
+
 def check_document(data: Any, *, abstract: bool = False) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
     """Yield (path, message, is_unknown_key) for every schema violation in a mapping file."""
     if not isinstance(data, dict):
         yield (), "a mapping file must be a YAML mapping at the top level", False
         return
-    schema = SCHEMA
-    if abstract or data.get("abstract"):
-        # A base file need not name a destination; whoever extends it does.
-        schema = {**SCHEMA, "destination": {**SCHEMA["destination"], "required": False},
-                  "slug": {**SCHEMA["slug"], "required": False}}
-    validator = Validator(schema)
+    validator = Validator(_schema_for(data, abstract))
     if validator.validate(data):
         return
     yield from flatten_errors(validator.errors)
+
+
+Renumbering = dict[tuple[Any, ...], list[int]]
+"""For each list that lost items (by its path in the original document): the original
+index of each item kept, in order."""
+
+# What a document without its name or slug is compiled under, to find its other problems.
+_PLACEHOLDERS = {"destination": "(unnamed)", "slug": "unnamed"}
+_MAX_PASSES = 20
+
+
+def usable_part(data: Any, *, abstract: bool = False) -> tuple[dict[str, Any], Renumbering] | None:
+    """The part of a document the schema accepts, so that the compiler can find the problems
+    of the rest of it in the same run: every value the schema refuses is left out (a key, or
+    the list item or mapping entry that lacks a required key), and a missing `destination`
+    or `slug` is given a placeholder. Returns the copy and how its lists were renumbered,
+    or None when nothing usable is left."""
+    if not isinstance(data, dict):
+        return None
+    doc = copy.deepcopy(data)
+    kept: Renumbering = {}
+    for _ in range(_MAX_PASSES):
+        validator = Validator(_schema_for(doc, abstract))
+        if validator.validate(doc):
+            return doc, kept
+        targets = {path[:-1] if required else path for path, required in _error_paths(validator.errors)}
+        for target in sorted(targets, key=_deepest_last_index_first):
+            if len(target) == 1 and target[0] in _PLACEHOLDERS:
+                doc[target[0]] = _PLACEHOLDERS[target[0]]
+            elif not target or not _remove(doc, target, kept):
+                return None
+    return None
+
+
+def _error_paths(tree: dict[Any, Any], prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], bool]]:
+    """Cerberus' error tree as (path, is_a_missing_required_key) pairs."""
+    for key, messages in tree.items():
+        for message in messages:
+            if isinstance(message, dict):
+                yield from _error_paths(message, prefix + (key,))
+            else:
+                yield prefix + (key,), message == "required field"
+
+
+def _deepest_last_index_first(path: tuple[Any, ...]) -> tuple[int, int]:
+    # Deeper paths first, and higher list indexes before lower ones, so that removing one
+    # never moves another that is still to be removed.
+    return -len(path), -(path[-1] if path and isinstance(path[-1], int) else -1)
+
+
+def _remove(doc: Any, path: tuple[Any, ...], kept: Renumbering) -> bool:
+    """Remove the value at `path` (current positions); record list renumbering by the
+    list's original path. False when there is nothing there to remove."""
+    parent = doc
+    for part in path[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return True  # already gone with an ancestor
+    last = path[-1]
+    if isinstance(parent, dict):
+        parent.pop(last, None)
+        return True
+    if isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+        original = original_path(path[:-1], kept)
+        kept.setdefault(original, list(range(len(parent))))
+        del kept[original][last]
+        del parent[last]
+        return True
+    return False
+
+
+def original_path(path: tuple[Any, ...], kept: Renumbering) -> tuple[Any, ...]:
+    """Where a path of the usable part was in the original document."""
+    out: tuple[Any, ...] = ()
+    for part in path:
+        if isinstance(part, int) and out in kept and 0 <= part < len(kept[out]):
+            part = kept[out][part]
+        out += (part,)
+    return out
 
 
 def flatten_errors(tree: dict[Any, Any], prefix: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
