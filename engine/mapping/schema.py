@@ -10,10 +10,17 @@ from cerberus import Validator
 from ..normalize import CALL_TYPES
 from ..outcomes import METHODS
 
-__all__ = ["CALL_TYPES", "check_document", "flatten_errors", "usable_part", "original_path", "Renumbering",
+__all__ = ["CALL_TYPES", "abstract_schema", "check_document", "flatten_errors", "usable_part", "original_path", "Renumbering",
            "SETTING_TYPES", "SCHEMA"]
 
 SETTING_TYPES = ("string", "integer", "float", "number", "boolean", "dict", "list")
+
+
+def _about(text: str) -> dict[str, Any]:
+    """A rule's description for people (Cerberus ignores `meta`): the JSON Schema made from
+    this schema (json_schema.py) shows it in editors."""
+    return {"meta": {"description": text}}
+
 
 _STRINGS = {"type": ["string", "list"], "schema": {"type": "string"}}
 _TEMPLATE = {"type": "string", "empty": False}
@@ -23,28 +30,35 @@ _VALUES = {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][
 
 _REQUEST = {
     # One of GET, POST, PUT, PATCH, DELETE, or a template (checked by the compiler).
-    "method": {"type": "string", "empty": False},
-    "url": _TEMPLATE,
-    "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _SCALAR_TEMPLATE},
-    "auth": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
+    "method": {"type": "string", "empty": False,
+               **_about("GET, POST (the default), PUT, PATCH, DELETE, or a template giving one")},
+    "url": {**_TEMPLATE, **_about("the request's url (a template)")},
+    "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _SCALAR_TEMPLATE,
+                **_about("header name -> template; merged by name over the defaults")},
+    "auth": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE,
+             **_about("secret headers, from settings only: rendered at send time, never stored")},
     # Query parameters made from (secret) settings, added at send time.
-    "auth_query": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE},
-    "encoding": {"type": "string", "allowed": ["json", "form"]},
-    "body": {"nullable": True},
-    "deliver_after": _TEMPLATE,
-    "once": {"type": "dict", "schema": {
+    "auth_query": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": _TEMPLATE,
+                   **_about("query parameters from secret settings, added at send time")},
+    "encoding": {"type": "string", "allowed": ["json", "form"],
+                 **_about("json (the default) or form")},
+    "body": {"nullable": True, **_about("a YAML tree whose string leaves are Jinja templates")},
+    "deliver_after": {**_TEMPLATE, **_about("a time: delivery waits until then")},
+    "once": {"type": "dict", **_about("at most one request with this key in window_seconds"),
+             "schema": {
         "key": {**_TEMPLATE, "required": True},
         "window_seconds": {**_SCALAR_TEMPLATE, "required": True},
     }},
     "message_id": _TEMPLATE,
     # Query parameters, added to the url (encoded; missing ones left out).
-    "query": {"type": "dict", "keysrules": {"type": "string"}},
+    "query": {"type": "dict", "keysrules": {"type": "string"},
+              **_about("query parameters added to the url, encoded; missing ones left out")},
     # One request per item of a list (a template), each item named `as` (default item).
-    "for_each": _TEMPLATE,
+    "for_each": {**_TEMPLATE, **_about("one request per item of this list (a template)")},
     "as": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
     "body_merge": {"type": "string", "allowed": ["keys", "deep"]},
     # A condition: when it is false the request is not made (per item with for_each).
-    "if": _TEMPLATE,
+    "if": {**_TEMPLATE, **_about("a condition: when false, this request is not made")},
     # This request's part of a bulk request (see `batch`): joins the list `into`.
     "batch_item": {"type": "dict", "schema": {
         "into": {"type": "string", "required": True, "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
@@ -82,8 +96,9 @@ _SETTING = {"type": "dict", "schema": {
     "type": {"type": "string", "allowed": list(SETTING_TYPES), "required": True},
     "required": {"type": "boolean"},
     "default": {"nullable": True},
-    "secret": {"type": "boolean"},
-    "description": {"type": "string"},
+    "secret": {"type": "boolean",
+               **_about("never stored, shown or logged; usable in auth, auth_query and the url")},
+    "description": {"type": "string", **_about("for the people who configure the destination")},
     "allowed": {"type": "list"},
     "min": {"type": "number"},
     "max": {"type": "number"},
@@ -95,9 +110,10 @@ _SETTING = {"type": "dict", "schema": {
 }}
 
 _RULE = {"type": "dict", "schema": {
-    "name": {"type": "string", "required": True, "regex": r"[A-Za-z0-9_.-]+"},
+    "name": {"type": "string", "required": True, "regex": r"[A-Za-z0-9_.-]+",
+             **_about("unique in the file; shown with each request the rule makes")},
     "description": {"type": "string"},
-    "when": {"type": "dict", "schema": {
+    "when": {"type": "dict", **_about("all the matchers given must hold"), "schema": {
         "type": {"type": ["string", "list"], "allowed": list(CALL_TYPES)},
         "event": _STRINGS,
         "event_match": {"type": "string", "allowed": ["exact", "normalized"]},
@@ -109,47 +125,58 @@ _RULE = {"type": "dict", "schema": {
         "reason": _TEMPLATE,
     }}},
     "extract": {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
-                "valuesrules": _TEMPLATE},
+                "valuesrules": _TEMPLATE, **_about("name -> JMESPath over the message")},
     "values": _VALUES,
     "reject_if": _CONDITIONS,
     "skip_if": _CONDITIONS,
-    "skip": _TEMPLATE,
+    "skip": {**_TEMPLATE, **_about("this rule always skips, with this reason (a template)")},
     "snake_case": _SNAKE_CASE,
-    "request": {"type": "dict", "schema": _REQUEST},
-    "requests": {"type": "list", "empty": False, "schema": {"type": "dict", "schema": {
+    "request": {"type": "dict", "schema": _REQUEST, **_about("overrides the file's request defaults")},
+    "requests": {"type": "list", "empty": False, **_about("several requests, each like request"),
+                 "schema": {"type": "dict", "schema": {
         **_REQUEST, "name": {"type": "string", "regex": r"[A-Za-z0-9_.-]+"}}}},
 }}
 
 _EXAMPLE = {"type": "dict", "schema": {
-    "name": {"type": "string", "required": True},
-    "source": {"type": "string"},
+    "name": {"type": "string", "required": True,
+             **_about("identifies the example (unique in the file): its snapshot's file name")},
+    "source": {"type": "string", **_about("where the example comes from")},
     "settings": {"type": "dict"},
-    "now": {"type": "string"},
-    "event": {"type": ["dict", "list"], "required": True},
+    "now": {"type": "string", **_about("a fixed clock (ISO 8601), so that outcomes repeat")},
+    "event": {"type": ["dict", "list"], "required": True, **_about("the message (or raw input)")},
     # The outcomes the example must give, as `engine map` prints them (secrets redacted):
     # {request: {...}}, {skipped: reason} or {error: part of the reason}.
-    "expect": {"type": "list", "schema": {"type": "dict", "minlength": 1, "maxlength": 2,
+    "expect": {"type": "list", **_about("the outcomes it must give: request, skipped or error"),
+               "schema": {"type": "dict", "minlength": 1, "maxlength": 2,
                                           "keysrules": {"allowed": ["request", "skipped", "error", "rule"]}}},
 }}
 
 SCHEMA: dict[str, Any] = {
-    "destination": {"type": "string", "required": True, "empty": False},
-    "slug": {"type": "string", "required": True, "regex": r"[a-z0-9][a-z0-9-]*"},
-    "docs": {"type": "string"},
+    "destination": {"type": "string", "required": True, "empty": False,
+                    **_about("display name, as in a message's integrations object")},
+    "slug": {"type": "string", "required": True, "regex": r"[a-z0-9][a-z0-9-]*",
+             **_about("unique across files; how the CLI, the shim and snapshots name it")},
+    "docs": {"type": "string", **_about("the destination's documentation")},
     "description": {"type": "string"},
-    "extends": {"type": "string"},
-    "abstract": {"type": "boolean"},
-    "input": {"type": "string", "allowed": ["segment", "raw"]},
-    "accepts": {"type": "list", "allowed": list(CALL_TYPES)},
+    "extends": {"type": "string", **_about("a base file beside this one, whose keys this one "
+                                           "merges over")},
+    "abstract": {"type": "boolean", **_about("a base file: checked, never a destination")},
+    "input": {"type": "string", "allowed": ["segment", "raw"],
+              **_about("segment (the default): a Segment message; raw: any JSON object")},
+    "accepts": {"type": "list", "allowed": list(CALL_TYPES),
+                **_about("the call types taken; others are skipped, saying so")},
     "settings": {"type": "dict", "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
-                 "valuesrules": _SETTING},
-    "request": {"type": "dict", "schema": _REQUEST},
-    "batch": _BATCH,
-    "snake_case": _SNAKE_CASE,
-    "values": _VALUES,
-    "rules": {"type": "list", "schema": _RULE},
-    "unmatched": _TEMPLATE,
-    "examples": {"type": "list", "schema": _EXAMPLE},
+                 "valuesrules": _SETTING,
+                 **_about("name -> Cerberus rules, plus secret and description")},
+    "request": {"type": "dict", "schema": _REQUEST, **_about("defaults every rule's requests inherit")},
+    "batch": {**_BATCH, **_about("the destination's bulk request, if it has one")},
+    "snake_case": {**_SNAKE_CASE, **_about("trait keys renamed to snake_case before rules run")},
+    "values": {**_VALUES, **_about("named values computed per event before rules match")},
+    "rules": {"type": "list", "schema": _RULE,
+              **_about("tried in order; the first that matches decides")},
+    "unmatched": {**_TEMPLATE, **_about("the skip reason when no rule matches (a template)")},
+    "examples": {"type": "list", "schema": _EXAMPLE,
+                 **_about("documented events, their settings and what they must give")},
 }
 
 
@@ -159,6 +186,11 @@ def _schema_for(data: dict[str, Any], abstract: bool) -> dict[str, Any]:
         return {**SCHEMA, "destination": {**SCHEMA["destination"], "required": False},
                 "slug": {**SCHEMA["slug"], "required": False}}
     return SCHEMA
+
+
+def abstract_schema() -> dict[str, Any]:
+    """The schema of a base file (`abstract: true`)."""
+    return _schema_for({}, True)
 
 
 def check_document(data: Any, *, abstract: bool = False) -> Iterator[tuple[tuple[Any, ...], str, bool]]:
