@@ -1,5 +1,5 @@
-"""The command line: `python -m engine validate|test|map|enqueue|deliver|dead-letters|serve|recorded`
-(README.md documents each one and its output).
+"""The command line: `python -m engine COMMAND` (validate, test, init, describe, map, enqueue,
+deliver, dead-letters, serve, recorded); README.md documents each one and its output.
 
 Each command lives in a module of its own kind, imported when the command runs, so that a
 light command (`dead-letters`, `validate`) never loads the web framework or the HTTP client.
@@ -48,6 +48,8 @@ _EXAMPLES = """\
 examples:
   engine validate                                    check every file in mappings/
   engine test mappings/skalin.yaml                   run its examples against their snapshots
+  engine init acme-crm                               a starter mapping file to edit
+  engine describe calixa                             its call types, settings and rules
   echo '{"type":"identify","userId":"u1","traits":{"email":"a@example.com"}}' \\
     | engine map --destination calixa --setting api_key=KEY --setting endpoint=https://...
   engine serve --config deploy.yaml --port 8080      the shim, and a delivery process beside it
@@ -114,6 +116,23 @@ def _parser() -> argparse.ArgumentParser:
                       help="where the snapshots are (default: snapshots/ beside the directory "
                            "of the mapping files)")
     test.set_defaults(handler=_command("authoring_commands", "run_tests"))
+
+    init = sub.add_parser("init", help="write a commented starter mapping file (and its "
+                                       "example's snapshot) that passes validate and test")
+    init.add_argument("slug", metavar="SLUG", help="the new destination's slug (like acme-crm)")
+    init.add_argument("--name", help="its display name (default: from the slug, Acme Crm)")
+    init.add_argument("--mappings", metavar="DIR", help="where to write it (default: ./mappings)")
+    init.add_argument("--snapshots", metavar="DIR",
+                      help="where its snapshot goes (default: snapshots/ beside DIR)")
+    init.set_defaults(handler=_command("authoring_commands", "init"))
+
+    describe = sub.add_parser("describe", help="a destination's call types, settings and rules")
+    describe.add_argument("slug", metavar="SLUG", help="the destination's slug")
+    describe.add_argument("--mappings", metavar="DIR",
+                          help="where the mapping files are (default: ./mappings, or the "
+                               "mappings shipped with the engine when there is none)")
+    describe.add_argument("--json", action="store_true", help="as JSON")
+    describe.set_defaults(handler=_command("authoring_commands", "describe_destination"))
 
     map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")
     map_.add_argument("--destination", required=True, metavar="SLUG",

@@ -420,6 +420,8 @@ class _Compiler:
             when_if=self.expression(when["if"], path + ("when", "if"), file_known)
             if "if" in when else None,
             values=values,
+            description=spec.get("description"),
+            when_if_source=when.get("if"),
         )
 
     def examples(self, file: str) -> tuple[Example, ...]:
@@ -498,6 +500,7 @@ class _Compiler:
             accepts=frozenset(accepts) if accepts is not None else None,
             settings_schema=settings, rules=tuple(rules), snake=snake, unmatched=unmatched,
             examples=self.examples(self.view.docs[0].path), batch=batch, values=values,
+            description=data.get("description"),
         )
 
 

@@ -182,6 +182,9 @@ class Rule:
     requests: tuple[RequestSpec, ...]
     when_if: Compiled | None = None
     values: tuple[tuple[str, Compiled], ...] = ()
+    description: str | None = None
+    when_if_source: str | None = None
+    """`when.if` as written, for people (`engine describe`)."""
 
     def matches_call(self, event: dict[str, Any], call: str | None) -> str | bool:
         """The type and event-name matchers: False, or True; for an event-name matcher,
@@ -268,6 +271,7 @@ class Destination:
     batch: BatchSpec | None = None
     values: tuple[tuple[str, Compiled], ...] = ()
     """Named values computed for each event before rules match, in order."""
+    description: str | None = None
     _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
 
     def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
+import engine as engine_module
 from engine.cli import main
+from engine.mapping.json_schema import SHIPPED, json_schema
 from tests.support.cli import run
 from tests.support.paths import MAPPINGS, ROOT
 
@@ -121,3 +126,94 @@ def test_invalid_mappings_are_reported_and_nothing_runs(project: Path, capsys: p
     assert code == 1
     assert out == "mappings/bad.yaml:3:26: template error: No filter named 'nope'.\n"
     assert err == "1 problem found; no example was run\n"
+
+
+def test_init_writes_a_starter_that_passes_validate_and_test(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = engine(capsys, "init", "acme-crm", "--name", 'Acme: "CRM"')
+    assert code == 0
+    assert out.splitlines() == [
+        "wrote mappings/acme-crm.yaml",
+        "wrote snapshots/examples/acme-crm/track-analytics-track-signed-up-plan-pro.json"]
+    assert "docs/authoring.md" in err
+    text = (project / "mappings" / "acme-crm.yaml").read_text()
+    assert text.startswith(f"# yaml-language-server: $schema={SHIPPED.resolve().as_uri()}\n")
+    assert jsonschema.Draft7Validator(json_schema()).is_valid(yaml.safe_load(text))
+    destination = engine_module.load(project / "mappings")["acme-crm"]
+    assert destination.name == 'Acme: "CRM"'
+    assert [len(d.rules) for d in [destination]] == [1] and destination.examples[0].expect
+    assert list(destination.settings_schema.spec) == ["api_key", "endpoint"]
+    assert engine(capsys, "validate", "mappings")[0] == 0
+    assert engine(capsys, "test", "mappings/acme-crm.yaml") == \
+        (0, "", "ok: 1 example of 1 destination: 1 passed\n")
+
+
+def test_init_names_the_schema_beside_a_checkout(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "docs").mkdir()
+    (project / "docs" / "mapping.schema.json").write_text("{}")
+    assert engine(capsys, "init", "acme")[0] == 0
+    first = (project / "mappings" / "acme.yaml").read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=../docs/mapping.schema.json"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["init", "Acme CRM"], "error: a slug is lowercase letters, digits and '-' (like acme-crm), got 'Acme CRM'\n"),
+    (["init", "calixa"], "error: mappings/calixa.yaml already exists\n"),
+    (["init", "other", "--mappings", "elsewhere"], None),
+])
+def test_init_refuses_what_would_clash(project: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                       message: str | None) -> None:
+    if message is None:  # a slug used by a file of another name in the same directory
+        (project / "elsewhere").mkdir()
+        shutil.copy(project / "mappings" / "calixa.yaml", project / "elsewhere" / "other-name.yaml")
+        shutil.copy(project / "mappings" / "_segment-partner.yaml", project / "elsewhere")
+        text = (project / "elsewhere" / "other-name.yaml").read_text().replace("slug: calixa", "slug: other")
+        (project / "elsewhere" / "other-name.yaml").write_text(text)
+        message = "error: slug 'other' is already used by elsewhere/other-name.yaml\n"
+    assert engine(capsys, *argv) == (2, "", message)
+
+
+def test_describe_says_what_people_configure(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = engine(capsys, "describe", "calixa", "--mappings", str(MAPPINGS))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("Calixa (calixa): ") and lines[0].endswith("mappings/calixa.yaml")
+    assert "accepts: group, identify, track" in lines
+    assert "  api_key: string, required, secret" in lines
+    assert "  endpoint: string, required" in lines
+    assert any(line.startswith("  b2b-track: track calls, named Signed Up, Account Created,") for line in lines)
+    assert "(in any case, with any separators); 1 request" in out
+    assert "  other-track: track calls; skips, saying why" in lines
+    assert lines[-1].startswith("21 examples: `engine test ")
+
+
+def test_describe_never_shows_a_secret_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "d.yaml").write_text("""\
+destination: Demo
+slug: demo
+settings:
+  token: {type: string, secret: true, default: sekret-default, description: The token.}
+  region: {type: string, default: eu, allowed: [eu, us]}
+request: {url: "https://{{ settings.region }}.example/in", auth: {X-Token: "{{ settings.token }}"}}
+rules:
+  - name: big
+    when: {type: track, event: [Order Completed], condition: "properties.revenue > `100`",
+           if: "settings.region == 'eu'"}
+    require: [{field: properties.currency}]
+    requests: [{name: order}, {name: items, for_each: "{{ properties.products }}"}]
+  - {name: rest, skip: "not a big order"}
+""")
+    code, out, _ = engine(capsys, "describe", "demo", "--mappings", str(tmp_path))
+    assert code == 0 and "sekret-default" not in out
+    assert "  token: string, default [redacted], secret" in out
+    assert '  region: string, default "eu", one of "eu", "us"' in out
+    flat = " ".join(out.split())
+    assert ("big: track calls, named Order Completed, where \"properties.revenue > `100`\", if "
+            "\"settings.region == 'eu'\", with \"properties.currency\"; 2 requests (order, items), "
+            "per item rest: any call; skips, saying why") in flat
+    code, out, _ = engine(capsys, "describe", "demo", "--mappings", str(tmp_path), "--json")
+    described = json.loads(out)
+    assert "sekret-default" not in out
+    assert described["settings"][0] == {"name": "token", "type": "string", "required": False,
+                                        "secret": True, "description": "The token.",
+                                        "default": "[redacted]"}
+    assert [r["name"] for r in described["rules"]] == ["big", "rest"]
