@@ -217,3 +217,17 @@ rules:
                                         "secret": True, "description": "The token.",
                                         "default": "[redacted]"}
     assert [r["name"] for r in described["rules"]] == ["big", "rest"]
+
+
+def test_the_walkthroughs_whole_file_is_valid_and_passes_its_expectations(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/authoring.md ends with the whole file it builds: it loads, fits the JSON Schema,
+    gives what each example's expect: says, and reads as the page shows."""
+    page = (ROOT / "docs" / "authoring.md").read_text()
+    block = page.split("<!-- authoring.md: the whole file -->\n```yaml\n", 1)[1].split("```\n", 1)[0]
+    (project / "mappings" / "acme-crm.yaml").write_text(block)
+    assert jsonschema.Draft7Validator(json_schema()).is_valid(yaml.safe_load(block))
+    code, out, err = engine(capsys, "test", "--update", "mappings/acme-crm.yaml")
+    assert code == 0, out
+    assert err == "ok: 4 examples of 1 destination: 4 passed, 4 snapshots written\n"
+    code, out, _ = engine(capsys, "describe", "acme-crm")
+    assert code == 0 and out in page
