@@ -77,7 +77,8 @@ def _stores(destinations: Iterable[Destination], paths: list[Path],
     """The destinations grouped by the snapshot store they use; a store is `whole` when a
     directory of mapping files was given for it (then a folder no destination has is an
     orphan too)."""
-    roots_of_dirs = {Path(snapshots) if snapshots else default_root(p / "x.yaml")
+    # A directory's files all use one root: the snapshots/ beside the directory.
+    roots_of_dirs = {Path(snapshots) if snapshots else p.resolve().parent / "snapshots"
                      for p in paths if p.is_dir()}
     grouped: dict[tuple[SnapshotStore, bool], list[Destination]] = defaultdict(list)
     for destination in sorted(destinations, key=lambda d: (d.file, d.slug)):
