@@ -5,6 +5,7 @@ mappings: mappings              # directory of mapping files
 store: var/outbox.sqlite3       # the durable outbox: a SQLite file, or a PostgreSQL URL
                                 # (postgresql://user:${PG_PASSWORD}@host:5432/db)
 dry_run: false                  # true: record mapped requests instead of sending them
+tester: false                   # true: serve the event tester page at /tester (development)
 delivery: {timeout: 10, backoff_initial: 1, backoff_max: 300, max_attempts: 25,
            max_age: 14400, concurrency: 8}
 sources:
@@ -122,6 +123,9 @@ class Config:
     cors_origins: tuple[str, ...] = ("*",)
     """Origins whose pages may call the tracking API from a browser (analytics.js); "*":
     any page, as a write key is public anyway."""
+    tester: bool = False
+    """Serve the event tester page (/tester) and its API, behind each source's write key:
+    for development (docs/dev-config.yaml turns it on), off unless asked for."""
     _bound: dict[tuple[str, str, int], BoundDestination] = field(default_factory=dict, init=False,
                                                                  repr=False)
 
@@ -203,6 +207,7 @@ SCHEMA = {
     "mappings": {"type": "string", "default": "mappings"},
     "store": {"type": "string", "default": "var/outbox.sqlite3"},
     "dry_run": {"type": "boolean", "default": False},
+    "tester": {"type": "boolean", "default": False},
     "trusted_proxies": {"type": "list", "default": [], "schema": {"type": "string"}},
     "cors": {"type": "dict", "default": {}, "schema": {
         "allow_origins": {"type": "list", "schema": {"type": "string", "empty": False}},
@@ -377,4 +382,4 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     delivery = DeliveryConfig(**{k: data["delivery"].get(k, getattr(defaults, k))
                                  for k in defaults.__dataclass_fields__})
     return Config(doc.path, mappings, store, data["dry_run"], delivery, sources, destinations, inbound,
-                  tuple(trusted), tuple(data["cors"].get("allow_origins", ["*"])))
+                  tuple(trusted), tuple(data["cors"].get("allow_origins", ["*"])), data["tester"])

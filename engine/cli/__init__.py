@@ -1,5 +1,5 @@
-"""The command line: `python -m engine validate|map|enqueue|deliver|dead-letters|serve|recorded`
-(README.md documents each one and its output).
+"""The command line: `python -m engine COMMAND` (validate, test, init, describe, map, enqueue,
+deliver, dead-letters, serve, recorded); README.md documents each one and its output.
 
 Each command lives in a module of its own kind, imported when the command runs, so that a
 light command (`dead-letters`, `validate`) never loads the web framework or the HTTP client.
@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 _EXAMPLES = """\
 examples:
   engine validate                                    check every file in mappings/
+  engine test mappings/skalin.yaml                   run its examples against their snapshots
+  engine init acme-crm                               a starter mapping file to edit
+  engine describe calixa                             its call types, settings and rules
   echo '{"type":"identify","userId":"u1","traits":{"email":"a@example.com"}}' \\
     | engine map --destination calixa --setting api_key=KEY --setting endpoint=https://...
   engine serve --config deploy.yaml --port 8080      the shim, and a delivery process beside it
@@ -103,6 +106,36 @@ def _parser() -> argparse.ArgumentParser:
                           help="check this configuration file (and the mappings it names) too "
                                "(env: ENGINE_CONFIG)")
     validate.set_defaults(handler=_command("mapping_commands", "validate"))
+
+    test = sub.add_parser("test", help="run mapping files' examples; compare each with its "
+                                       "snapshot and its expect:")
+    test.add_argument("paths", nargs="*", metavar="PATH",
+                      help="mapping files or directories (default: ./mappings, or the "
+                           "mappings shipped with the engine when there is none)")
+    test.add_argument("--update", action="store_true",
+                      help="write the snapshots that are missing or differ, and remove those of "
+                           "no example (refused where CI is set); expect: is never rewritten")
+    test.add_argument("--snapshots", metavar="DIR",
+                      help="where the snapshots are (default: snapshots/ beside the directory "
+                           "of the mapping files)")
+    test.set_defaults(handler=_command("authoring_commands", "run_tests"))
+
+    init = sub.add_parser("init", help="write a commented starter mapping file (and its "
+                                       "example's snapshot) that passes validate and test")
+    init.add_argument("slug", metavar="SLUG", help="the new destination's slug (like acme-crm)")
+    init.add_argument("--name", help="its display name (default: from the slug, Acme Crm)")
+    init.add_argument("--mappings", metavar="DIR", help="where to write it (default: ./mappings)")
+    init.add_argument("--snapshots", metavar="DIR",
+                      help="where its snapshot goes (default: snapshots/ beside DIR)")
+    init.set_defaults(handler=_command("authoring_commands", "init"))
+
+    describe = sub.add_parser("describe", help="a destination's call types, settings and rules")
+    describe.add_argument("slug", metavar="SLUG", help="the destination's slug")
+    describe.add_argument("--mappings", metavar="DIR",
+                          help="where the mapping files are (default: ./mappings, or the "
+                               "mappings shipped with the engine when there is none)")
+    describe.add_argument("--json", action="store_true", help="as JSON")
+    describe.set_defaults(handler=_command("authoring_commands", "describe_destination"))
 
     map_ = sub.add_parser("map", help="map events (NDJSON or a JSON array) to requests")
     map_.add_argument("--destination", required=True, metavar="SLUG",

@@ -4,6 +4,8 @@
     POST /v1/batch, /v1/import, /v1/b                   {"batch": [...], "context", "integrations"}
     POST /v1/preview/{destination}                      the outcomes of one message (redacted)
     GET  /v1/recorded                                   dry-run: what would have been sent
+    GET  /v1/dead-letters                               what finally failed, with the answer
+    GET  /tester, /tester/api/...                       the event tester (config `tester: true`)
     POST|PUT|PATCH /webhook/{source}                    a Segment Webhooks destination's calls
     POST /inbound/{mapping}                             input for an inbound mapping
     GET  /health, /ready, /metrics, /openapi.json (this API, described)
@@ -47,6 +49,10 @@ from ..normalize import enrich
 from ..redact import redact
 from .group_commit import GroupCommit
 from .openapi import openapi_document
+from .tester import FILES as TESTER_FILES
+from .tester import HEADERS as TESTER_HEADERS
+from .tester import destinations_view, preview_text
+from .tester import read_file as tester_file_bytes
 from .bodies import BodyBudget, declared_length, read_body
 from .tracking_api import (CALL_TYPES, MAX_BATCH, MAX_MESSAGE, MAX_WEBHOOK_MESSAGES, SHORT_PATHS,
                            Checked, body_signer, decode_body, message_problem, messages_of,
@@ -269,20 +275,73 @@ async def preview_endpoint(request: HTTPRequest) -> Response:
     return JSONResponse({"outcomes": redact(records, state.config.secrets())})
 
 
+def _limit(request: HTTPRequest) -> int:
+    try:
+        return max(1, min(1000, int(request.query_params.get("limit", "100"))))
+    except ValueError:
+        raise BadRequest("limit must be a number") from None
+
+
+def _visible(state: _State, source: SourceConfig) -> list[str]:
+    """The stored jobs a source may see: its own, and those of inbound mappings that send
+    back into it (their settings hold its write key): nobody else's."""
+    return [source.name, *(slug for slug, inbound in state.config.inbound.items()
+                           if source.write_key in inbound.settings.values())]
+
+
 async def recorded(request: HTTPRequest) -> Response:
     state = _state(request)
     source = _source(state, request, None)
-    try:
-        limit = max(1, min(1000, int(request.query_params.get("limit", "100"))))
-    except ValueError:
-        raise BadRequest("limit must be a number") from None
-    # The source's own, and those of inbound mappings that send back into it (their settings
-    # hold its write key): nobody else's.
-    visible = [source.name, *(slug for slug, inbound in state.config.inbound.items()
-                              if source.write_key in inbound.settings.values())]
-    rows = await asyncio.to_thread(state.outbox.rows, "recorded", limit, (), visible)
+    rows = await asyncio.to_thread(state.outbox.rows, "recorded", _limit(request), (),
+                                   _visible(state, source))
     mine = [{**recorded_view(row), "source": row["source"]} for row in rows]
     return JSONResponse({"dry_run": state.config.dry_run, "recorded": mine})
+
+
+async def dead_letters(request: HTTPRequest) -> Response:
+    """The source's dead letters, newest first: each request as /v1/recorded shows it, with
+    its attempts and the last answer (secrets redacted)."""
+    state = _state(request)
+    source = _source(state, request, None)
+    rows = await asyncio.to_thread(state.outbox.rows, "dead", _limit(request), (),
+                                   _visible(state, source))
+    letters = [{**recorded_view(row), "source": row["source"], "attempts": row["attempts"],
+                "last_status": row["last_status"], "last_error": row["last_error"],
+                "last_body": row["last_body"]} for row in rows]
+    return JSONResponse({"dead_letters": redact(letters, state.config.secrets())})
+
+
+async def tester_page(request: HTTPRequest) -> Response:
+    """The tester's page and its files: static, nothing of the configuration in them; every
+    answer they show comes from the API below, behind the write key."""
+    entry = TESTER_FILES.get(request.path_params.get("file", ""))
+    if entry is None:
+        raise BadRequest(f"no such endpoint: GET {request.url.path}", 404)
+    name, media_type = entry
+    return Response(tester_file_bytes(name), media_type=media_type, headers=TESTER_HEADERS)
+
+
+async def tester_destinations(request: HTTPRequest) -> Response:
+    state = _state(request)
+    source = _source(state, request, None)
+    return JSONResponse(destinations_view(state.config, source), headers={"Cache-Control": "no-store"})
+
+
+async def tester_preview(request: HTTPRequest) -> Response:
+    """The outcomes of the event in the body (the editor's text, as typed), or where it is
+    not valid JSON; the write key comes from Basic auth (the body is what is tested)."""
+    state = _state(request)
+    source = _source(state, request, None)
+    slug = request.path_params["destination"]
+    if slug not in source.destinations:
+        raise BadRequest(f"source '{source.name}' does not send to '{slug}'", 404)
+    raw = await read_body(request, MAX_MESSAGE)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the event must be UTF-8 text") from None
+    result = preview_text(state.config, source, state.intake.bound(source, slug), text)
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 
 async def health(request: HTTPRequest) -> Response:
@@ -342,11 +401,8 @@ async def ready(request: HTTPRequest) -> Response:
     return JSONResponse({"ready": True})
 
 
-_OPENAPI = openapi_document()
-
-
 async def openapi_endpoint(request: HTTPRequest) -> Response:
-    return JSONResponse(_OPENAPI)
+    return JSONResponse(request.app.state.openapi)
 
 
 async def metrics_endpoint(request: HTTPRequest) -> Response:
@@ -467,6 +523,7 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
     routes = [
         Route("/v1/preview/{destination}", preview_endpoint, methods=["POST"]),
         Route("/v1/recorded", recorded, methods=["GET"]),
+        Route("/v1/dead-letters", dead_letters, methods=["GET"]),
         Route("/v1/{call:str}", tracking, methods=["POST"]),
         Route("/webhook/{source}", webhook, methods=["POST", "PUT", "PATCH"]),
         Route("/inbound/{mapping}", inbound, methods=["POST"]),
@@ -475,11 +532,20 @@ def create_app(config: Config, *, deliver: bool = True, metrics: Metrics | None 
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
     ]
+    if config.tester:  # off unless the configuration asks: a page for development
+        routes += [
+            Route("/tester", tester_page, methods=["GET"]),
+            Route("/tester/{file}", tester_page, methods=["GET"]),
+            Route("/tester/api/destinations", tester_destinations, methods=["GET"]),
+            Route("/tester/api/preview/{destination}", tester_preview, methods=["POST"]),
+        ]
     # Browsers (analytics.js) send an Authorization header, so each POST is preceded by a
     # preflight; retries add X-Retry-Count. Any header is allowed: the write key decides.
     cors = Middleware(_TrackingCORS, allow_origins=list(config.cors_origins))
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[cors],
-                     exception_handlers=dict(_HANDLERS))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[cors],
+                    exception_handlers=dict(_HANDLERS))
+    app.state.openapi = openapi_document(tester=config.tester)
+    return app
 
 
 class _TrackingCORS:
@@ -493,7 +559,8 @@ class _TrackingCORS:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path.startswith("/v1/") and not path.startswith(("/v1/preview/", "/v1/recorded")):
+        if path.startswith("/v1/") and not path.startswith(("/v1/preview/", "/v1/recorded",
+                                                             "/v1/dead-letters")):
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -52,8 +52,8 @@ def _get(summary: str, response: str, secured: bool = False,
     return operation
 
 
-def openapi_document() -> dict[str, Any]:
-    """The document, as data."""
+def openapi_document(*, tester: bool = False) -> dict[str, Any]:
+    """The document, as data (with the event tester's routes when it is served)."""
     calls = {"identify": "i", "track": "t", "page": "p", "screen": "s", "group": "g", "alias": "a"}
     paths: dict[str, Any] = {}
     for call, short in calls.items():
@@ -72,6 +72,36 @@ def openapi_document() -> dict[str, Any]:
         **_get("Dry run: the requests recorded for the source", "Recorded requests", secured=True),
         "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}}],
     }}
+    paths["/v1/dead-letters"] = {"get": {
+        **_get("What finally failed for the source: each request, its attempts and the last "
+               "answer (secrets redacted)", "Dead letters", secured=True),
+        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}}],
+    }}
+    if tester:
+        paths["/tester"] = {"get": _get("The event tester page (config `tester: true`)",
+                                        "The page", content_type="text/html")}
+        paths["/tester/{file}"] = {"get": {
+            **_get("The tester page's script and styles", "tester.js or tester.css",
+                   content_type="text/plain"),
+            "parameters": [{"name": "file", "in": "path", "required": True,
+                            "schema": {"enum": ["tester.js", "tester.css"]}}]}}
+        paths["/tester/api/destinations"] = {"get": _get(
+            "The source's destinations: call types, settings (no values), rules, a sample event",
+            "Destinations", secured=True)}
+        tested = {
+            "summary": "The outcomes of an event as typed (JSON text), secrets redacted: "
+                       "requests and skips with the rule that decided, or where the text is "
+                       "not a valid event",
+            "security": _BASIC,
+            "parameters": [{"name": "destination", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "responses": {"200": {"description": "Outcomes, or event_error",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          **_ERRORS, "404": {"description": "The source does not send there",
+                                             **_JSON_ERROR}},
+        }
+        paths["/tester/api/preview/{destination}"] = {"post": tested}
     webhook = _post("A Segment Webhooks destination's call: one message or an array (up to 4,000)",
                     "Message", {"404": {"description": "No such source", **_JSON_ERROR}}, secured=False)
     webhook["parameters"] = [{"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},

@@ -19,11 +19,12 @@ from .destination import (
     RequestSpec,
     Rule,
     SnakeCaseRule,
+    example_key,
     normalize_name,
 )
 from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .functions import compile_regex
-from .schema import check_document
+from .schema import Renumbering, check_document, original_path, usable_part
 from .settings import SettingsSchema
 from .templates import (
     Compiled,
@@ -44,8 +45,11 @@ class SourceView:
     """Where each path of a (possibly merged) document was written: the first document in
     `docs` that has the path wins, so a file's own values shadow its base's."""
 
-    def __init__(self, docs: list[SourceDocument]) -> None:
+    def __init__(self, docs: list[SourceDocument], renumbered: Renumbering | None = None) -> None:
         self.docs = docs
+        self.renumbered = renumbered or {}
+        """Lists that lost items before compiling (schema.usable_part): positions are
+        translated back to the document as written."""
 
     def _doc_for(self, path: Path_) -> tuple[SourceDocument, Path_]:
         probe = path
@@ -58,6 +62,7 @@ class SourceView:
             probe = probe[:-1]
 
     def locate(self, path: Path_, *, key: bool = False) -> Location:
+        path = original_path(path, self.renumbered)
         doc, found = self._doc_for(path)
         if key and found in doc.keys:
             return doc.keys[found]
@@ -65,6 +70,7 @@ class SourceView:
 
     def locate_inside(self, path: Path_, line: int = 1, offset: int = 0) -> Location:
         """A position inside a scalar: `line` (1-based) and `offset` within the text."""
+        path = original_path(path, self.renumbered)
         doc, found = self._doc_for(path)
         base = doc.locate(found)
         style = doc.styles.get(found)
@@ -84,9 +90,18 @@ class SourceView:
 
 
 class _Compiler:
-    def __init__(self, data: dict[str, Any], view: SourceView) -> None:
+    def __init__(self, data: dict[str, Any], view: SourceView,
+                 original: dict[str, Any] | None = None) -> None:
         self.data = data
         self.view = view
+        self.partial = original is not None
+        """Parts of the document were left out (refused by the schema, and reported): the
+        checks of the whole file do not report what those parts would have given."""
+        whole = original or data
+        settings = whole.get("settings")
+        self.declared = frozenset(settings) if isinstance(settings, dict) else frozenset()
+        self.has_rules = bool(whole.get("rules"))
+        self.has_batch = "batch" in whole
         self.problems: list[Problem] = []
         self.settings_used: list[tuple[Path_, str]] = []
         # The names templates can read; None for raw input (any field of the object).
@@ -225,7 +240,7 @@ class _Compiler:
                                             "percent-encoded, at send time)")
         once = merged.get("once")
         batch_item = merged.get("batch_item")
-        if batch_item is not None and "batch" not in self.data:
+        if batch_item is not None and not self.has_batch:
             self.problem(origin("batch_item"), "batch_item needs a file-level 'batch' that says "
                                                "how the bulk request is made", key=True)
         encoding = merged.get("encoding", "json")
@@ -281,7 +296,7 @@ class _Compiler:
         spec = self.data.get("batch")
         if spec is None:
             return None
-        if not any(q.batch_item is not None for r in rules for q in r.requests):
+        if not self.partial and not any(q.batch_item is not None for r in rules for q in r.requests):
             self.problem(("batch",), "'batch' is declared but no rule's request has a batch_item",
                          key=True)
         request = spec["request"]
@@ -405,16 +420,31 @@ class _Compiler:
             when_if=self.expression(when["if"], path + ("when", "if"), file_known)
             if "if" in when else None,
             values=values,
+            description=spec.get("description"),
+            when_if_source=when.get("if"),
         )
 
     def examples(self, file: str) -> tuple[Example, ...]:
+        """The examples, each identified by its name: two names that are the same, or that
+        give the same snapshot file name, are a problem at the second."""
         out = []
-        seen: set[str] = set()
+        seen: dict[str, tuple[str, Path_]] = {}  # key -> the first name with it, where
         for i, spec in enumerate(self.data.get("examples") or []):
-            if spec["name"] in seen:
-                self.problem(("examples", i, "name"), f"duplicate example name '{spec['name']}'")
-            seen.add(spec["name"])
-            out.append(Example(spec["name"], spec["event"], spec.get("settings") or {},
+            name, where = spec["name"], ("examples", i, "name")
+            key = example_key(name)
+            if key in seen:
+                first, first_where = seen[key]
+                line = self.view.locate(first_where).line
+                if first == name:
+                    self.problem(where, f"duplicate example name '{name}' (the first is at "
+                                        f"line {line}); examples are identified by name")
+                else:
+                    self.problem(where, f"example name '{name}' gives the same snapshot file "
+                                        f"name ({key}) as '{first}' at line {line}; make them "
+                                        "differ in their letters or digits")
+            else:
+                seen[key] = (name, where)
+            out.append(Example(name, spec["event"], spec.get("settings") or {},
                                spec.get("now"), spec.get("source"),
                                self.view.locate(("examples", i)), spec.get("expect")))
         return tuple(out)
@@ -449,7 +479,7 @@ class _Compiler:
                 self.problem(("rules", i, "name"), f"duplicate rule name '{spec['name']}'")
             names.add(spec["name"])
             rules.append(self.rule(spec, i, defaults, snake))
-        if not rules:
+        if not rules and not self.has_rules:
             self.problem(("rules",), "a destination needs at least one rule")
         unmatched = self.tree(data["unmatched"], ("unmatched",), self.file_known) \
             if "unmatched" in data else None
@@ -460,7 +490,7 @@ class _Compiler:
                 self.problem(path, f"secret setting '{name}' may be used in request.auth, "
                                    "request.auth_query or inserted as it is in the url only "
                                    "(requests are stored without them)")
-            if name not in settings.spec:
+            if name not in settings.spec and name not in self.declared:
                 declared = ", ".join(sorted(settings.spec)) or "none"
                 self.problem(path, f"setting '{name}' is used but not declared (declared: {declared})")
         accepts = data.get("accepts")
@@ -470,6 +500,7 @@ class _Compiler:
             accepts=frozenset(accepts) if accepts is not None else None,
             settings_schema=settings, rules=tuple(rules), snake=snake, unmatched=unmatched,
             examples=self.examples(self.view.docs[0].path), batch=batch, values=values,
+            description=data.get("description"),
         )
 
 
@@ -528,16 +559,25 @@ def _as_list(value: Any) -> list[str]:
 
 
 def compile_destination(data: dict[str, Any], view: SourceView) -> tuple[Destination | None, list[Problem]]:
-    """Check `data` against the format and compile it; return it with every problem found."""
+    """Check `data` against the format and compile it; return it with every problem found.
+    When the schema refuses parts of it, the rest is compiled all the same (without them),
+    so that one run reports the problems of every stage."""
     problems = [Problem(view.locate(path, key=unknown), message)
                 for path, message, unknown in check_document(data)]
+    original = None
     if problems:
-        return None, problems
+        usable = usable_part(data)
+        if usable is None:
+            return None, problems
+        original, (data, renumbered) = data, usable
+        view = SourceView(view.docs, renumbered)
     if data.get("input", "segment") == "raw" and "accepts" in data:
         problems.append(Problem(view.locate(("accepts",), key=True),
                                 "'accepts' is for Segment input; a raw-input mapping has no call types"))
-    compiler = _Compiler(data, view)
+    compiler = _Compiler(data, view, original)
     destination = compiler.run()
-    problems += compiler.problems
+    places = {p.location for p in problems}
+    # A part the schema refused and its compile problem are one problem, reported once.
+    problems += [p for p in compiler.problems if p.location not in places]
     return (None if problems else destination), problems
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
@@ -18,7 +20,7 @@ from .missing import MISSING
 from .settings import SettingsSchema
 from .templates import Compiled
 
-__all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkRequest"]
+__all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkRequest", "example_key"]
 
 Scope = dict[str, Any]
 
@@ -39,6 +41,27 @@ class Example:
     expect: Sequence[Mapping[str, Any]] | None = None
     """The outcomes the example must give (from the destination's docs or a public test
     suite), when the file says them."""
+
+    @property
+    def key(self) -> str:
+        """What identifies the example among its destination's: its snapshot's file name."""
+        return example_key(self.name)
+
+
+_KEY_PART = re.compile(r"[^a-z0-9]+")
+_MAX_KEY = 120
+
+
+def example_key(name: str) -> str:
+    """An example's name as a file name: lowercase ASCII letters and digits joined by '-'
+    ("Track: analytics.track('Signed Up')" -> "track-analytics-track-signed-up"). A long
+    one is cut and ends with a digest of the whole name, so that it stays unique; a name
+    with no letter or digit is its digest alone."""
+    key = _KEY_PART.sub("-", name.lower()).strip("-")
+    if key and len(key) <= _MAX_KEY:
+        return key
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return f"{key[:_MAX_KEY - 11].rstrip('-')}-{digest}" if key else f"example-{digest}"
 
 
 @dataclass(frozen=True)
@@ -159,6 +182,9 @@ class Rule:
     requests: tuple[RequestSpec, ...]
     when_if: Compiled | None = None
     values: tuple[tuple[str, Compiled], ...] = ()
+    description: str | None = None
+    when_if_source: str | None = None
+    """`when.if` as written, for people (`engine describe`)."""
 
     def matches_call(self, event: dict[str, Any], call: str | None) -> str | bool:
         """The type and event-name matchers: False, or True; for an event-name matcher,
@@ -245,6 +271,7 @@ class Destination:
     batch: BatchSpec | None = None
     values: tuple[tuple[str, Compiled], ...] = ()
     """Named values computed for each event before rules match, in order."""
+    description: str | None = None
     _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
 
     def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":

@@ -48,25 +48,27 @@ def _merge(base: Any, own: Any) -> Any:
     return own
 
 
-def _resolve(doc: SourceDocument, problems: list[Problem], chain: tuple[str, ...] = ()) -> tuple[Any, list[SourceDocument]]:
-    """Return the document's data merged over what it extends, and the documents involved."""
+def _resolve(doc: SourceDocument, problems: list[Problem],
+             chain: tuple[str, ...] = ()) -> tuple[Any, list[SourceDocument], bool]:
+    """Return the document's data merged over what it extends, the documents involved, and
+    whether it could be merged (False: an `extends` that cannot be followed)."""
     data = doc.data
     if not isinstance(data, dict) or "extends" not in data:
-        return data, [doc]
+        return data, [doc], True
     target = data["extends"]
     where = doc.keys.get(("extends",), Location(doc.path, 1, 1))
     if not isinstance(target, str):
         problems.append(Problem(where, "'extends' must be a file name"))
-        return data, [doc]
+        return data, [doc], False
     home = Path(doc.path).parent.resolve()
     base_path = (home / target).resolve()
     if not base_path.is_relative_to(home):  # a mapping file may not read the machine's files
         problems.append(Problem(where, f"'extends' names a file beside this one or below it; "
                                        f"'{target}' is elsewhere"))
-        return data, [doc]
+        return data, [doc], False
     if str(base_path) in chain:
         problems.append(Problem(where, f"'extends' makes a cycle: {' -> '.join(chain + (str(base_path),))}"))
-        return data, [doc]
+        return data, [doc], False
     base_doc, base_problems = read_yaml(base_path)
     base_doc.path = str(Path(doc.path).parent / target)
     for p in base_problems:
@@ -74,30 +76,40 @@ def _resolve(doc: SourceDocument, problems: list[Problem], chain: tuple[str, ...
     if base_doc.data is None:
         if not base_problems:
             problems.append(Problem(where, f"cannot extend '{target}': it is empty"))
-        return data, [doc]
+        return data, [doc], False
     for path, message, unknown in check_document(base_doc.data, abstract=True):
         problems.append(Problem(base_doc.locate(path, key=unknown), message))
     if not isinstance(base_doc.data, dict):
-        return data, [doc]  # the problem is reported just above, in the base
-    base_data, base_docs = _resolve(base_doc, problems, chain + (str(Path(doc.path).resolve()),))
-    if not isinstance(base_data, dict):
-        return data, [doc]
+        return data, [doc], False  # the problem is reported just above, in the base
+    base_data, base_docs, merged = _resolve(base_doc, problems, chain + (str(Path(doc.path).resolve()),))
+    if not merged or not isinstance(base_data, dict):
+        return data, [doc], False
     inherited = {k: v for k, v in base_data.items() if k not in _NOT_INHERITED}
-    return _merge(inherited, data), [doc] + base_docs
+    return _merge(inherited, data), [doc] + base_docs, True
 
 
 def _load_one(path: Path) -> tuple[Destination | None, list[Problem], bool]:
+    """Every problem of one file, whatever stage finds it: reading (a YAML trap leaves the
+    rest readable), `extends`, the schema and the compiler. Only a file that cannot be read
+    as YAML at all, or whose base cannot be, stops early. A later stage does not report
+    again a place an earlier one did (an unquoted template is not also "not a string")."""
     doc, problems = read_yaml(path)
-    if doc.data is None or problems:
+    if doc.data is None:
         return None, problems, False
-    data, docs = _resolve(doc, problems)
-    if problems:
+    data, docs, merged = _resolve(doc, problems)
+    if not merged:
         return None, problems, False
-    if isinstance(data, dict) and data.get("abstract"):
-        base_problems = [Problem(doc.locate(p, key=u), m) for p, m, u in check_document(data, abstract=True)]
-        return None, base_problems, True
+    if isinstance(data, dict) and data.get("abstract") is True:
+        found = [Problem(doc.locate(p, key=u), m) for p, m, u in check_document(data, abstract=True)]
+        return None, _after(problems, found), True
     destination, compile_problems = compile_destination(data, SourceView(docs))
-    return destination, problems + compile_problems, False
+    problems = _after(problems, compile_problems)
+    return (None if problems else destination), problems, False
+
+
+def _after(earlier: list[Problem], later: list[Problem]) -> list[Problem]:
+    places = {p.location for p in earlier}
+    return earlier + [p for p in later if p.location not in places]
 
 
 def check(paths: Iterable[str | Path]) -> tuple[dict[str, Destination], list[Problem]]:

@@ -18,9 +18,10 @@ __all__ = ["preview"]
 
 
 def preview(bound: BoundDestination, event: Any, *, now: datetime | str | None = None,
-            show_secrets: bool = False) -> list[dict[str, Any]]:
+            show_secrets: bool = False, explain: bool = False) -> list[dict[str, Any]]:
     """Map `event` and return one record per outcome:
-    `{"destination", "rule", "request": {...}}`, `{"destination", "skipped"}`, or `{"error"}`."""
+    `{"destination", "rule", "request": {...}}`, `{"destination", "skipped"}`, or `{"error"}`.
+    With `explain`, a skip a rule decided names it too (`"rule"`), for the tester page."""
     secrets = [] if show_secrets else bound.secrets
     slug = bound.destination.slug
     try:
@@ -40,6 +41,8 @@ def preview(bound: BoundDestination, event: Any, *, now: datetime | str | None =
                 request = redact(request, secrets)
             record["request"] = request
         else:
+            if explain and outcome.rule is not None:
+                record["rule"] = outcome.rule
             record["skipped"] = redact(outcome.reason, secrets)
         records.append(record)
     return records

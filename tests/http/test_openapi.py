@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import AsyncIterator
 
-import httpx
 import pytest
 from starlette.routing import Match, Route
 
@@ -16,26 +14,23 @@ from tests.support.shim import in_process, shim_config
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
-@pytest.fixture
-async def shim(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with in_process(shim_config(tmp_path, "https://destinations.example")) as client:
-        yield client
-
-
 def concrete(path: str) -> str:
     return path.replace("{destination}", "calixa").replace("{source}", "web").replace(
-        "{mapping}", "callexa-sync-back")
+        "{mapping}", "callexa-sync-back").replace("{file}", "tester.js")
 
 
 @pytest.mark.anyio
-async def test_the_document_matches_the_routes(shim: httpx.AsyncClient, tmp_path: Path) -> None:
-    reply = await shim.get("/openapi.json")
+@pytest.mark.parametrize("extra", ["", "tester: true\n"], ids=["default", "with the tester"])
+async def test_the_document_matches_the_routes(tmp_path: Path, extra: str) -> None:
+    config = shim_config(tmp_path, "https://destinations.example", extra=extra)
+    async with in_process(config) as shim:
+        reply = await shim.get("/openapi.json")
     assert reply.status_code == 200 and reply.json()["openapi"].startswith("3.1")
     documented = {(method.upper(), path) for path, item in reply.json()["paths"].items()
                   for method in item if method in METHODS}
+    assert ("GET", "/tester") in documented if extra else ("GET", "/tester") not in documented
     from engine.config import load_config
-    routes = [r for r in create_app(load_config(shim_config(tmp_path, "https://x.example"))).routes
-              if isinstance(r, Route)]
+    routes = [r for r in create_app(load_config(config)).routes if isinstance(r, Route)]
 
     def served(method: str, path: str) -> bool:
         scope = {"type": "http", "method": method, "path": concrete(path)}

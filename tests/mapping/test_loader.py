@@ -45,12 +45,14 @@ BROKEN = """\
     """
 
 
-def test_schema_problems_come_first(tmp_path: Path) -> None:
-    # Schema problems stop compilation: the file's shape must be right before its templates
-    # and expressions mean anything.
-    assert problems(tmp_path, BROKEN.replace("    settings:\n", "    setings: {}\n    settings:\n", 1)) == [
-        "demo.yaml:3:1: unknown key 'setings'",
-    ]
+def test_schema_and_compile_problems_are_reported_in_one_run(tmp_path: Path) -> None:
+    # What the schema refuses is left out, and the rest is compiled all the same: one run
+    # of `validate` reports the problems of every stage (the lines after the one added move
+    # one down).
+    broken = BROKEN.replace("    settings:\n", "    setings: {}\n    settings:\n", 1)
+    assert problems(tmp_path, broken) == ["demo.yaml:3:1: unknown key 'setings'"] + [
+        f"demo.yaml:{int(line) + 1}:{rest}" for line, rest in
+        (p.removeprefix("demo.yaml:").split(":", 1) for p in problems(tmp_path, BROKEN))]
 
 
 def test_every_problem_at_once_with_locations(tmp_path: Path) -> None:
@@ -121,7 +123,8 @@ def test_template_problem_inside_a_block_scalar_points_at_its_line(tmp_path: Pat
 def test_extends_reports_problems_in_the_base_file(tmp_path: Path) -> None:
     write(tmp_path, "abstract: true\nrequest:\n  url: '{{ settings.endpoint }}'\n  methd: POST\n", "_base.yaml")
     found = problems(tmp_path, "destination: D\nslug: d\nextends: _base.yaml\nrules: [{name: a}]\n")
-    assert found == ["_base.yaml:4:3: unknown key 'methd'"]
+    assert found == ["_base.yaml:3:8: setting 'endpoint' is used but not declared (declared: none)",
+                     "_base.yaml:4:3: unknown key 'methd'"]
 
 
 def test_extends_inherits_and_overrides(tmp_path: Path) -> None:
@@ -206,3 +209,69 @@ def test_a_pipe_or_device_is_not_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.yaml")  # reading it would wait for a writer forever
     found = problems(tmp_path, "destination: D\nslug: d\nextends: pipe.yaml\nrules: [{name: a}]\n")
     assert any("cannot read file: not a regular file" in line for line in found), found
+
+
+def test_a_file_with_every_kind_of_problem_takes_one_run(tmp_path: Path) -> None:
+    # A YAML trap, schema problems (a bad setting type, an unknown key, a rule without a
+    # name, an incomplete `once`), template and JMESPath errors, an unknown name and a
+    # duplicate example: all in one run. What the schema refuses is left out, and nothing
+    # follows from that (the refused secret setting is not "used but not declared"); what
+    # comes after a left-out rule keeps its own line.
+    found = problems(tmp_path, """\
+        destination: Demo
+        slug: demo
+        abstract: no
+        settings:
+          token: {type: strng, secret: true}
+          region: {type: string}
+        request:
+          url: "https://{{ settings.region }}.api.example/in"
+          auth: {Authorization: "Bearer {{ settings.token }}"}
+          methd: POST
+        rules:
+          - when: {type: track}
+            request: {body: {a: "{{ event | nope }}"}}
+          - name: track
+            when: {type: track, condition: "properties.["}
+            request:
+              body: {name: "{{ event }", once: "{{ propertes.x }}"}
+              once: {key: "{{ userId }}"}
+          - name: page
+            when: {type: page}
+            request: {body: {name: "{{ name | nope2 }}"}}
+        examples:
+          - name: a
+            event: {type: track, event: x, userId: u}
+          - name: a
+            event: {type: track, event: x, userId: u}
+        """)
+    assert [p.split(": ", 1)[0] for p in found] == [
+        "demo.yaml:3:11", "demo.yaml:5:17", "demo.yaml:10:3", "demo.yaml:12:5", "demo.yaml:15:49",
+        "demo.yaml:17:21", "demo.yaml:17:41", "demo.yaml:18:13", "demo.yaml:21:29", "demo.yaml:25:11"]
+    assert found[0].startswith("demo.yaml:3:11: 'no' is read by YAML 1.1 as the boolean false")
+    assert found[1:4] == ["demo.yaml:5:17: 'type': unallowed value strng",
+                          "demo.yaml:10:3: unknown key 'methd'",
+                          "demo.yaml:12:5: 'name' is required"]
+    assert found[6].startswith("demo.yaml:17:41: unknown name 'propertes'")
+    assert found[7:] == ["demo.yaml:18:13: 'window_seconds' is required",
+                         "demo.yaml:21:29: template error: No filter named 'nope2'.",
+                         "demo.yaml:25:11: duplicate example name 'a' (the first is at line 23); "
+                         "examples are identified by name"]
+
+
+def test_what_follows_from_a_refused_part_is_not_reported(tmp_path: Path) -> None:
+    # The only rule, refused, leaves no rules: that is not a second problem; nor is a
+    # batch_item whose file-level batch was refused.
+    assert problems(tmp_path, """\
+        destination: D
+        slug: d
+        batch: {max_items: 1, request: {url: "https://x.example/bulk", body: "{{ items }}"}}
+        request: {url: "https://x.example/in", batch_item: {into: hits, value: "{{ event }}"}}
+        rules: [{when: {type: track}}]
+        """) == ["demo.yaml:3:20: 'max_items': min value is 2", "demo.yaml:5:9: 'name' is required"]
+
+
+def test_an_unreadable_base_stops_its_file_there(tmp_path: Path) -> None:
+    write(tmp_path, "abstract: true\nrequest: {url: [\n", "_base.yaml")
+    found = problems(tmp_path, "destination: D\nslug: d\nextends: _base.yaml\nrules: [{name: a, skip: '{{ x | nope }}'}]\n")
+    assert len(found) == 1 and found[0].startswith("_base.yaml:3:1: YAML syntax error")
