@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
 from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import route
-from ..serialization import parse_datetime, to_json
+from ..serialization import parse_datetime, query_encode, to_json
 from .casing import snake_case_keys
 from .expressions import Expression, Getter
 from .missing import MISSING
@@ -627,7 +627,7 @@ def _with_query(url: str, params: list[tuple[str, Any]]) -> str:
     joiner = "&" if "?" in base else "?"
     if base.endswith(("?", "&")):
         joiner = ""
-    return base + joiner + urlencode(pairs, quote_via=quote) + ("#" + fragment if fragment else "")
+    return base + joiner + query_encode(pairs) + ("#" + fragment if fragment else "")
 
 
 def _settings_value(destination: Destination, what: str, compiled: Compiled, scope: Scope) -> Any:
