@@ -56,7 +56,15 @@ def snake_case_keys(mapping: dict[Any, Any], keep: Collection[Any] = ()) -> dict
 
     Two keys that become the same (`total billed` and `total_billed`) keep one value,
     predictably: the key that was already written in snake_case wins, whatever the order
-    the keys came in; between two keys that both change, the first one wins."""
+    the keys came in; between two keys that both change, the first one wins.
+
+    When no key changes (Engage's keys, and most traits, are snake_case already), the
+    mapping itself is returned, not a copy: nothing the engine does modifies a mapping."""
+    for key in mapping:
+        if isinstance(key, str) and key not in keep and snake_case(key) != key:
+            break
+    else:
+        return mapping
     out: dict[Any, Any] = {}
     for key, value in mapping.items():
         if not isinstance(key, str) or key in keep:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
 from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
-from ..route import route
+from ..route import skip_for
 from ..serialization import parse_datetime, query_encode, to_json
 from .casing import snake_case_keys
 from .expressions import Expression, Getter
@@ -188,6 +188,9 @@ class _BoundRule:
     """The auth headers of each of the rule's requests."""
     queries: tuple[tuple[tuple[str, Any], ...], ...] = ()
     """The auth query parameters of each of the rule's requests."""
+    headers: tuple[dict[str, str] | None, ...] = ()
+    """The headers of each of the rule's requests, auth included, when they depend on
+    settings alone (rendered here, once); None for a request whose headers read the event."""
 
 
 def normalize_name(name: str) -> str:
@@ -309,12 +312,6 @@ class BoundDestination:
                     (name, _settings_value(destination, f"auth query parameter {name}",
                                            compiled, with_secrets))
                     for name, compiled in spec.auth_query))
-            self._rules.append(_BoundRule(
-                rule,
-                rule.condition.with_settings(public) if rule.condition is not None else None,
-                tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
-                tuple((name, e.with_settings(public)) for name, e in rule.extract),
-                tuple(auths), tuple(queries)))
             for spec, auth, query in zip(rule.requests, auths, queries, strict=True):
                 self._by_name[spec.name] = (spec, auth, query)
             for spec in rule.requests:
@@ -333,6 +330,14 @@ class BoundDestination:
                         self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
                     except RenderError:
                         continue
+            self._rules.append(_BoundRule(
+                rule,
+                rule.condition.with_settings(public) if rule.condition is not None else None,
+                tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
+                tuple((name, e.with_settings(public)) for name, e in rule.extract),
+                tuple(auths), tuple(queries),
+                tuple(self._static_headers(spec, auth)
+                      for spec, auth in zip(rule.requests, auths, strict=True))))
         self._bulk: tuple[str, dict[str, str]] | None = None
         batch = destination.batch
         if batch is not None:
@@ -348,6 +353,19 @@ class BoundDestination:
                     headers[name] = str(value)
             url = _settings_value(destination, "batch url", batch.url, base)
             self._bulk = ("" if url is MISSING else str(url), headers)
+
+    def _static_headers(self, spec: RequestSpec, auth: dict[str, str]) -> dict[str, str] | None:
+        """A request's headers and auth headers, when every one is a constant or was
+        rendered from settings here (else None: they are rendered per event)."""
+        headers: dict[str, str] = {}
+        for name, compiled in spec.headers:
+            compiled = self._c(compiled)
+            if compiled.renderer is not None:
+                return None
+            if compiled.constant is not MISSING:
+                headers[name] = str(compiled.constant)
+        headers.update(auth)
+        return headers
 
     def bulk_request(self, items: Sequence[tuple[str, Any]]) -> BulkRequest:
         """The destination's bulk request for `items` (each a list name and its item, in
@@ -398,9 +416,9 @@ class BoundDestination:
         that the library is safe to use alone."""
         if self.destination.input == "segment":
             message = normalize_event(event)
-            targets, skips = route(message, (self.destination,))
-            if not targets:
-                return list(skips)
+            skip = skip_for(message, self.destination)
+            if skip is not None:
+                return [skip]
             return self.map_message(message, now=now)
         if not isinstance(event, dict):
             raise EventError("the input must be a JSON object")
@@ -488,7 +506,8 @@ class BoundDestination:
                 if spec.for_each is None:
                     if spec.condition is None or _holds(self._c(spec.condition), scope):
                         out.append(self._request(rule, spec, auth, scope, now,
-                                                 spec.id_suffix or "", bound.queries[i]))
+                                                 spec.id_suffix or "", bound.queries[i],
+                                                 bound.headers[i]))
                     continue
                 items = _value(self._c(spec.for_each), scope)
                 if items is MISSING:
@@ -504,7 +523,7 @@ class BoundDestination:
                         continue
                     suffix = "" if spec.id_suffix is None else f"{spec.id_suffix}:{index}"
                     out.append(self._request(rule, spec, auth, item_scope, now, suffix,
-                                             bound.queries[i]))
+                                             bound.queries[i], bound.headers[i]))
             if not out:
                 return [Skip(dest.slug, f"rule {rule.name} made no request (its conditions "
                                         "or for_each gave none)", rule.name, rule.name)]
@@ -513,7 +532,8 @@ class BoundDestination:
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
 
     def _request(self, rule: Rule, spec: RequestSpec, auth: dict[str, str], scope: Scope,
-                 now: datetime, id_suffix: str, secret_query: tuple[tuple[str, Any], ...]) -> Request:
+                 now: datetime, id_suffix: str, secret_query: tuple[tuple[str, Any], ...],
+                 static_headers: dict[str, str] | None) -> Request:
         dest = self.destination
         # A constant method was checked at load; only a templated one is checked here.
         method = spec.method.constant if spec.method.renderer is None \
@@ -538,12 +558,15 @@ class BoundDestination:
         stored_url = None
         if spec.url_secrets or secret_query:
             stored_url, url = url, self._fill_url(spec, url, secret_query)
-        headers: dict[str, str] = {}
-        for name, compiled in spec.headers:
-            value = _value(self._c(compiled), scope)
-            if value is not MISSING:
-                headers[name] = str(value)
-        headers.update(auth)
+        if static_headers is not None:
+            headers = dict(static_headers)
+        else:
+            headers = {}
+            for name, compiled in spec.headers:
+                value = _value(self._c(compiled), scope)
+                if value is not MISSING:
+                    headers[name] = str(value)
+            headers.update(auth)
         body = None
         if spec.body is not None:
             body = _value(self._c(spec.body), scope)
