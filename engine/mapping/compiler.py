@@ -19,8 +19,8 @@ from .destination import (
     RequestSpec,
     Rule,
     SnakeCaseRule,
-    normalize_name,
 )
+from .dispatch import normalize_name
 from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .functions import compile_regex
 from .schema import check_document

@@ -13,6 +13,7 @@ from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import skip_for
 from ..serialization import parse_datetime, query_encode, to_json
 from .casing import snake_case_keys
+from .dispatch import Dispatch, normalize_name
 from .expressions import Expression, Getter
 from .missing import MISSING
 from .settings import SettingsSchema
@@ -162,7 +163,9 @@ class Rule:
 
     def matches_call(self, event: dict[str, Any], call: str | None) -> str | bool:
         """The type and event-name matchers: False, or True; for an event-name matcher,
-        the name as the rule spells it. (Conditions are tested by the bound destination.)"""
+        the name as the rule spells it. (Conditions are tested by the bound destination;
+        the per-event path finds the rules that match by a Dispatch table, which gives
+        what this gives, for every rule at once.)"""
         matched: str | bool = True
         if self.types is not None and call not in self.types:
             return False
@@ -191,12 +194,6 @@ class _BoundRule:
     headers: tuple[dict[str, str] | None, ...] = ()
     """The headers of each of the rule's requests, auth included, when they depend on
     settings alone (rendered here, once); None for a request whose headers read the event."""
-
-
-def normalize_name(name: str) -> str:
-    """Event names compared regardless of case and separators: 'Account Created',
-    'account_created', 'accountCreated' and 'ACCOUNT-CREATED' are one name."""
-    return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
 def _absent(value: Any) -> bool:
@@ -338,6 +335,7 @@ class BoundDestination:
                 tuple(auths), tuple(queries),
                 tuple(self._static_headers(spec, auth)
                       for spec, auth in zip(rule.requests, auths, strict=True))))
+        self._dispatch = Dispatch(destination.rules, self._rules)
         self._bulk: tuple[str, dict[str, str]] | None = None
         batch = destination.batch
         if batch is not None:
@@ -434,11 +432,8 @@ class BoundDestination:
         if dest.snake is not None:
             event = dest.snake.apply(event)
         scope: Scope | None = None  # made once, when a rule's `if` or the reason needs it
-        for bound in self._rules:
+        for bound, matched in self._dispatch.candidates(call, event.get("event")):
             rule = bound.rule
-            matched = rule.matches_call(event, call)
-            if not matched:
-                continue
             try:
                 if bound.condition is not None and _is_false(bound.condition(event)):
                     continue
