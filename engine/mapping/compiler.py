@@ -9,6 +9,7 @@ import regex
 from ..errors import Location, Problem
 from ..normalize import MESSAGE_FIELDS
 from ..outcomes import METHODS
+from .codegen import RuleCode, generate
 from .destination import (
     FORM_TYPE,
     JSON_TYPE,
@@ -521,5 +522,30 @@ def compile_destination(data: dict[str, Any], view: SourceView) -> tuple[Destina
     compiler = _Compiler(data, view)
     destination = compiler.run()
     problems += compiler.problems
-    return (None if problems else destination), problems
+    if problems:
+        return None, problems
+    destination.codes, destination.notes = _generated(destination)
+    return destination, problems
+
+
+def _generated(destination: Destination) -> tuple[tuple[RuleCode | None, ...], tuple[str, ...]]:
+    """Each rule's generated function, and the notes `validate` shows: which templates
+    Jinja renders instead, and any rule the generator could not write (it is interpreted,
+    which is always correct, only slower)."""
+    codes: list[RuleCode | None] = []
+    notes: list[str] = []
+    for rule in destination.rules:
+        try:
+            code = generate(destination, rule)
+        except Exception as exc:  # noqa: BLE001 - a generator bug must not stop a mapping
+            codes.append(None)
+            notes.append(f"{destination.file}: warning: rule {rule.name} runs interpreted: the "
+                         f"code generator failed ({type(exc).__name__}: {exc})")
+            continue
+        codes.append(code)
+        for origin, source in code.fallbacks:
+            shown = source if len(source) <= 80 else source[:77] + "..."
+            notes.append(f"{origin}: warning: rendered by Jinja, not by generated code "
+                         f"(rule {rule.name}): {shown!r}")
+    return tuple(codes), tuple(dict.fromkeys(notes))
 

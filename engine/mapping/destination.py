@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from urllib.parse import quote
 
 from ..errors import EventError, Location, RenderError, SettingsError
@@ -18,6 +19,9 @@ from .expressions import Expression, Getter
 from .missing import MISSING
 from .settings import SettingsSchema
 from .templates import Compiled
+
+if TYPE_CHECKING:
+    from .codegen import RuleCode, RuleFunction
 
 __all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkRequest"]
 
@@ -194,6 +198,8 @@ class _BoundRule:
     headers: tuple[dict[str, str] | None, ...] = ()
     """The headers of each of the rule's requests, auth included, when they depend on
     settings alone (rendered here, once); None for a request whose headers read the event."""
+    run: "RuleFunction | None" = None
+    """The rule's generated function bound to these settings (None: interpreted)."""
 
 
 def _absent(value: Any) -> bool:
@@ -245,17 +251,28 @@ class Destination:
     batch: BatchSpec | None = None
     values: tuple[tuple[str, Compiled], ...] = ()
     """Named values computed for each event before rules match, in order."""
+    codes: "tuple[RuleCode | None, ...]" = ()
+    """Each rule's generated function (codegen.py), in the rules' order; None for a rule
+    the generator could not write (it is interpreted; `notes` says why)."""
+    notes: tuple[str, ...] = ()
+    """Warnings for `validate`: templates Jinja renders instead of generated code."""
+    generated: bool = field(default_factory=lambda: generated_by_default())
+    """Run the generated functions; False runs the interpreted path (the reference)."""
     _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
 
-    def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":
+    def bind(self, settings: Mapping[str, Any] | None, *,
+             generated: bool | None = None) -> "BoundDestination":
         """Check `settings` against the schema (raises SettingsError) and return a mapper
-        with everything that depends only on settings already rendered."""
+        with everything that depends only on settings already rendered. `generated`
+        (default: the destination's) chooses the generated functions or the interpreted
+        path."""
+        use = self.generated if generated is None else generated
         last = self._last
-        if last is not None and last[0] == (settings or {}):
+        if last is not None and last[0] == (settings or {}, use):
             return last[1]
         checked = self.settings_schema.validate(settings)
-        bound = BoundDestination(self, checked)
-        self._last = (dict(settings or {}), bound)
+        bound = BoundDestination(self, checked, generated=use)
+        self._last = ((dict(settings or {}), use), bound)
         return bound
 
     def map(self, event: Any, *, settings: Mapping[str, Any] | None = None,
@@ -272,6 +289,12 @@ class Destination:
         return [str(v) for k, v in (settings or {}).items() if k in names and v not in (None, "")]
 
 
+def generated_by_default() -> bool:
+    """Whether destinations run their generated functions: yes, unless the environment
+    says ENGINE_GENERATED=0 (the interpreted path, for comparison)."""
+    return os.environ.get("ENGINE_GENERATED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 class BoundDestination:
     """A destination with checked settings: `map(event, now=...)` is the per-event path.
 
@@ -279,7 +302,8 @@ class BoundDestination:
     every other template sees the settings without them (`settings | tojson`, a loop over
     `settings`, whatever it does), so no request can carry a secret into the outbox."""
 
-    def __init__(self, destination: Destination, settings: dict[str, Any]) -> None:
+    def __init__(self, destination: Destination, settings: dict[str, Any], *,
+                 generated: bool = False) -> None:
         self.destination = destination
         self.settings = settings
         self.secrets = destination.secret_values(settings)
@@ -295,7 +319,8 @@ class BoundDestination:
         # The url's view of the settings: a secret one is a placeholder, put in at send time.
         self._url_settings = {**public, **{name: f"{{secret:{name}}}" for name in secret}}
         url_base: Scope = {"settings": self._url_settings}
-        for rule in destination.rules:
+        codes = destination.codes if generated else ()
+        for number, rule in enumerate(destination.rules):
             auths, queries = [], []
             for spec in rule.requests:
                 headers = {}
@@ -327,14 +352,19 @@ class BoundDestination:
                         self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
                     except RenderError:
                         continue
-            self._rules.append(_BoundRule(
+            bound = _BoundRule(
                 rule,
                 rule.condition.with_settings(public) if rule.condition is not None else None,
                 tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
                 tuple((name, e.with_settings(public)) for name, e in rule.extract),
                 tuple(auths), tuple(queries),
                 tuple(self._static_headers(spec, auth)
-                      for spec, auth in zip(rule.requests, auths, strict=True))))
+                      for spec, auth in zip(rule.requests, auths, strict=True)))
+            code = codes[number] if number < len(codes) else None
+            if code is not None:
+                bound = replace(bound, run=code.factory(public, self._url_settings, bound,
+                                                        self._fill_url))
+            self._rules.append(bound)
         self._dispatch = Dispatch(destination.rules, self._rules)
         self._bulk: tuple[str, dict[str, str]] | None = None
         batch = destination.batch
@@ -444,6 +474,8 @@ class BoundDestination:
                         continue
             except RenderError as exc:
                 raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
+            if bound.run is not None:
+                return bound.run(event, when, matched, scope if rule.snake is None else None)
             return self._apply(bound, event, when, matched, scope)
         default = f"no rule of {dest.name} matches this {call or 'input'}" + (
             f" event ('{event.get('event')}')" if call == "track" else " call" if call else "")
