@@ -28,6 +28,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,11 @@ from typing import Any, Callable
 
 import orjson
 
-__all__ = ["calixa", "callexa", "skalin", "FUNCTIONS", "form_encode", "Outcome", "Mapper"]
+# The form encoder is a library function, not mapping logic: the engine's, so that its
+# speed weighs the same on both sides.
+from engine.serialization import form_encode
+
+__all__ = ["calixa", "callexa", "skalin", "FUNCTIONS", "Outcome", "Mapper"]
 
 Outcome = tuple[Any, ...]
 Mapper = Callable[[bytes, datetime], list[Outcome]]
@@ -124,22 +128,6 @@ def _snake_keys(mapping: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]
 
 
 # ---- bodies ----------------------------------------------------------------------------------
-
-_FORM_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-_FORM_TABLE = {c: (chr(c) if chr(c) in _FORM_SAFE else "+" if c == 32 else f"%{c:02X}")
-               for c in range(128)}
-
-
-def _form_quote(text: str) -> str:
-    if text.isascii():
-        return text.translate(_FORM_TABLE)
-    return "".join(_FORM_TABLE[b] if b < 128 else f"%{b:02X}" for b in text.encode())
-
-
-def form_encode(form: dict[str, str]) -> bytes:
-    """application/x-www-form-urlencoded, as urllib.parse.urlencode writes it."""
-    return "&".join(f"{_form_quote(k)}={_form_quote(v)}" for k, v in form.items()).encode()
-
 
 def _basic(key: str) -> str:
     return "Basic " + base64.b64encode((key + ":").encode()).decode()

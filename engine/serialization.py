@@ -95,21 +95,36 @@ def _quoting_table(plus: bool) -> dict[int, str]:
 
 _FORM = _quoting_table(plus=True)
 _QUERY = _quoting_table(plus=False)
+_FORM_SAFE = re.compile(r"[A-Za-z0-9_.\-~]*")
+_QUOTED: dict[str, str] = {}  # texts that needed quoting: names, JSON of the same events
+_QUOTED_MOST = 4096
+_QUOTED_LENGTH = 256
+
+
+def _form_quote(text: str) -> str:
+    """quote_plus(text), faster: text with nothing to quote as it is (ids, digests), text
+    seen before from a bounded memo, other ASCII text by one str.translate."""
+    found = _QUOTED.get(text)
+    if found is not None:
+        return found
+    if _FORM_SAFE.fullmatch(text) is not None:
+        return text
+    quoted = text.translate(_FORM) if text.isascii() else quote_plus(text)
+    if len(text) <= _QUOTED_LENGTH:
+        if len(_QUOTED) >= _QUOTED_MOST:
+            _QUOTED.clear()
+        _QUOTED[text] = quoted
+    return quoted
 
 
 def form_encode(form: Mapping[Any, Any]) -> bytes:
     """An application/x-www-form-urlencoded body: exactly what
-    `urllib.parse.urlencode(form).encode("ascii")` gives (keys and values as text), made by
-    one C-level translation of each ASCII text (the commonest case) instead of quote_plus's
-    loop over bytes."""
+    `urllib.parse.urlencode(form).encode("ascii")` gives (keys and values as text), by
+    _form_quote instead of quote_plus's Python loop over bytes."""
     parts = []
     for key, value in form.items():
-        if type(key) is not str:
-            key = str(key)
-        if type(value) is not str:
-            value = str(value)
-        k = key.translate(_FORM) if key.isascii() else quote_plus(key)
-        v = value.translate(_FORM) if value.isascii() else quote_plus(value)
+        k = _form_quote(key if type(key) is str else str(key))
+        v = _form_quote(value if type(value) is str else str(value))
         parts.append(f"{k}={v}")
     return "&".join(parts).encode("ascii")
 

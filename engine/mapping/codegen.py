@@ -141,12 +141,18 @@ class _RuleWriter:
                 reason = self._text(out, ind, rule.skip, env, fallback)
                 out.append(f"{ind}return [Skip({slug!r}, {reason}, {name!r}, {name!r})]")
         else:
-            out.append(f"{ind}out = []")
             if any(spec.batch_item is not None and spec.for_each is None for spec in rule.requests):
                 # `body` in the scope, as a request with a bulk item sets it for the next.
                 local = w.local("body")
                 out.append(f"{ind}{local} = {w.lookup(env, 'body')}")
                 env = env.bind("body", local)
+            only = rule.requests[0]
+            if len(rule.requests) == 1 and only.for_each is None and only.condition is None:
+                # One request, always made: returned as it is built.
+                self._one_request(out, ind, 0, only, env, repr(only.id_suffix or ""),
+                                  sink="return [{}]")
+                return self._assemble()
+            out.append(f"{ind}out = []")
             for i, spec in enumerate(rule.requests):
                 self._request(out, ind, i, spec, env)
             out.append(f"{ind}if not out:")
@@ -208,13 +214,6 @@ class _RuleWriter:
             out.append(f"{ind}    return [Skip({slug!r}, {reason}, {name!r}, {name!r})]")
 
     def _request(self, out: list[str], ind: str, i: int, spec: "RequestSpec", env: Env) -> None:
-        self.prologue += [
-            f"    _auth{i} = bound.auths[{i}]",
-            f"    _secret{i} = frozenset(_auth{i})",
-            f"    _headers{i} = bound.headers[{i}]",
-            f"    _spec{i} = {self.const(spec)}",
-            f"    _query{i} = bound.queries[{i}]",
-        ]
         w = self.w
         if spec.for_each is None:
             suffix = repr(spec.id_suffix or "")
@@ -249,8 +248,17 @@ class _RuleWriter:
         self._one_request(out, inner, i, spec, item_env, suffix)
 
     def _one_request(self, out: list[str], ind: str, i: int, spec: "RequestSpec", env: Env,
-                     suffix: str) -> None:
-        """destination._request, for one request of this rule."""
+                     suffix: str, sink: str = "out.append({})") -> None:
+        """destination._request, for one request of this rule; `sink` says what is done
+        with the Request."""
+        if f"    _auth{i} = bound.auths[{i}]" not in self.prologue:  # what it needs per settings
+            self.prologue += [
+                f"    _auth{i} = bound.auths[{i}]",
+                f"    _secret{i} = frozenset(_auth{i})",
+                f"    _headers{i} = bound.headers[{i}]",
+                f"    _spec{i} = {self.const(spec)}",
+                f"    _query{i} = bound.queries[{i}]",
+            ]
         w, slug, name = self.w, self.destination.slug, self.rule.name
         where = f"{slug}: rule {name}: "
         method, url, headers, body = (w.local(s) for s in ("method", "url", "headers", "body"))
@@ -350,13 +358,14 @@ class _RuleWriter:
             out.append(f"{inner}    {item} = None")
         into = "None" if spec.batch_into is None else f"({spec.batch_into!r} if {item} is not None else None)"
         secret_query = tuple(query_name for query_name, _ in spec.auth_query)
-        out.append(
-            f"{ind}out.append(Request(destination={slug!r}, rule={spec.name or name!r}, "
+        request = (
+            f"Request(destination={slug!r}, rule={spec.name or name!r}, "
             f"method={method}, url={url}, headers={headers}, encoding={spec.encoding!r}, "
             f"body={body}, deliver_after={due}, once_key={once_key}, once_window={once_window}, "
             f"message_id=None if {message_id} is M else str({message_id}), "
             f"secret_headers=_secret{i}, batch_into={into}, batch_item={item}, "
-            f"stored_url={stored}, secret_query={secret_query!r}))")
+            f"stored_url={stored}, secret_query={secret_query!r})")
+        out.append(ind + sink.format(request))
 
 
 def generate(destination: "Destination", rule: "Rule") -> RuleCode:

@@ -54,8 +54,17 @@ class SnakeCaseRule:
     keep: frozenset[str]
 
     def apply(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event with the keys renamed; the event itself when no key changes."""
+        keep = self.keep
         for path in self.paths:
-            event = self._at(event, path)
+            if len(path) == 1:  # the commonest (traits), without the recursion
+                inner = event.get(path[0])
+                if isinstance(inner, dict):
+                    renamed = snake_case_keys(inner, keep)
+                    if renamed is not inner:
+                        event = {**event, path[0]: renamed}
+            else:
+                event = self._at(event, path)
         return event
 
     def _at(self, obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:

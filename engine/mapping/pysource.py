@@ -119,6 +119,7 @@ HELPERS: dict[str, Any] = {
     "_binop": bounded_binop, "_too_long": _too_long, "_lit_list": _lit_list,
     "_lit_dict": _lit_dict, "_call": _call, "_EmptiedDict": _EmptiedDict,
     "_EmptiedList": _EmptiedList, "_too_many": _too_many, "_absent": _absent,
+    "PLAIN": frozenset({dict, list, int, float, bool}),
 }
 """What every generated module may call besides its own numbered constants."""
 
@@ -259,7 +260,10 @@ class SourceWriter:
         shown = self.const(f"{where}template {_shown(shape.source)}")
         out.append(f"{indent}try:")
         out.append(f"{indent}    {target} = {expression}")
-        out.append(f"{indent}    if type({target}) is not str or len({target}) > MAX_OUTPUT:")
+        # templates._guard's check of a result, with the types _leaf returns unchanged
+        # decided here, without the call.
+        out.append(f"{indent}    if (len({target}) > MAX_OUTPUT if type({target}) is str "
+                   f"else type({target}) not in PLAIN):")
         out.append(f"{indent}        {target} = _leaf({target})")
         out.append(f"{indent}except Exception as _e:")
         out.append(f"{indent}    {target} = _failed(_e, {shown})")
