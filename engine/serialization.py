@@ -31,15 +31,33 @@ def parse_datetime(value: Any) -> datetime | None:
         except (OverflowError, OSError, ValueError):  # outside the years 1 to 9999
             return None
     if isinstance(value, str) and value:
+        last = _last_parsed
+        if last[0] == value:  # the same text again (several filters of one event read it)
+            return last[1]
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
-            parsed = datetime.fromisoformat(text)
+            parsed: datetime | None = datetime.fromisoformat(text)
         except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            parsed = None
+        else:
+            assert parsed is not None
+            if not parsed.tzinfo:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+        _remember_parsed(value, parsed)
+        return parsed
     return None
+
+
+_last_parsed: tuple[str, datetime | None] = ("", None)
+
+
+def _remember_parsed(text: str, parsed: datetime | None) -> None:
+    # One text and its time, replaced as one tuple (no lock needed): what a datetime is
+    # made of cannot change, so any thread may use the other's.
+    global _last_parsed
+    _last_parsed = (text, parsed)
 
 
 def format_datetime(value: datetime) -> str:
@@ -104,6 +122,8 @@ _QUOTED_LENGTH = 256
 def _form_quote(text: str) -> str:
     """quote_plus(text), faster: text with nothing to quote as it is (ids, digests), text
     seen before from a bounded memo, other ASCII text by one str.translate."""
+    if text.isalnum() and text.isascii():  # ids, digests, numbers: two C calls
+        return text
     found = _QUOTED.get(text)
     if found is not None:
         return found

@@ -20,12 +20,14 @@ and the objects the rule's values need; see pysource.py for what the sandbox gua
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import EventError, RenderError
 from ..outcomes import METHODS, Outcome, Request, Skip
-from ..serialization import parse_datetime
+from ..serialization import format_datetime, parse_datetime
+from .expressions import Expression
+from .expressions import _is_false as _jmespath_false
 from .missing import MISSING
 from .pysource import SAFE_BUILTINS, UNHOISTED, Env, SourceWriter
 from .templates import Compiled
@@ -66,11 +68,52 @@ def _required_absent(value: Any) -> bool:
     return value is None or (isinstance(value, (str, list, dict)) and not value)
 
 
+def _due(value: datetime) -> tuple[Any, datetime | None]:
+    """What `deliver_after` gives for a datetime (with the text it was written as, for an
+    error): the interpreted path writes it with format_datetime and reads it back with
+    parse_datetime, which is the time in UTC to the millisecond, for years from 1000 on
+    (four-digit years, which strftime writes and fromisoformat reads)."""
+    utc = value.astimezone(timezone.utc)
+    if utc.year >= 1000:
+        return value, utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+    text = format_datetime(value)
+    return text, parse_datetime(text)
+
+
 _GLOBALS: dict[str, Any] = {
     "RenderError": RenderError, "EventError": EventError, "Request": Request, "Skip": Skip,
     "METHODS": METHODS, "parse_datetime": parse_datetime, "_required_absent": _required_absent,
-    "_hoist": _hoist,
+    "_hoist": _hoist, "_due": _due, "datetime": datetime, "_jmespath_false": _jmespath_false,
 }
+
+
+def _jmespath_source(expression: Expression, root: str) -> str | None:
+    """Python for a JMESPath expression over `root` made only of fields, sub-expressions
+    of fields and `||` (what expressions._compile makes of them, which cannot fail); None
+    for any other (its compiled search is called)."""
+    if expression.uses_settings or expression.parsed is None:
+        return None
+    counter = iter(range(10**6))
+
+    def walk(node: dict[str, Any], value: str) -> str | None:
+        kind = node["type"]
+        if kind == "field":
+            t = f"_j{next(counter)}"
+            return f"({t}.get({node['value']!r}) if type({t} := {value}) is dict else None)"
+        if kind == "subexpression" and all(c["type"] == "field" for c in node["children"]):
+            for child in node["children"]:
+                found = walk(child, value)
+                assert found is not None
+                value = found
+            return value
+        if kind == "or_expression":
+            left, right = walk(node["children"][0], value), walk(node["children"][1], value)
+            if left is None or right is None:
+                return None
+            t = f"_j{next(counter)}"
+            return f"({right} if _jmespath_false({t} := {left}) else {t})"
+        return None
+    return walk(expression.parsed, root)
 
 
 class _RuleWriter:
@@ -95,12 +138,12 @@ class _RuleWriter:
         out = self.body
         ind = "            "  # inside the factory, the function and its try
         env = Env({"message": "event", "settings": "settings", "now": "now"})
-        for i in range(len(rule.require)):
-            self.prologue.append(f"    _req{i} = bound.require[{i}][0]")
-        for i in range(len(rule.extract)):
-            self.prologue.append(f"    _ext{i} = bound.extract[{i}][1]")
-        for i, (_getter, _source, reason) in enumerate(rule.require):
-            out.append(f"{ind}if _required_absent(_req{i}(event)):")
+        for i, (expression, _source, reason) in enumerate(rule.require):
+            found = _jmespath_source(expression, "event")
+            if found is None:
+                self.prologue.append(f"    _req{i} = bound.require[{i}][0]")
+                found = f"_req{i}(event)"
+            out.append(f"{ind}if _required_absent({found}):")
             out.append(f"{ind}    return [Skip({slug!r}, {reason!r}, {name!r}, {name!r})]")
         # The file's values, as the interpreted scope computes them (or reads them from the
         # scope a `when.if` already computed them in).
@@ -119,9 +162,13 @@ class _RuleWriter:
                 w.value(out, inner, compiled, file_env, local)
                 file_env = file_env.bind(value_name, local)
             env = file_env
-        for i, (extracted, _getter) in enumerate(rule.extract):
+        for i, (extracted, expression) in enumerate(rule.extract):
             local = w.local("x")
-            out.append(f"{ind}{local} = _ext{i}(event)")
+            found = _jmespath_source(expression, "event")
+            if found is None:
+                self.prologue.append(f"    _ext{i} = bound.extract[{i}][1]")
+                found = f"_ext{i}(event)"
+            out.append(f"{ind}{local} = {found}")
             env = env.bind(extracted, local)
         if rule.events is not None:
             env = env.bind("matched_event", "matched")
@@ -169,6 +216,9 @@ class _RuleWriter:
         lines += self.prologue
         for local, compiled, settings in w.hoisted:
             lines.append(f"    {local} = _hoist({self.const(compiled)}, {settings})")
+        for local, code in w.hoisted_expressions:
+            lines += ["    try:", f"        {local} = {code}", "    except Exception:",
+                      f"        {local} = UNHOISTED"]
         lines.append("")
         lines.append("    def run(event, now, matched, pre):")
         if rule.snake is not None:
@@ -176,6 +226,8 @@ class _RuleWriter:
         lines.append("        try:")
         for field_name, local in w.fields.items():
             lines.append(f"            {local} = event.get({field_name!r}, M)")
+        if w.shared:
+            lines.append(f"            {' = '.join(w.shared.values())} = UNSET")
         lines += self.body
         lines.append("        except RenderError as _error:")
         prefix = f"{self.destination.slug}: rule {rule.name}: "
@@ -318,9 +370,12 @@ class _RuleWriter:
         if spec.deliver_after is not None:
             raw, due = w.local("raw"), w.local("due")
             out.append(f"{ind}{due} = None")
-            w.value(out, ind, spec.deliver_after, env, raw)
+            w.value(out, ind, spec.deliver_after, env, raw, keep_time=True)
             out.append(f"{ind}if {raw} is not M:")
-            out.append(f"{ind}    {due} = parse_datetime({raw})")
+            out.append(f"{ind}    if type({raw}) is datetime:")
+            out.append(f"{ind}        {raw}, {due} = _due({raw})")
+            out.append(f"{ind}    else:")
+            out.append(f"{ind}        {due} = parse_datetime({raw})")
             out.append(f"{ind}    if {due} is None:")
             out.append(f"{ind}        raise EventError({where + 'deliver_after rendered '!r} + "
                        f"repr({raw}) + ', not a date')")
@@ -369,8 +424,15 @@ class _RuleWriter:
 
 
 def generate(destination: "Destination", rule: "Rule") -> RuleCode:
-    """The rule's generated function (see the module's docstring)."""
-    return _RuleWriter(destination, rule).write()
+    """The rule's generated function (see the module's docstring). Written twice: the
+    first writing finds the parts of the message read more than once, which the second
+    remembers the first time it reads them."""
+    first = _RuleWriter(destination, rule)
+    first.write()
+    second = _RuleWriter(destination, rule)
+    shared = [key for key, uses in first.w.path_uses.items() if uses > 1]
+    second.w.shared = {key: f"_m{i}" for i, key in enumerate(shared)}
+    return second.write()
 
 
 assert MISSING is SourceWriter().globals["M"]  # the one missing value, on both paths

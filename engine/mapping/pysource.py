@@ -23,7 +23,9 @@ runs Jinja's sandboxed compiler, with a scope built as the interpreted path buil
 from __future__ import annotations
 
 import keyword
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from jinja2 import Undefined, nodes
@@ -68,6 +70,22 @@ class Unhoisted:
 UNHOISTED = Unhoisted()
 
 
+class Unset:
+    """A part of the message not read yet (see SourceWriter.shared)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
+
+_IMPURE_FILTERS = frozenset({"random"})
+"""Filters whose result is not a function of their arguments: never computed once for many
+events."""
+
+
 def _failed(exc: Exception, shown: str) -> Any:
     """What templates._guard makes of an exception a template raised: missing for a
     missing value, else a RenderError naming the template (`shown`)."""
@@ -88,6 +106,12 @@ def _lit_list(values: tuple[Any, ...]) -> Any:
     """A list literal: its missing (and null) items left out (templates._translate)."""
     out = [v for v in values if not _absent(v)]
     return out if out or not values else _EmptiedList()
+
+
+def _keyed_dict(keys: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+    """A dict literal whose keys are constant text (the commonest): _lit_dict, faster."""
+    out = {k: v for k, v in zip(keys, values) if v is not None and type(v) is not Missing}
+    return out if out else _EmptiedDict()
 
 
 def _lit_dict(flat: tuple[Any, ...]) -> Any:
@@ -120,6 +144,8 @@ HELPERS: dict[str, Any] = {
     "_lit_dict": _lit_dict, "_call": _call, "_EmptiedDict": _EmptiedDict,
     "_EmptiedList": _EmptiedList, "_too_many": _too_many, "_absent": _absent,
     "PLAIN": frozenset({dict, list, int, float, bool}),
+    "PLAIN_OR_TIME": frozenset({dict, list, int, float, bool, datetime}),
+    "UNSET": UNSET, "_keyed_dict": _keyed_dict,
 }
 """What every generated module may call besides its own numbered constants."""
 
@@ -164,6 +190,13 @@ class SourceWriter:
         """Settings-only values: local name, the compiled value, the settings it reads."""
         self.fallbacks: list[tuple[str, str]] = []
         """Templates rendered by Jinja: (file:line:col, template)."""
+        self.hoisted_expressions: list[tuple[str, str]] = []
+        """Settings-only parts of expressions: local name, Python expression."""
+        self.path_uses: Counter[tuple[str, tuple[Any, ...]]] = Counter()
+        """How often each part of the message (a field and keys under it) is read."""
+        self.shared: dict[tuple[str, tuple[Any, ...]], str] = {}
+        """The parts read more than once (from an earlier writing of the same function),
+        each remembered in a local the first time it is read."""
 
     # -- names --------------------------------------------------------------------------
 
@@ -197,9 +230,10 @@ class SourceWriter:
     # -- values -------------------------------------------------------------------------
 
     def value(self, out: list[str], indent: str, compiled: Compiled, env: Env, target: str,
-              *, hoist: bool = True) -> None:
+              *, hoist: bool = True, keep_time: bool = False) -> None:
         """Statements (appended to `out`) that set `target` to `compiled`'s value in `env`,
-        missing included (MISSING)."""
+        missing included (MISSING). `keep_time`: a template's datetime result is left a
+        datetime (its caller reads it as a time; _leaf would write it as text)."""
         if compiled.renderer is None:
             out.append(f"{indent}{target} = {self.const(compiled.constant)}")
             return
@@ -217,7 +251,7 @@ class SourceWriter:
         shape = compiled.shape
         if isinstance(shape, LeafShape) and shape.parts is not None:
             try:
-                self._leaf(out, indent, shape, env, target)
+                self._leaf(out, indent, shape, env, target, keep_time=keep_time)
                 return
             except _Untranslatable:  # the closure took it; so should this: never reached
                 pass
@@ -242,7 +276,8 @@ class SourceWriter:
             out.append(f"{indent}{scope}[{name!r}] = {expression}")
         return scope
 
-    def _leaf(self, out: list[str], indent: str, shape: LeafShape, env: Env, target: str) -> None:
+    def _leaf(self, out: list[str], indent: str, shape: LeafShape, env: Env, target: str,
+              keep_time: bool = False) -> None:
         assert shape.parts is not None
         if shape.single:
             expression = self.expression(shape.parts[0], env)
@@ -262,8 +297,9 @@ class SourceWriter:
         out.append(f"{indent}    {target} = {expression}")
         # templates._guard's check of a result, with the types _leaf returns unchanged
         # decided here, without the call.
+        plain = "PLAIN_OR_TIME" if keep_time else "PLAIN"
         out.append(f"{indent}    if (len({target}) > MAX_OUTPUT if type({target}) is str "
-                   f"else type({target}) not in PLAIN):")
+                   f"else type({target}) not in {plain}):")
         out.append(f"{indent}        {target} = _leaf({target})")
         out.append(f"{indent}except Exception as _e:")
         out.append(f"{indent}    {target} = _failed(_e, {shown})")
@@ -360,15 +396,49 @@ class SourceWriter:
     def expression(self, node: nodes.Node, env: Env) -> str:
         """A Python expression for one Jinja expression node; _Untranslatable where
         templates._translate would raise it."""
+        if self._settings_only(node, env):
+            # Computed once per settings when the rule is bound; if it fails there, here,
+            # each time, as the closure does.
+            code = self._expression(node, env)
+            local = self.local("hx")
+            self.hoisted_expressions.append((local, code))
+            return f"({local} if {local} is not UNHOISTED else {code})"
+        return self._expression(node, env)
+
+    def _settings_only(self, node: nodes.Node, env: Env) -> bool:
+        if isinstance(node, (nodes.Const, nodes.Name)):
+            return False  # nothing to save
+        names = [node] if isinstance(node, nodes.Name) else list(node.find_all(nodes.Name))
+        return bool(names) and all(n.name == "settings" for n in names) \
+            and env.bindings.get("settings") in ("settings", "url_settings") \
+            and not any(f.name in _IMPURE_FILTERS for f in node.find_all(nodes.Filter))
+
+    def _path(self, env: Env, root: str, attrs: tuple[Any, ...]) -> str:
+        code = self.lookup(env, root)
+        start = 0
+        if root not in env.bindings:  # a part of the message: the same for the whole rule
+            for i in range(1, len(attrs) + 1):
+                self.path_uses[(code, attrs[:i])] += 1
+            for i in range(len(attrs), 0, -1):
+                memo = self.shared.get((code, attrs[:i]))
+                if memo is not None:
+                    inner = self._steps(self.lookup(env, root), attrs[:i])
+                    code = f"({memo} if {memo} is not UNSET else ({memo} := {inner}))"
+                    start = i
+                    break
+        return self._steps(code, attrs[start:])
+
+    def _steps(self, code: str, attrs: tuple[Any, ...]) -> str:
+        for attr in attrs:
+            t = self.local()
+            a = self.const(attr)
+            code = f"({t}.get({a}, M) if type({t} := {code}) is dict else _step({t}, {a}))"
+        return code
+
+    def _expression(self, node: nodes.Node, env: Env) -> str:
         path = _as_path(node)
         if path is not None:
-            root, attrs = path
-            code = self.lookup(env, root)
-            for attr in attrs:
-                t = self.local()
-                a = self.const(attr)
-                code = f"({t}.get({a}, M) if type({t} := {code}) is dict else _step({t}, {a}))"
-            return code
+            return self._path(env, *path)
         if isinstance(node, nodes.Const):
             return self.const(node.value)
         if isinstance(node, nodes.Getattr):
@@ -386,6 +456,15 @@ class SourceWriter:
             items = [self.expression(i, env) for i in node.items]
             return f"_lit_list(({', '.join(items)},))" if items else "[]"
         if isinstance(node, nodes.Dict):
+            if node.items and all(isinstance(p.key, nodes.Const) and type(p.key.value) is str
+                                  for p in node.items):
+                keys = tuple(p.key.value for p in node.items)
+                values = [self.expression(p.value, env) for p in node.items]
+                if len(values) == 1:
+                    v = self.local()
+                    return (f"({{{keys[0]!r}: {v}}} if ({v} := {values[0]}) is not None and "
+                            f"type({v}) is not Missing else _EmptiedDict())")
+                return f"_keyed_dict({keys!r}, ({', '.join(values)},))"
             flat = [self.expression(x, env) for pair in node.items for x in (pair.key, pair.value)]
             return f"_lit_dict(({', '.join(flat)},))" if flat else "{}"
         if isinstance(node, (nodes.Filter, nodes.Test)):
@@ -454,6 +533,9 @@ class SourceWriter:
         if not args and not kwargs:
             return f"(M if ({t} := {subject}) is None or type({t}) is Missing else {f}({t}))"
         if not kwargs and len(args) == 1:
+            if isinstance(node.args[0], nodes.Const):  # a constant is never missing
+                return (f"(M if ({t} := {subject}) is None or type({t}) is Missing else "
+                        f"{f}({t}, {args[0]}))")
             a = self.local()
             return (f"(M if ({t} := {subject}) is None or type({t}) is Missing else "
                     f"(M if type({a} := {args[0]}) is Missing else {f}({t}, {a})))")
