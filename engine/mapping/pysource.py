@@ -456,9 +456,10 @@ class SourceWriter:
             items = [self.expression(i, env) for i in node.items]
             return f"_lit_list(({', '.join(items)},))" if items else "[]"
         if isinstance(node, nodes.Dict):
-            if node.items and all(isinstance(p.key, nodes.Const) and type(p.key.value) is str
-                                  for p in node.items):
-                keys = tuple(p.key.value for p in node.items)
+            constants = [p.key.value for p in node.items if isinstance(p.key, nodes.Const)]
+            if node.items and len(constants) == len(node.items) \
+                    and all(type(k) is str for k in constants):
+                keys = tuple(constants)
                 values = [self.expression(p.value, env) for p in node.items]
                 if len(values) == 1:
                     v = self.local()
