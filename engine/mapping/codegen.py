@@ -235,8 +235,8 @@ class _RuleWriter:
         lines.append("    return run")
         source = "\n".join(lines) + "\n"
         namespace: dict[str, Any] = {"__builtins__": SAFE_BUILTINS, **w.globals}
-        compiled = compile(source, f"<rule {rule.name!r} of {self.destination.slug}>", "exec")
-        exec(compiled, namespace)  # noqa: S102 - our own source, of literals and numbered names
+        module = compile(source, f"<rule {rule.name!r} of {self.destination.slug}>", "exec")
+        exec(module, namespace)  # noqa: S102 - our own source, of literals and numbered names
         return RuleCode(source, namespace["factory"], tuple(w.fallbacks))
 
     # -- parts ------------------------------------------------------------------------
