@@ -35,6 +35,7 @@ MESSAGE_FIELDS = frozenset({
 traits): the names a mapping's templates may read from a message."""
 
 _NEEDS = {"track": "event", "group": "groupId"}
+_CALLS = frozenset(CALL_TYPES)
 _BATCH_DEFAULTS = ("context", "integrations")
 
 
@@ -53,13 +54,6 @@ def normalize_event(event: Any) -> dict[str, Any]:
     """
     if not isinstance(event, dict):
         raise EventError(f"an event must be a JSON object, got {_kind(event)}")
-    return _checked(event)
-
-
-_CALLS = frozenset(CALL_TYPES)
-
-
-def _checked(event: dict[str, Any]) -> dict[str, Any]:
     call = event.get("type")
     if type(call) is not str or call not in _CALLS:  # else: the commonest case, at once
         if call is None and "action" in event:

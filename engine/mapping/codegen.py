@@ -19,7 +19,7 @@ and the objects the rule's values need; see pysource.py for what the sandbox gua
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -80,10 +80,18 @@ def _due(value: datetime) -> tuple[Any, datetime | None]:
     return text, parse_datetime(text)
 
 
+def _url_ready(value: Any) -> str | None:
+    """A url made of settings alone, as the request takes it; None when it is not one (the
+    request renders it, and fails, each time)."""
+    if value is UNHOISTED or value is MISSING or not str(value):
+        return None
+    return str(value)
+
+
 _GLOBALS: dict[str, Any] = {
     "RenderError": RenderError, "EventError": EventError, "Request": Request, "Skip": Skip,
     "METHODS": METHODS, "parse_datetime": parse_datetime, "_required_absent": _required_absent,
-    "_hoist": _hoist, "_due": _due, "datetime": datetime, "_jmespath_false": _jmespath_false,
+    "_hoist": _hoist, "_due": _due, "_url_ready": _url_ready, "datetime": datetime, "_jmespath_false": _jmespath_false,
 }
 
 
@@ -322,11 +330,22 @@ class _RuleWriter:
             out.append(f"{ind}    raise EventError({where!r} + 'the method template rendered ' + "
                        f"('nothing' if {method} is M else repr({method})) + "
                        f"{', not one of ' + ', '.join(METHODS)!r})")
-        w.value(out, ind, spec.url, env.bind("settings", "url_settings") if spec.url_secrets
-                else env, url)
-        out.append(f"{ind}if {url} is M or not str({url}):")
-        out.append(f"{ind}    raise EventError({where + 'the url template rendered nothing'!r})")
-        out.append(f"{ind}{url} = str({url})")
+        url_env = env.bind("settings", "url_settings") if spec.url_secrets else env
+        if spec.url.renderer is not None and spec.url.names_used <= {"settings"}:
+            # Made of settings alone: checked, and made text, once per settings.
+            ready = w.local("url_ready")
+            self.prologue.append(f"    {ready} = _url_ready(_hoist({self.const(spec.url)}, "
+                                 f"{url_env.bindings['settings']}))")
+            out.append(f"{ind}if {ready} is not None:")
+            out.append(f"{ind}    {url} = {ready}")
+            out.append(f"{ind}else:")
+            inner = ind + "    "
+        else:
+            inner = ind
+        w.value(out, inner, spec.url, url_env, url)
+        out.append(f"{inner}if {url} is M or not str({url}):")
+        out.append(f"{inner}    raise EventError({where + 'the url template rendered nothing'!r})")
+        out.append(f"{inner}{url} = str({url})")
         if spec.query:
             params = []
             for key, compiled in spec.query:
@@ -413,13 +432,17 @@ class _RuleWriter:
             out.append(f"{inner}    {item} = None")
         into = "None" if spec.batch_into is None else f"({spec.batch_into!r} if {item} is not None else None)"
         secret_query = tuple(query_name for query_name, _ in spec.auth_query)
-        request = (
-            f"Request(destination={slug!r}, rule={spec.name or name!r}, "
-            f"method={method}, url={url}, headers={headers}, encoding={spec.encoding!r}, "
-            f"body={body}, deliver_after={due}, once_key={once_key}, once_window={once_window}, "
-            f"message_id=None if {message_id} is M else str({message_id}), "
-            f"secret_headers=_secret{i}, batch_into={into}, batch_item={item}, "
-            f"stored_url={stored}, secret_query={secret_query!r})")
+        given = {
+            "destination": repr(slug), "rule": repr(spec.name or name), "method": method,
+            "url": url, "headers": headers, "encoding": repr(spec.encoding), "body": body,
+            "deliver_after": due, "once_key": once_key, "once_window": once_window,
+            "message_id": f"None if {message_id} is M else str({message_id})",
+            "secret_headers": f"_secret{i}", "batch_into": into, "batch_item": item,
+            "stored_url": stored, "secret_query": repr(secret_query)}
+        # By position, in the order of Request's fields (a dataclass's keyword arguments
+        # cost twice as much), read from Request itself so that the two cannot disagree.
+        request = f"Request({', '.join(given.pop(f.name) for f in fields(Request))})"
+        assert not given, given
         out.append(ind + sink.format(request))
 
 

@@ -375,6 +375,8 @@ class BoundDestination:
                                                         self._fill_url))
             self._rules.append(bound)
         self._dispatch = Dispatch(destination.rules, self._rules)
+        self._segment = destination.input == "segment"
+        self._accepts = destination.accepts
         self._bulk: tuple[str, dict[str, str]] | None = None
         batch = destination.batch
         if batch is not None:
@@ -451,11 +453,13 @@ class BoundDestination:
     def map(self, event: Any, *, now: datetime | str | None = None) -> list[Outcome]:
         """Map one event; see Destination.map. Normalizes and routes the event first, so
         that the library is safe to use alone."""
-        if self.destination.input == "segment":
+        if self._segment:
             message = normalize_event(event)
-            skip = skip_for(message, self.destination)
-            if skip is not None:
-                return [skip]
+            if message.get("integrations") or self._accepts is not None \
+                    and message["type"] not in self._accepts:  # else nothing can skip it
+                skip = skip_for(message, self.destination)
+                if skip is not None:
+                    return [skip]
             return self.map_message(message, now=now)
         if not isinstance(event, dict):
             raise EventError("the input must be a JSON object")
@@ -466,8 +470,8 @@ class BoundDestination:
         intake does both once for all of a source's destinations), or to a raw input
         object. Raises EventError when a rule rejects it."""
         dest = self.destination
-        when = _clock(now)
-        call = event["type"] if dest.input == "segment" else None
+        when = now if type(now) is datetime and now.tzinfo is not None else _clock(now)
+        call = event["type"] if self._segment else None
         if dest.snake is not None:
             event = dest.snake.apply(event)
         scope: Scope | None = None  # made once, when a rule's `if` or the reason needs it
