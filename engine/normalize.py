@@ -54,6 +54,11 @@ def normalize_event(event: Any) -> dict[str, Any]:
     """
     if not isinstance(event, dict):
         raise EventError(f"an event must be a JSON object, got {_kind(event)}")
+    message: dict[str, Any] = event
+    return _checked(message)
+
+
+def _checked(event: dict[str, Any]) -> dict[str, Any]:
     call = event.get("type")
     if type(call) is not str or call not in _CALLS:  # else: the commonest case, at once
         if call is None and "action" in event:
