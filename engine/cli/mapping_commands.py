@@ -19,7 +19,7 @@ from ..serialization import parse_datetime
 from .common import Progress, events_from
 from .jsonstream import BadJSON
 
-__all__ = ["validate", "map_events", "load_destination", "read_settings"]
+__all__ = ["validate", "map_events", "explain", "load_destination", "read_settings"]
 
 
 def _unmappable(exc: BaseException) -> str:
@@ -40,6 +40,9 @@ def validate(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read configuration {args.config}: {exc}") from None
     for problem in problems:
         print(problem)
+    for destination in destinations.values():
+        for note in destination.notes:  # not problems: these work, by a slower path
+            print(note, file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
         return 1
@@ -124,4 +127,22 @@ def map_events(args: argparse.Namespace) -> int:
         progress.tick(number)
     out.flush()
     progress.done()
+    return 0
+
+
+def explain(args: argparse.Namespace) -> int:
+    """`engine explain SLUG RULE`: the Python function the rule is compiled into when its
+    mapping loads, and the templates Jinja renders in it instead."""
+    destination = load_destination(args.mappings, args.destination)
+    names = [rule.name for rule in destination.rules]
+    if args.rule not in names:
+        raise UsageError(f"{destination.slug} has no rule '{args.rule}' (its rules: {', '.join(names)})")
+    code = destination.codes[names.index(args.rule)] if destination.codes else None
+    if code is None:
+        reasons = [n for n in destination.notes if f"rule {args.rule} runs interpreted" in n]
+        print(f"# rule {args.rule} runs on the interpreted path" + (f": {reasons[0]}" if reasons else ""))
+        return 0
+    sys.stdout.write(code.source)
+    for origin, source in code.fallbacks:
+        print(f"# rendered by Jinja: {origin}: {source!r}")
     return 0

@@ -192,6 +192,7 @@ class SourceWriter:
         """Templates rendered by Jinja: (file:line:col, template)."""
         self.hoisted_expressions: list[tuple[str, str]] = []
         """Settings-only parts of expressions: local name, Python expression."""
+        self._hoisting = False  # writing a settings-only part: its own parts are not hoisted
         self.path_uses: Counter[tuple[str, tuple[Any, ...]]] = Counter()
         """How often each part of the message (a field and keys under it) is read."""
         self.shared: dict[tuple[str, tuple[Any, ...]], str] = {}
@@ -396,10 +397,14 @@ class SourceWriter:
     def expression(self, node: nodes.Node, env: Env) -> str:
         """A Python expression for one Jinja expression node; _Untranslatable where
         templates._translate would raise it."""
-        if self._settings_only(node, env):
+        if not self._hoisting and self._settings_only(node, env):
             # Computed once per settings when the rule is bound; if it fails there, here,
             # each time, as the closure does.
-            code = self._expression(node, env)
+            self._hoisting = True
+            try:
+                code = self._expression(node, env)
+            finally:
+                self._hoisting = False
             local = self.local("hx")
             self.hoisted_expressions.append((local, code))
             return f"({local} if {local} is not UNHOISTED else {code})"
