@@ -21,16 +21,9 @@ __all__ = ["parse_datetime", "format_datetime", "to_json", "json_default", "form
 def parse_datetime(value: Any) -> datetime | None:
     """ISO 8601 text (a trailing Z allowed) or epoch seconds to an aware UTC datetime;
     None for anything else."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        try:
-            return datetime.fromtimestamp(value, timezone.utc)
-        except (OverflowError, OSError, ValueError):  # outside the years 1 to 9999
+    if isinstance(value, str):  # first: the commonest
+        if not value:
             return None
-    if isinstance(value, str) and value:
         last = _last_parsed
         if last[0] == value:  # the same text again (several filters of one event read it)
             return last[1]
@@ -47,6 +40,15 @@ def parse_datetime(value: Any) -> datetime | None:
                 parsed = parsed.replace(tzinfo=timezone.utc)
         _remember_parsed(value, parsed)
         return parsed
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            return datetime.fromtimestamp(value, timezone.utc)
+        except (OverflowError, OSError, ValueError):  # outside the years 1 to 9999
+            return None
     return None
 
 

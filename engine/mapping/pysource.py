@@ -33,6 +33,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 
 from ..errors import RenderError
 from .bounds import MAX_OUTPUT, bounded_binop
+from .functions import TESTS
 from .missing import MISSING, Missing, MissingValue
 from .shapes import DictShape, DirectiveShape, LeafShape, ListShape
 from .templates import (
@@ -158,6 +159,8 @@ SAFE_BUILTINS: dict[str, Any] = {
 """The builtins a generated module sees (all it uses)."""
 
 _LITERALS = (str, int, bool, type(None))
+_PRESENT = TESTS["present"]
+_MISSING_TEST = TESTS["missing"]
 
 
 @dataclass
@@ -532,10 +535,14 @@ class SourceWriter:
         kwargs = [(str(k.key), self.expression(k.value, env)) for k in node.kwargs]
         if not all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in kwargs):
             raise _Untranslatable("keyword argument")
+        t = self.local()
         if not propagate:
+            if func is _PRESENT and not args and not kwargs:  # functions.is_missing, inline
+                return f"(not (({t} := {subject}) is None or isinstance({t}, Undefined)))"
+            if func is _MISSING_TEST and not args and not kwargs:
+                return f"(({t} := {subject}) is None or isinstance({t}, Undefined))"
             given = ", ".join([subject, *args, *(f"{k}={v}" for k, v in kwargs)])
             return f"{f}({given})"
-        t = self.local()
         if not args and not kwargs:
             return f"(M if ({t} := {subject}) is None or type({t}) is Missing else {f}({t}))"
         if not kwargs and len(args) == 1:
