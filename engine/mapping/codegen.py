@@ -35,7 +35,7 @@ from .templates import Compiled
 if TYPE_CHECKING:
     from .destination import Destination, RequestSpec, Rule
 
-__all__ = ["RuleCode", "RuleFunction", "generate"]
+__all__ = ["RuleCode", "RuleFunction", "generate", "generate_values"]
 
 RuleFunction = Callable[[dict[str, Any], datetime, "str | bool", "dict[str, Any] | None"],
                         list[Outcome]]
@@ -49,7 +49,8 @@ class RuleCode:
     set of settings, and the templates it leaves to Jinja (file:line:col, template)."""
 
     source: str
-    factory: Callable[..., RuleFunction]
+    factory: Callable[..., Any]
+    """Given (public settings, url settings, the bound rule, fill_url): the function."""
     fallbacks: tuple[tuple[str, str], ...]
 
 
@@ -217,35 +218,48 @@ class _RuleWriter:
         return self._assemble()
 
     def _assemble(self) -> RuleCode:
-        rule, w = self.rule, self.w
+        rule = self.rule
         lines = [f"# rule {self.rule.name!r} of {self.destination.slug!r}: generated when the "
                  "mapping loaded",
                  "def factory(settings, url_settings, bound, fill_url):"]
-        lines += self.prologue
-        for local, compiled, settings in w.hoisted:
-            lines.append(f"    {local} = _hoist({self.const(compiled)}, {settings})")
-        for local, code in w.hoisted_expressions:
-            lines += ["    try:", f"        {local} = {code}", "    except Exception:",
-                      f"        {local} = UNHOISTED"]
+        lines += self._hoisted_lines()
         lines.append("")
         lines.append("    def run(event, now, matched, pre):")
         if rule.snake is not None:
             lines.append(f"        event = {self.const(rule.snake)}.apply(event)")
         lines.append("        try:")
-        for field_name, local in w.fields.items():
-            lines.append(f"            {local} = event.get({field_name!r}, M)")
-        if w.shared:
-            lines.append(f"            {' = '.join(w.shared.values())} = UNSET")
+        lines += self._field_lines()
         lines += self.body
         lines.append("        except RenderError as _error:")
         prefix = f"{self.destination.slug}: rule {rule.name}: "
         lines.append(f"            raise EventError({prefix!r} + str(_error)) from None")
         lines.append("    return run")
-        source = "\n".join(lines) + "\n"
-        namespace: dict[str, Any] = {"__builtins__": SAFE_BUILTINS, **w.globals}
-        module = compile(source, f"<rule {rule.name!r} of {self.destination.slug}>", "exec")
+        return self._compiled("\n".join(lines) + "\n",
+                              f"<rule {rule.name!r} of {self.destination.slug}>")
+
+    def _hoisted_lines(self) -> list[str]:
+        """The factory's lines: what the function needs, once per settings."""
+        lines = list(self.prologue)
+        for local, compiled, settings in self.w.hoisted:
+            lines.append(f"    {local} = _hoist({self.const(compiled)}, {settings})")
+        for local, code in self.w.hoisted_expressions:
+            lines += ["    try:", f"        {local} = {code}", "    except Exception:",
+                      f"        {local} = UNHOISTED"]
+        return lines
+
+    def _field_lines(self) -> list[str]:
+        """The message's fields read once, and the remembered parts not read yet."""
+        lines = [f"            {local} = event.get({name!r}, M)"
+                 for name, local in self.w.fields.items()]
+        if self.w.shared:
+            lines.append(f"            {' = '.join(self.w.shared.values())} = UNSET")
+        return lines
+
+    def _compiled(self, source: str, filename: str) -> RuleCode:
+        namespace: dict[str, Any] = {"__builtins__": SAFE_BUILTINS, **self.w.globals}
+        module = compile(source, filename, "exec")
         exec(module, namespace)  # noqa: S102 - our own source, of literals and numbered names
-        return RuleCode(source, namespace["factory"], tuple(w.fallbacks))
+        return RuleCode(source, namespace["factory"], tuple(self.w.fallbacks))
 
     # -- parts ------------------------------------------------------------------------
 
@@ -444,6 +458,48 @@ class _RuleWriter:
         request = f"Request({', '.join(given.pop(f.name) for f in fields(Request))})"
         assert not given, given
         out.append(ind + sink.format(request))
+
+
+class _ValuesWriter(_RuleWriter):
+    """The file's values as one generated function: (message, now) -> the scope the
+    interpreted path makes (destination.BoundDestination._scope), for `when.if` and the
+    unmatched reason."""
+
+    def __init__(self, destination: "Destination") -> None:
+        super().__init__(destination, None)  # type: ignore[arg-type]
+
+    def write(self) -> RuleCode:
+        w, out, ind = self.w, self.body, "        "
+        env = Env({"message": "event", "settings": "settings", "now": "now"})
+        for name, compiled in self.destination.values:
+            local = w.local("fv")
+            w.value(out, ind, compiled, env, local)
+            env = env.bind(name, local)
+        out.append(f"{ind}scope = dict(event)")
+        for name, expression in env.bindings.items():
+            out.append(f"{ind}scope[{name!r}] = {expression}")
+        out.append(f"{ind}return scope")
+        lines = [f"# the values of {self.destination.slug!r}: generated when the mapping loaded",
+                 "def factory(settings, url_settings, bound, fill_url):"]
+        lines += self._hoisted_lines()
+        lines.append("")
+        lines.append("    def run(event, now):")
+        lines += [line[4:] for line in self._field_lines()]
+        lines += out
+        lines.append("    return run")
+        return self._compiled("\n".join(lines) + "\n", f"<values of {self.destination.slug}>")
+
+
+def generate_values(destination: "Destination") -> RuleCode | None:
+    """The file's values as one generated function, or None when it has none."""
+    if not destination.values:
+        return None
+    first = _ValuesWriter(destination)
+    first.write()
+    second = _ValuesWriter(destination)
+    second.w.shared = {key: f"_m{i}" for i, key in
+                       enumerate(k for k, uses in first.w.path_uses.items() if uses > 1)}
+    return second.write()
 
 
 def generate(destination: "Destination", rule: "Rule") -> RuleCode:

@@ -9,7 +9,7 @@ import regex
 from ..errors import Location, Problem
 from ..normalize import MESSAGE_FIELDS
 from ..outcomes import METHODS
-from .codegen import RuleCode, generate
+from .codegen import RuleCode, generate, generate_values
 from .destination import (
     FORM_TYPE,
     JSON_TYPE,
@@ -525,6 +525,16 @@ def compile_destination(data: dict[str, Any], view: SourceView) -> tuple[Destina
     if problems:
         return None, problems
     destination.codes, destination.notes = _generated(destination)
+    try:
+        destination.values_code = generate_values(destination)
+    except Exception as exc:  # noqa: BLE001 - a generator bug must not stop a mapping
+        destination.notes += (f"{destination.file}: warning: the file's values are computed "
+                              f"interpreted: the code generator failed ({type(exc).__name__}: "
+                              f"{exc})",)
+    if destination.values_code is not None:
+        destination.notes += tuple(
+            f"{origin}: warning: rendered by Jinja, not by generated code (values): {source!r}"
+            for origin, source in destination.values_code.fallbacks)
     return destination, problems
 
 

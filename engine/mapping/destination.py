@@ -265,6 +265,8 @@ class Destination:
     the generator could not write (it is interpreted; `notes` says why)."""
     notes: tuple[str, ...] = ()
     """Warnings for `validate`: templates Jinja renders instead of generated code."""
+    values_code: "RuleCode | None" = None
+    """The file's values as one generated function (None: no values, or interpreted)."""
     generated: bool = field(default_factory=lambda: generated_by_default())
     """Run the generated functions; False runs the interpreted path (the reference)."""
     _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
@@ -375,6 +377,12 @@ class BoundDestination:
                                                         self._fill_url))
             self._rules.append(bound)
         self._dispatch = Dispatch(destination.rules, self._rules)
+        # The file's values, for `when.if` and the unmatched reason: generated, or the
+        # interpreted path's.
+        self._make_scope = self._scope
+        if generated and destination.values_code is not None:
+            self._make_scope = destination.values_code.factory(public, self._url_settings, None,
+                                                               self._fill_url)
         self._segment = destination.input == "segment"
         self._accepts = destination.accepts
         self._bulk: tuple[str, dict[str, str]] | None = None
@@ -482,7 +490,7 @@ class BoundDestination:
                     continue
                 if rule.when_if is not None:
                     if scope is None:
-                        scope = self._scope(event, when)
+                        scope = self._make_scope(event, when)
                     if not _holds(self._c(rule.when_if), scope):
                         continue
             except RenderError as exc:
@@ -495,7 +503,7 @@ class BoundDestination:
         if dest.unmatched is None:
             return [Skip(dest.slug, default)]
         try:
-            reason = _text(dest.unmatched, scope or self._scope(event, when), default)
+            reason = _text(dest.unmatched, scope or self._make_scope(event, when), default)
         except RenderError:
             reason = default
         return [Skip(dest.slug, reason)]

@@ -117,7 +117,8 @@ def test_generated_code_names_only_its_helpers(slug: str) -> None:
     (the sandbox's own functions, the filters Jinja's sandboxed environment holds, the
     engine's outcome types), a numbered constant, a harmless builtin, or one of the
     attributes above: nothing a template could not reach through the sandbox."""
-    for code in DESTINATIONS[slug].codes:
+    dest = DESTINATIONS[slug]
+    for code in (*dest.codes, *([dest.values_code] if dest.values else [])):
         assert isinstance(code, RuleCode)
         namespace = code.factory.__globals__
         assert namespace["__builtins__"] is SAFE_BUILTINS
