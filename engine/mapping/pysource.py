@@ -83,6 +83,11 @@ class Unset:
 UNSET = Unset()
 
 _IMPURE_FILTERS = frozenset({"random"})
+
+_FINAL_FILTERS = frozenset({"digest", "sha256", "b64encode", "tojson", "isoformat", "format_date",
+                            "unix", "unix_ms", "unix_us", "path_segment"})
+"""Filters whose result is text within the size bound, or a number, or missing: what
+templates._guard would make of it is that result itself (see SourceWriter._final)."""
 """Filters whose result is not a function of their arguments: never computed once for many
 events."""
 
@@ -159,6 +164,7 @@ SAFE_BUILTINS: dict[str, Any] = {
 """The builtins a generated module sees (all it uses)."""
 
 _LITERALS = (str, int, bool, type(None))
+_ORDERINGS = {"lt": "<", "lteq": "<=", "gt": ">", "gteq": ">="}
 _PRESENT = TESTS["present"]
 _MISSING_TEST = TESTS["missing"]
 
@@ -299,12 +305,13 @@ class SourceWriter:
         shown = self.const(f"{where}template {_shown(shape.source)}")
         out.append(f"{indent}try:")
         out.append(f"{indent}    {target} = {expression}")
-        # templates._guard's check of a result, with the types _leaf returns unchanged
-        # decided here, without the call.
-        plain = "PLAIN_OR_TIME" if keep_time else "PLAIN"
-        out.append(f"{indent}    if (len({target}) > MAX_OUTPUT if type({target}) is str "
-                   f"else type({target}) not in {plain}):")
-        out.append(f"{indent}        {target} = _leaf({target})")
+        if not (shape.single and self._final(shape.parts[0])):
+            # templates._guard's check of a result, with the types _leaf returns unchanged
+            # decided here, without the call.
+            plain = "PLAIN_OR_TIME" if keep_time else "PLAIN"
+            out.append(f"{indent}    if (len({target}) > MAX_OUTPUT if type({target}) is str "
+                       f"else type({target}) not in {plain}):")
+            out.append(f"{indent}        {target} = _leaf({target})")
         out.append(f"{indent}except Exception as _e:")
         out.append(f"{indent}    {target} = _failed(_e, {shown})")
 
@@ -413,6 +420,21 @@ class SourceWriter:
             return f"({local} if {local} is not UNHOISTED else {code})"
         return self._expression(node, env)
 
+    @staticmethod
+    def _final(node: nodes.Node) -> bool:
+        """Is the expression's value already what templates._guard would make of it? Text
+        joined by `~` (its size checked as it is made), and the filters of _FINAL_FILTERS,
+        when a missing value makes them missing (text of a bounded size, a number, or
+        missing)."""
+        if isinstance(node, nodes.Concat):
+            return True
+        if isinstance(node, nodes.Filter) and node.name in _FINAL_FILTERS:
+            try:
+                return call_target(node)[1]
+            except _Untranslatable:
+                return False
+        return False
+
     def _settings_only(self, node: nodes.Node, env: Env) -> bool:
         if isinstance(node, (nodes.Const, nodes.Name)):
             return False  # nothing to save
@@ -515,6 +537,13 @@ class SourceWriter:
                 return f"({first} == {right})"
             if op == "ne":
                 return f"({first} != {right})"
+            if op in _ORDERINGS:
+                # templates._ordering, inline: both sides computed, in order (`|` does not
+                # stop early), then missing if either is null or missing.
+                a, b = self.local(), self.local()
+                return (f"(M if ((({a} := {first}) is None) | (({b} := {right}) is None) | "
+                        f"isinstance({a}, Undefined) | isinstance({b}, Undefined)) "
+                        f"else ({a} {_ORDERINGS[op]} {b}))")
             return f"{self.const(_COMPARE[op])}({first}, {right})"
         # A chain: each operand computed only while the comparisons before it hold, and
         # the result is True or False (templates._translate's `chain`).
