@@ -305,7 +305,9 @@ class SourceWriter:
         shown = self.const(f"{where}template {_shown(shape.source)}")
         out.append(f"{indent}try:")
         out.append(f"{indent}    {target} = {expression}")
-        if not (shape.single and self._final(shape.parts[0])):
+        first = shape.parts[0] if shape.single else None
+        message = isinstance(first, nodes.Name) and env.bindings.get(first.name) == "event"
+        if not (first is not None and (message or self._final(first))):  # the message: a dict
             # templates._guard's check of a result, with the types _leaf returns unchanged
             # decided here, without the call.
             plain = "PLAIN_OR_TIME" if keep_time else "PLAIN"
