@@ -15,11 +15,10 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import regex
-
 from jinja2 import Undefined
 from jmespath import functions as jp_functions
 
-from ..serialization import json_default, parse_datetime, format_datetime, to_json
+from ..serialization import format_datetime, json_default, parse_datetime, to_json
 from .casing import snake_case, snake_case_keys
 from .missing import MISSING, Missing, MissingValue, is_missing
 

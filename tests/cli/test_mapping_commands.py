@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.builders import shipped_slugs, write
 from tests.support.cli import lines, run
 from tests.support.paths import ROOT
-from tests.support.builders import shipped_slugs, write
 
 CALIXA = ["--destination", "calixa", "--setting", "api_key=calixa-secret-key",
           "--setting", "endpoint=https://calixa.example/in", "--now", "2024-01-01T00:00:00Z"]
