@@ -40,14 +40,14 @@ def validate(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read configuration {args.config}: {exc}") from None
     for problem in problems:
         print(problem)
-    for destination in destinations.values():
-        for note in destination.notes:  # not problems: these work, by a slower path
-            print(note, file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
         return 1
     print(f"ok: {len(destinations)} destination{'s' if len(destinations) != 1 else ''} valid",
           file=sys.stderr)
+    for destination in destinations.values():
+        for note in destination.notes:  # after the verdict: these work, by a slower path
+            print(note, file=sys.stderr)
     return 0
 
 
