@@ -137,7 +137,8 @@ def explain(args: argparse.Namespace) -> int:
     names = [rule.name for rule in destination.rules]
     if args.rule not in names:
         raise UsageError(f"{destination.slug} has no rule '{args.rule}' (its rules: {', '.join(names)})")
-    code = destination.codes[names.index(args.rule)] if destination.codes else None
+    rule = destination.rules[names.index(args.rule)]
+    code = next((c for c in destination.codes if c is not None and c.made_from is rule), None)
     if code is None:
         reasons = [n for n in destination.notes if f"rule {args.rule} runs interpreted" in n]
         print(f"# rule {args.rule} runs on the interpreted path" + (f": {reasons[0]}" if reasons else ""))

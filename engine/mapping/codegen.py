@@ -52,6 +52,10 @@ class RuleCode:
     factory: Callable[..., Any]
     """Given (public settings, url settings, the bound rule, fill_url): the function."""
     fallbacks: tuple[tuple[str, str], ...]
+    made_from: Any = None
+    """The very rule (or the file's values) the code was written for: a destination
+    changed since (dataclasses.replace) runs a rule whose code was not written for it
+    interpreted."""
 
 
 def _hoist(compiled: Compiled, settings: dict[str, Any]) -> Any:
@@ -259,7 +263,8 @@ class _RuleWriter:
         namespace: dict[str, Any] = {"__builtins__": SAFE_BUILTINS, **self.w.globals}
         module = compile(source, filename, "exec")
         exec(module, namespace)  # noqa: S102 - our own source, of literals and numbered names
-        return RuleCode(source, namespace["factory"], tuple(self.w.fallbacks))
+        made_from = self.rule if self.rule is not None else self.destination.values
+        return RuleCode(source, namespace["factory"], tuple(self.w.fallbacks), made_from)
 
     # -- parts ------------------------------------------------------------------------
 

@@ -330,8 +330,11 @@ class BoundDestination:
         # The url's view of the settings: a secret one is a placeholder, put in at send time.
         self._url_settings = {**public, **{name: f"{{secret:{name}}}" for name in secret}}
         url_base: Scope = {"settings": self._url_settings}
-        codes = destination.codes if generated else ()
-        for number, rule in enumerate(destination.rules):
+        # Each rule's code, found by the rule itself (not its position: a destination made
+        # by dataclasses.replace may hold other rules than those the code was written for).
+        codes = {id(c.made_from): c for c in destination.codes if c is not None} \
+            if generated else {}
+        for rule in destination.rules:
             auths, queries = [], []
             for spec in rule.requests:
                 headers = {}
@@ -371,8 +374,8 @@ class BoundDestination:
                 tuple(auths), tuple(queries),
                 tuple(self._static_headers(spec, auth)
                       for spec, auth in zip(rule.requests, auths, strict=True)))
-            code = codes[number] if number < len(codes) else None
-            if code is not None:
+            code = codes.get(id(rule))
+            if code is not None and code.made_from is rule:
                 bound = replace(bound, run=code.factory(public, self._url_settings, bound,
                                                         self._fill_url))
             self._rules.append(bound)
@@ -380,7 +383,8 @@ class BoundDestination:
         # The file's values, for `when.if` and the unmatched reason: generated, or the
         # interpreted path's.
         self._make_scope = self._scope
-        if generated and destination.values_code is not None:
+        if generated and destination.values_code is not None \
+                and destination.values_code.made_from is destination.values:
             self._make_scope = destination.values_code.factory(public, self._url_settings, None,
                                                                self._fill_url)
         self._segment = destination.input == "segment"

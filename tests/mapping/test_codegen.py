@@ -148,3 +148,17 @@ def test_text_from_the_mapping_never_becomes_code(tmp_path: Any) -> None:
     assert isinstance(request, engine.Request)
     assert request.body == {'k"ey\n': "1", "kb": "v'); import os #"}
     assert request.headers["X-'); import os #"] == "\n'); import os #"
+
+
+def test_a_destination_changed_after_load_runs_its_rules_interpreted() -> None:
+    """Code runs only for the very rule it was written for (not by position)."""
+    import dataclasses
+
+    calixa = DESTINATIONS["calixa"]
+    changed = dataclasses.replace(calixa, rules=tuple(r for r in calixa.rules if r.name != "identify"))
+    event = {"type": "group", "groupId": "g1", "userId": "u1", "messageId": "m1"}
+    settings = {"api_key": "k", "endpoint": "https://c.example/in"}
+    bound = changed.bind(settings)
+    assert all(b.run is not None for b in bound._rules)  # the others keep their code
+    assert outcomes(changed, event, settings, None, True) == outcomes(changed, event, settings, None, False)
+    assert outcomes(changed, dict(event, type="identify"), settings, None, True).startswith("[('Skip'")
