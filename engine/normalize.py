@@ -35,6 +35,7 @@ MESSAGE_FIELDS = frozenset({
 traits): the names a mapping's templates may read from a message."""
 
 _NEEDS = {"track": "event", "group": "groupId"}
+_CALLS = frozenset(CALL_TYPES)
 _BATCH_DEFAULTS = ("context", "integrations")
 
 
@@ -53,22 +54,26 @@ def normalize_event(event: Any) -> dict[str, Any]:
     """
     if not isinstance(event, dict):
         raise EventError(f"an event must be a JSON object, got {_kind(event)}")
-    return _checked(event)
+    message: dict[str, Any] = event
+    return _checked(message)
 
 
 def _checked(event: dict[str, Any]) -> dict[str, Any]:
     call = event.get("type")
-    if call is None and "action" in event:
-        call = event["action"]
-        event = {("type" if k == "action" else k): v for k, v in event.items()}
-    if call is None:
-        raise EventError("the event has no 'type' (one of: " + ", ".join(CALL_TYPES) + ")")
-    if not isinstance(call, str) or call.lower() not in CALL_TYPES:
-        raise EventError(f"unknown event type {call!r}; expected one of: " + ", ".join(CALL_TYPES))
-    if call != call.lower():
-        event = {**event, "type": call.lower()}
-        call = call.lower()
-    if not (_present(event.get("userId")) or _present(event.get("anonymousId"))):
+    if type(call) is not str or call not in _CALLS:  # else: the commonest case, at once
+        if call is None and "action" in event:
+            call = event["action"]
+            event = {("type" if k == "action" else k): v for k, v in event.items()}
+        if call is None:
+            raise EventError("the event has no 'type' (one of: " + ", ".join(CALL_TYPES) + ")")
+        if not isinstance(call, str) or call.lower() not in CALL_TYPES:
+            raise EventError(f"unknown event type {call!r}; expected one of: " + ", ".join(CALL_TYPES))
+        if call != call.lower():
+            event = {**event, "type": call.lower()}
+            call = call.lower()
+    user_id = event.get("userId")
+    if not ((type(user_id) is str and user_id.strip() != "") or _present(user_id)
+            or _present(event.get("anonymousId"))):
         article = "an" if call[:1] in "aeiou" else "a"
         raise EventError(f"{article} {call} event needs a userId or an anonymousId")
     needed = _NEEDS.get(call)

@@ -20,9 +20,11 @@ SECRET_PLACEHOLDER = re.compile(r"\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
 """How a secret setting inserted in a url is stored: `{secret:NAME}`."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One outbound HTTP request, ready to preview or deliver.
+    """One outbound HTTP request, ready to preview or deliver. Read-only by convention
+    (not frozen, because a frozen dataclass sets each of its sixteen fields through
+    object.__setattr__, which tripled the cost of making one on the per-event path).
 
     `secret_headers` names the headers rendered from secret settings (authentication): they
     are never stored, and delivery renders them again from the current settings.

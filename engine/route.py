@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Protocol, TypeVar
 
 from .outcomes import Skip
 
-__all__ = ["Routable", "route", "is_enabled"]
+__all__ = ["Routable", "route", "skip_for", "is_enabled"]
 
 
 class Routable(Protocol):
@@ -36,23 +36,32 @@ D = TypeVar("D", bound=Routable)
 def route(message: Mapping[str, Any], destinations: Iterable[D]) -> tuple[list[D], list[Skip]]:
     """Split `destinations` into those that get `message` (a normalized Segment message)
     and the skips of those that do not."""
-    integrations = message.get("integrations")
-    call = message["type"]
     targets: list[D] = []
     skips: list[Skip] = []
     for destination in destinations:
         if destination.input != "segment":
             continue
-        if not is_enabled(integrations, destination.name):
-            skips.append(Skip(destination.slug, f"the event's integrations object turns "
-                                                f"{destination.name} off", code="integrations_off"))
-        elif destination.accepts is not None and call not in destination.accepts:
-            accepted = ", ".join(sorted(destination.accepts))
-            skips.append(Skip(destination.slug, f"{destination.name} does not accept {call} calls "
-                                                f"(it accepts {accepted})", code="not_accepted"))
-        else:
+        skip = skip_for(message, destination)
+        if skip is None:
             targets.append(destination)
+        else:
+            skips.append(skip)
     return targets, skips
+
+
+def skip_for(message: Mapping[str, Any], destination: Routable) -> Skip | None:
+    """Why a Segment-input destination does not get `message`, or None when it does."""
+    integrations = message.get("integrations")
+    if integrations and not is_enabled(integrations, destination.name):
+        return Skip(destination.slug, f"the event's integrations object turns "
+                                      f"{destination.name} off", code="integrations_off")
+    accepts = destination.accepts
+    call = message["type"]
+    if accepts is not None and call not in accepts:
+        accepted = ", ".join(sorted(accepts))
+        return Skip(destination.slug, f"{destination.name} does not accept {call} calls "
+                                      f"(it accepts {accepted})", code="not_accepted")
+    return None
 
 
 def is_enabled(integrations: Mapping[str, Any] | None, destination: str) -> bool:

@@ -1,5 +1,5 @@
-"""The command line: `python -m engine COMMAND` (validate, test, init, describe, map, enqueue,
-deliver, dead-letters, serve, recorded); README.md documents each one and its output.
+"""The command line: `python -m engine COMMAND` (validate, test, init, describe, explain, map,
+enqueue, deliver, dead-letters, serve, recorded); README.md documents each one and its output.
 
 Each command lives in a module of its own kind, imported when the command runs, so that a
 light command (`dead-letters`, `validate`) never loads the web framework or the HTTP client.
@@ -150,6 +150,14 @@ def _parser() -> argparse.ArgumentParser:
     map_.add_argument("--show-secrets", action="store_true", help="do not redact secret settings")
     map_.add_argument("files", nargs="*", metavar="FILE", help="event files (default: stdin)")
     map_.set_defaults(handler=_command("mapping_commands", "map_events"))
+
+    explain = sub.add_parser("explain", help="print the Python function a rule is compiled into")
+    explain.add_argument("destination", metavar="SLUG", help="the destination's slug")
+    explain.add_argument("rule", metavar="RULE", help="the rule's name")
+    explain.add_argument("--mappings", metavar="DIR",
+                         help="where the mapping files are (default: ./mappings, or the "
+                              "mappings shipped with the engine when there is none)")
+    explain.set_defaults(handler=_command("mapping_commands", "explain"))
 
     enqueue = sub.add_parser("enqueue", help="map events for a source and store them in the outbox")
     config_option(enqueue)

@@ -19,7 +19,7 @@ from ..serialization import parse_datetime
 from .common import Progress, events_from
 from .jsonstream import BadJSON
 
-__all__ = ["validate", "map_events", "load_destination", "read_settings"]
+__all__ = ["validate", "map_events", "explain", "load_destination", "read_settings"]
 
 
 def _unmappable(exc: BaseException) -> str:
@@ -45,6 +45,9 @@ def validate(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: {len(destinations)} destination{'s' if len(destinations) != 1 else ''} valid",
           file=sys.stderr)
+    for destination in destinations.values():
+        for note in destination.notes:  # after the verdict: these work, by a slower path
+            print(note, file=sys.stderr)
     return 0
 
 
@@ -124,4 +127,23 @@ def map_events(args: argparse.Namespace) -> int:
         progress.tick(number)
     out.flush()
     progress.done()
+    return 0
+
+
+def explain(args: argparse.Namespace) -> int:
+    """`engine explain SLUG RULE`: the Python function the rule is compiled into when its
+    mapping loads, and the templates Jinja renders in it instead."""
+    destination = load_destination(args.mappings, args.destination)
+    names = [rule.name for rule in destination.rules]
+    if args.rule not in names:
+        raise UsageError(f"{destination.slug} has no rule '{args.rule}' (its rules: {', '.join(names)})")
+    rule = destination.rules[names.index(args.rule)]
+    code = next((c for c in destination.codes if c is not None and c.made_from is rule), None)
+    if code is None:
+        reasons = [n for n in destination.notes if f"rule {args.rule} runs interpreted" in n]
+        print(f"# rule {args.rule} runs on the interpreted path" + (f": {reasons[0]}" if reasons else ""))
+        return 0
+    sys.stdout.write(code.source)
+    for origin, source in code.fallbacks:
+        print(f"# rendered by Jinja: {origin}: {source!r}")
     return 0

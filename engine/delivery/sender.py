@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Mapping
-from urllib.parse import urlencode
 
 import aiohttp
 import orjson
 
 from ..config import DeliveryConfig
+from ..serialization import form_encode
 from .outbox import Job
 
 __all__ = ["Attempt", "send", "exchange", "client_session", "backoff", "retry_after_seconds", "is_retryable",
@@ -99,7 +99,7 @@ def _body(job: Job, headers: dict[str, str]) -> bytes | None:
     form = job.encoding == "form"
     if not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = _FORM if form else _JSON
-    return urlencode(job.body).encode("ascii") if form else orjson.dumps(job.body)
+    return form_encode(job.body) if form else orjson.dumps(job.body)
 
 
 def client_session(connections: int, per_destination: int) -> aiohttp.ClientSession:

@@ -18,7 +18,6 @@ as Engage sends audience keys) comes back unchanged.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Any, Collection
 
 __all__ = ["snake_case", "snake_case_keys"]
@@ -35,9 +34,21 @@ CACHED_LENGTH = 256
 longer ones, which no real trait has and any client can send, are converted each time."""
 
 
+_REMEMBERED: dict[str, str] = {}
+_REMEMBERED_MOST = 4096
+
+
 def snake_case(text: str) -> str:
     """Return `text` in snake_case (see the module docstring for the exact rules)."""
-    return _remembered(text) if len(text) <= CACHED_LENGTH else _snake_case(text)
+    found = _REMEMBERED.get(text)
+    if found is not None:
+        return found
+    result = _snake_case(text)
+    if len(text) <= CACHED_LENGTH:
+        if len(_REMEMBERED) >= _REMEMBERED_MOST:
+            _REMEMBERED.clear()  # bounded, simply: keys that keep coming back return at once
+        _REMEMBERED[text] = result
+    return result
 
 
 def _snake_case(text: str) -> str:
@@ -48,15 +59,28 @@ def _snake_case(text: str) -> str:
     return "_".join(w.lower() for w in words)
 
 
-_remembered = lru_cache(maxsize=4096)(_snake_case)
-
-
 def snake_case_keys(mapping: dict[Any, Any], keep: Collection[Any] = ()) -> dict[Any, Any]:
     """The mapping with its keys in snake_case, except those in `keep` (and non-text keys).
 
     Two keys that become the same (`total billed` and `total_billed`) keep one value,
     predictably: the key that was already written in snake_case wins, whatever the order
-    the keys came in; between two keys that both change, the first one wins."""
+    the keys came in; between two keys that both change, the first one wins.
+
+    When no key changes (Engage's keys, and most traits, are snake_case already), the
+    mapping itself is returned, not a copy: nothing the engine does modifies a mapping."""
+    remembered = _REMEMBERED
+    for key in mapping:
+        if key in keep:
+            continue
+        renamed = remembered.get(key)  # the commonest case, without a call
+        if renamed is None:
+            if not isinstance(key, str):
+                continue
+            renamed = snake_case(key)
+        if renamed != key:
+            break
+    else:
+        return mapping
     out: dict[Any, Any] = {}
     for key, value in mapping.items():
         if not isinstance(key, str) or key in keep:

@@ -9,6 +9,7 @@ import regex
 from ..errors import Location, Problem
 from ..normalize import MESSAGE_FIELDS
 from ..outcomes import METHODS
+from .codegen import RuleCode, generate, generate_values
 from .destination import (
     FORM_TYPE,
     JSON_TYPE,
@@ -20,8 +21,8 @@ from .destination import (
     Rule,
     SnakeCaseRule,
     example_key,
-    normalize_name,
 )
+from .dispatch import normalize_name
 from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .functions import compile_regex
 from .schema import Renumbering, check_document, original_path, usable_part
@@ -579,5 +580,40 @@ def compile_destination(data: dict[str, Any], view: SourceView) -> tuple[Destina
     places = {p.location for p in problems}
     # A part the schema refused and its compile problem are one problem, reported once.
     problems += [p for p in compiler.problems if p.location not in places]
-    return (None if problems else destination), problems
+    if problems:
+        return None, problems
+    destination.codes, destination.notes = _generated(destination)
+    try:
+        destination.values_code = generate_values(destination)
+    except Exception as exc:  # noqa: BLE001 - a generator bug must not stop a mapping
+        destination.notes += (f"{destination.file}: warning: the file's values are computed "
+                              f"interpreted: the code generator failed ({type(exc).__name__}: "
+                              f"{exc})",)
+    if destination.values_code is not None:
+        destination.notes += tuple(
+            f"{origin}: warning: rendered by Jinja, not by generated code (values): {source!r}"
+            for origin, source in destination.values_code.fallbacks)
+    return destination, problems
+
+
+def _generated(destination: Destination) -> tuple[tuple[RuleCode | None, ...], tuple[str, ...]]:
+    """Each rule's generated function, and the notes `validate` shows: which templates
+    Jinja renders instead, and any rule the generator could not write (it is interpreted,
+    which is always correct, only slower)."""
+    codes: list[RuleCode | None] = []
+    notes: list[str] = []
+    for rule in destination.rules:
+        try:
+            code = generate(destination, rule)
+        except Exception as exc:  # noqa: BLE001 - a generator bug must not stop a mapping
+            codes.append(None)
+            notes.append(f"{destination.file}: warning: rule {rule.name} runs interpreted: the "
+                         f"code generator failed ({type(exc).__name__}: {exc})")
+            continue
+        codes.append(code)
+        for origin, source in code.fallbacks:
+            shown = source if len(source) <= 80 else source[:77] + "..."
+            notes.append(f"{origin}: warning: rendered by Jinja, not by generated code "
+                         f"(rule {rule.name}): {shown!r}")
+    return tuple(codes), tuple(dict.fromkeys(notes))
 

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
-from urllib.parse import quote, urlencode
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from urllib.parse import quote
 
 from ..errors import EventError, Location, RenderError, SettingsError
 from ..normalize import normalize_event
 from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
-from ..route import route
-from ..serialization import parse_datetime, to_json
+from ..route import skip_for
+from ..serialization import parse_datetime, query_encode, to_json
 from .casing import snake_case_keys
+from .dispatch import Dispatch, normalize_name
 from .expressions import Expression, Getter
 from .missing import MISSING
 from .settings import SettingsSchema
 from .templates import Compiled
+
+if TYPE_CHECKING:
+    from .codegen import RuleCode, RuleFunction
 
 __all__ = ["Destination", "BoundDestination", "Example", "BatchSpec", "BulkRequest", "example_key"]
 
@@ -72,8 +77,17 @@ class SnakeCaseRule:
     keep: frozenset[str]
 
     def apply(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event with the keys renamed; the event itself when no key changes."""
+        keep = self.keep
         for path in self.paths:
-            event = self._at(event, path)
+            if len(path) == 1:  # the commonest (traits), without the recursion
+                inner = event.get(path[0])
+                if isinstance(inner, dict):
+                    renamed = snake_case_keys(inner, keep)
+                    if renamed is not inner:
+                        event = {**event, path[0]: renamed}
+            else:
+                event = self._at(event, path)
         return event
 
     def _at(self, obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
@@ -188,7 +202,9 @@ class Rule:
 
     def matches_call(self, event: dict[str, Any], call: str | None) -> str | bool:
         """The type and event-name matchers: False, or True; for an event-name matcher,
-        the name as the rule spells it. (Conditions are tested by the bound destination.)"""
+        the name as the rule spells it. (Conditions are tested by the bound destination;
+        the per-event path finds the rules that match by a Dispatch table, which gives
+        what this gives, for every rule at once.)"""
         matched: str | bool = True
         if self.types is not None and call not in self.types:
             return False
@@ -214,12 +230,11 @@ class _BoundRule:
     """The auth headers of each of the rule's requests."""
     queries: tuple[tuple[tuple[str, Any], ...], ...] = ()
     """The auth query parameters of each of the rule's requests."""
-
-
-def normalize_name(name: str) -> str:
-    """Event names compared regardless of case and separators: 'Account Created',
-    'account_created', 'accountCreated' and 'ACCOUNT-CREATED' are one name."""
-    return "".join(ch for ch in name.lower() if ch.isalnum())
+    headers: tuple[dict[str, str] | None, ...] = ()
+    """The headers of each of the rule's requests, auth included, when they depend on
+    settings alone (rendered here, once); None for a request whose headers read the event."""
+    run: "RuleFunction | None" = None
+    """The rule's generated function bound to these settings (None: interpreted)."""
 
 
 def _absent(value: Any) -> bool:
@@ -272,17 +287,30 @@ class Destination:
     values: tuple[tuple[str, Compiled], ...] = ()
     """Named values computed for each event before rules match, in order."""
     description: str | None = None
+    codes: "tuple[RuleCode | None, ...]" = ()
+    """Each rule's generated function (codegen.py), in the rules' order; None for a rule
+    the generator could not write (it is interpreted; `notes` says why)."""
+    notes: tuple[str, ...] = ()
+    """Warnings for `validate`: templates Jinja renders instead of generated code."""
+    values_code: "RuleCode | None" = None
+    """The file's values as one generated function (None: no values, or interpreted)."""
+    generated: bool = field(default_factory=lambda: generated_by_default())
+    """Run the generated functions; False runs the interpreted path (the reference)."""
     _last: tuple[Any, "BoundDestination"] | None = field(default=None, init=False, repr=False)
 
-    def bind(self, settings: Mapping[str, Any] | None) -> "BoundDestination":
+    def bind(self, settings: Mapping[str, Any] | None, *,
+             generated: bool | None = None) -> "BoundDestination":
         """Check `settings` against the schema (raises SettingsError) and return a mapper
-        with everything that depends only on settings already rendered."""
+        with everything that depends only on settings already rendered. `generated`
+        (default: the destination's) chooses the generated functions or the interpreted
+        path."""
+        use = self.generated if generated is None else generated
         last = self._last
-        if last is not None and last[0] == (settings or {}):
+        if last is not None and last[0] == (settings or {}, use):
             return last[1]
         checked = self.settings_schema.validate(settings)
-        bound = BoundDestination(self, checked)
-        self._last = (dict(settings or {}), bound)
+        bound = BoundDestination(self, checked, generated=use)
+        self._last = ((dict(settings or {}), use), bound)
         return bound
 
     def map(self, event: Any, *, settings: Mapping[str, Any] | None = None,
@@ -299,6 +327,12 @@ class Destination:
         return [str(v) for k, v in (settings or {}).items() if k in names and v not in (None, "")]
 
 
+def generated_by_default() -> bool:
+    """Whether destinations run their generated functions: yes, unless the environment
+    says ENGINE_GENERATED=0 (the interpreted path, for comparison)."""
+    return os.environ.get("ENGINE_GENERATED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 class BoundDestination:
     """A destination with checked settings: `map(event, now=...)` is the per-event path.
 
@@ -306,7 +340,8 @@ class BoundDestination:
     every other template sees the settings without them (`settings | tojson`, a loop over
     `settings`, whatever it does), so no request can carry a secret into the outbox."""
 
-    def __init__(self, destination: Destination, settings: dict[str, Any]) -> None:
+    def __init__(self, destination: Destination, settings: dict[str, Any], *,
+                 generated: bool = False) -> None:
         self.destination = destination
         self.settings = settings
         self.secrets = destination.secret_values(settings)
@@ -322,6 +357,10 @@ class BoundDestination:
         # The url's view of the settings: a secret one is a placeholder, put in at send time.
         self._url_settings = {**public, **{name: f"{{secret:{name}}}" for name in secret}}
         url_base: Scope = {"settings": self._url_settings}
+        # Each rule's code, found by the rule itself (not its position: a destination made
+        # by dataclasses.replace may hold other rules than those the code was written for).
+        codes = {id(c.made_from): c for c in destination.codes if c is not None} \
+            if generated else {}
         for rule in destination.rules:
             auths, queries = [], []
             for spec in rule.requests:
@@ -336,12 +375,6 @@ class BoundDestination:
                     (name, _settings_value(destination, f"auth query parameter {name}",
                                            compiled, with_secrets))
                     for name, compiled in spec.auth_query))
-            self._rules.append(_BoundRule(
-                rule,
-                rule.condition.with_settings(public) if rule.condition is not None else None,
-                tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
-                tuple((name, e.with_settings(public)) for name, e in rule.extract),
-                tuple(auths), tuple(queries)))
             for spec, auth, query in zip(rule.requests, auths, queries, strict=True):
                 self._by_name[spec.name] = (spec, auth, query)
             for spec in rule.requests:
@@ -360,6 +393,29 @@ class BoundDestination:
                         self._resolved[id(compiled)] = Compiled(None, compiled.renderer(base))
                     except RenderError:
                         continue
+            bound = _BoundRule(
+                rule,
+                rule.condition.with_settings(public) if rule.condition is not None else None,
+                tuple((e.with_settings(public), reason) for e, _, reason in rule.require),
+                tuple((name, e.with_settings(public)) for name, e in rule.extract),
+                tuple(auths), tuple(queries),
+                tuple(self._static_headers(spec, auth)
+                      for spec, auth in zip(rule.requests, auths, strict=True)))
+            code = codes.get(id(rule))
+            if code is not None and code.made_from is rule:
+                bound = replace(bound, run=code.factory(public, self._url_settings, bound,
+                                                        self._fill_url))
+            self._rules.append(bound)
+        self._dispatch = Dispatch(destination.rules, self._rules)
+        # The file's values, for `when.if` and the unmatched reason: generated, or the
+        # interpreted path's.
+        self._make_scope = self._scope
+        if generated and destination.values_code is not None \
+                and destination.values_code.made_from is destination.values:
+            self._make_scope = destination.values_code.factory(public, self._url_settings, None,
+                                                               self._fill_url)
+        self._segment = destination.input == "segment"
+        self._accepts = destination.accepts
         self._bulk: tuple[str, dict[str, str]] | None = None
         batch = destination.batch
         if batch is not None:
@@ -375,6 +431,19 @@ class BoundDestination:
                     headers[name] = str(value)
             url = _settings_value(destination, "batch url", batch.url, base)
             self._bulk = ("" if url is MISSING else str(url), headers)
+
+    def _static_headers(self, spec: RequestSpec, auth: dict[str, str]) -> dict[str, str] | None:
+        """A request's headers and auth headers, when every one is a constant or was
+        rendered from settings here (else None: they are rendered per event)."""
+        headers: dict[str, str] = {}
+        for name, compiled in spec.headers:
+            compiled = self._c(compiled)
+            if compiled.renderer is not None:
+                return None
+            if compiled.constant is not MISSING:
+                headers[name] = str(compiled.constant)
+        headers.update(auth)
+        return headers
 
     def bulk_request(self, items: Sequence[tuple[str, Any]]) -> BulkRequest:
         """The destination's bulk request for `items` (each a list name and its item, in
@@ -423,11 +492,13 @@ class BoundDestination:
     def map(self, event: Any, *, now: datetime | str | None = None) -> list[Outcome]:
         """Map one event; see Destination.map. Normalizes and routes the event first, so
         that the library is safe to use alone."""
-        if self.destination.input == "segment":
+        if self._segment:
             message = normalize_event(event)
-            targets, skips = route(message, (self.destination,))
-            if not targets:
-                return list(skips)
+            if message.get("integrations") or self._accepts is not None \
+                    and message["type"] not in self._accepts:  # else nothing can skip it
+                skip = skip_for(message, self.destination)
+                if skip is not None:
+                    return [skip]
             return self.map_message(message, now=now)
         if not isinstance(event, dict):
             raise EventError("the input must be a JSON object")
@@ -438,33 +509,32 @@ class BoundDestination:
         intake does both once for all of a source's destinations), or to a raw input
         object. Raises EventError when a rule rejects it."""
         dest = self.destination
-        when = _clock(now)
-        call = event["type"] if dest.input == "segment" else None
+        when = now if type(now) is datetime and now.tzinfo is not None else _clock(now)
+        call = event["type"] if self._segment else None
         if dest.snake is not None:
             event = dest.snake.apply(event)
         scope: Scope | None = None  # made once, when a rule's `if` or the reason needs it
-        for bound in self._rules:
+        for bound, matched in self._dispatch.candidates(call, event.get("event")):
             rule = bound.rule
-            matched = rule.matches_call(event, call)
-            if not matched:
-                continue
             try:
                 if bound.condition is not None and _is_false(bound.condition(event)):
                     continue
                 if rule.when_if is not None:
                     if scope is None:
-                        scope = self._scope(event, when)
+                        scope = self._make_scope(event, when)
                     if not _holds(self._c(rule.when_if), scope):
                         continue
             except RenderError as exc:
                 raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
+            if bound.run is not None:
+                return bound.run(event, when, matched, scope if rule.snake is None else None)
             return self._apply(bound, event, when, matched, scope)
         default = f"no rule of {dest.name} matches this {call or 'input'}" + (
             f" event ('{event.get('event')}')" if call == "track" else " call" if call else "")
         if dest.unmatched is None:
             return [Skip(dest.slug, default)]
         try:
-            reason = _text(dest.unmatched, scope or self._scope(event, when), default)
+            reason = _text(dest.unmatched, scope or self._make_scope(event, when), default)
         except RenderError:
             reason = default
         return [Skip(dest.slug, reason)]
@@ -515,7 +585,8 @@ class BoundDestination:
                 if spec.for_each is None:
                     if spec.condition is None or _holds(self._c(spec.condition), scope):
                         out.append(self._request(rule, spec, auth, scope, now,
-                                                 spec.id_suffix or "", bound.queries[i]))
+                                                 spec.id_suffix or "", bound.queries[i],
+                                                 bound.headers[i]))
                     continue
                 items = _value(self._c(spec.for_each), scope)
                 if items is MISSING:
@@ -531,7 +602,7 @@ class BoundDestination:
                         continue
                     suffix = "" if spec.id_suffix is None else f"{spec.id_suffix}:{index}"
                     out.append(self._request(rule, spec, auth, item_scope, now, suffix,
-                                             bound.queries[i]))
+                                             bound.queries[i], bound.headers[i]))
             if not out:
                 return [Skip(dest.slug, f"rule {rule.name} made no request (its conditions "
                                         "or for_each gave none)", rule.name, rule.name)]
@@ -540,7 +611,8 @@ class BoundDestination:
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
 
     def _request(self, rule: Rule, spec: RequestSpec, auth: dict[str, str], scope: Scope,
-                 now: datetime, id_suffix: str, secret_query: tuple[tuple[str, Any], ...]) -> Request:
+                 now: datetime, id_suffix: str, secret_query: tuple[tuple[str, Any], ...],
+                 static_headers: dict[str, str] | None) -> Request:
         dest = self.destination
         # A constant method was checked at load; only a templated one is checked here.
         method = spec.method.constant if spec.method.renderer is None \
@@ -565,12 +637,15 @@ class BoundDestination:
         stored_url = None
         if spec.url_secrets or secret_query:
             stored_url, url = url, self._fill_url(spec, url, secret_query)
-        headers: dict[str, str] = {}
-        for name, compiled in spec.headers:
-            value = _value(self._c(compiled), scope)
-            if value is not MISSING:
-                headers[name] = str(value)
-        headers.update(auth)
+        if static_headers is not None:
+            headers = dict(static_headers)
+        else:
+            headers = {}
+            for name, compiled in spec.headers:
+                value = _value(self._c(compiled), scope)
+                if value is not MISSING:
+                    headers[name] = str(value)
+            headers.update(auth)
         body = None
         if spec.body is not None:
             body = _value(self._c(spec.body), scope)
@@ -654,7 +729,7 @@ def _with_query(url: str, params: list[tuple[str, Any]]) -> str:
     joiner = "&" if "?" in base else "?"
     if base.endswith(("?", "&")):
         joiner = ""
-    return base + joiner + urlencode(pairs, quote_via=quote) + ("#" + fragment if fragment else "")
+    return base + joiner + query_encode(pairs) + ("#" + fragment if fragment else "")
 
 
 def _settings_value(destination: Destination, what: str, compiled: Compiled, scope: Scope) -> Any:

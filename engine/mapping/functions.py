@@ -16,11 +16,10 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import regex
-
 from jinja2 import Undefined
 from jmespath import functions as jp_functions
 
-from ..serialization import json_default, parse_datetime, format_datetime, to_json
+from ..serialization import format_datetime, json_default, parse_datetime, to_json
 from .casing import snake_case, snake_case_keys
 from .missing import MISSING, Missing, MissingValue, is_missing
 
@@ -37,6 +36,8 @@ year 5138; 10^11 milliseconds is March 1973)."""
 def parse_time(value: Any) -> datetime | None:
     """A time from ISO 8601 text, a datetime, or epoch seconds or milliseconds; None for
     anything else (including times outside the years 1 to 9999)."""
+    if type(value) is datetime and value.tzinfo is not None:  # `now`, and filters' results
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= EPOCH_MS_FROM:
         value = value / 1000
     return parse_datetime(value)

@@ -34,6 +34,7 @@ from .bounds import MAX_OUTPUT, bounded_binop
 from .functions import MISSING_AWARE_FILTERS, compile_regex
 from .missing import MISSING, Missing, MissingValue
 from .sandbox import ENV
+from .shapes import DictShape, DirectiveShape, LeafShape, ListShape, Shape
 
 __all__ = ["Renderer", "TemplateProblem", "Compiled", "Known", "compile_tree",
            "compile_expression", "is_template"]
@@ -60,6 +61,9 @@ class Compiled:
     settings_inserted: frozenset[str] = frozenset()
     """Settings only ever inserted as they are (`{{ settings.token }}`, nothing done to them),
     which delivery can put in at send time."""
+    shape: Shape | None = None
+    """How the renderer builds the value, for the code generator (shapes.py); None for a
+    constant, and for a value that only stands in for one that did not compile."""
 
 
 _MARKERS = ("{{", "{%", "{#")
@@ -313,7 +317,10 @@ _SMALL_RESULT_FILTERS = frozenset({
 })
 
 
-def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
+def call_target(node: nodes.Filter | nodes.Test) -> tuple[Callable[..., Any], bool]:
+    """The function a filter or test call runs, and whether a missing (or null) subject or
+    argument makes it missing without calling it (the translator and the code generator
+    both call this one)."""
     if node.dyn_args is not None or node.dyn_kwargs is not None:
         raise _Untranslatable("dynamic arguments")
     table: dict[str, Any]
@@ -327,13 +334,18 @@ def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
     if raw is not None and not getattr(func, "has_precheck", False) and \
             getattr(raw, "jinja_pass_arg", None) is None:
         # The bound check of the wrapper, inline: one Python call less per filter (the
-        # missing check is made below).
+        # missing check is made by the caller).
         def checked(*args: Any, **kwargs: Any) -> Any:
             result = raw(*args, **kwargs)
             if type(result) is str and len(result) > MAX_OUTPUT:
                 raise SecurityError(f"a template value grew past {MAX_OUTPUT} characters")
             return result
         func = raw if node.name in _SMALL_RESULT_FILTERS else checked
+    return func, propagate
+
+
+def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
+    func, propagate = call_target(node)
     subject = _translate(node.node) if node.node is not None else (lambda s: MISSING)
     args = [_translate(a) for a in node.args]
     kwargs = [(str(k.key), _translate(k.value)) for k in node.kwargs]
@@ -542,6 +554,7 @@ def compile_template(source: str, origin: str = "") -> Compiled | TemplateProble
     _empty_when_false(tree)
     body = tree.body
     fn: Renderer | None = None
+    translated: tuple[Any, ...] | None = None
     if len(body) == 1 and isinstance(body[0], nodes.Output):
         parts = body[0].nodes
         try:
@@ -550,6 +563,7 @@ def compile_template(source: str, origin: str = "") -> Compiled | TemplateProble
             else:
                 fn = _mixed([p.data if isinstance(p, nodes.TemplateData) else _translate(p)
                              for p in parts])
+            translated = tuple(p.data if isinstance(p, nodes.TemplateData) else p for p in parts)
         except _Untranslatable:
             fn = None
         if fn is None and len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData):
@@ -558,7 +572,7 @@ def compile_template(source: str, origin: str = "") -> Compiled | TemplateProble
         template = ENV.from_string(tree)
         fn = _block(template)
     return Compiled(_guard(fn, source, origin), None, frozenset(settings), frozenset(names),
-                    frozenset(_settings_inserted(tree)))
+                    frozenset(_settings_inserted(tree)), LeafShape(source, origin, translated))
 
 
 _SINGLE = re.compile(r"^\s*\{\{[-+]?(.*?)[-+]?\}\}\s*$", re.DOTALL)
@@ -679,12 +693,14 @@ def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
                   known: Known | None) -> Compiled:
     entries: list[tuple[Any, Renderer | None, Any, Renderer | None]] = []
     parts: list[Compiled] = []
+    pairs: list[tuple[Compiled, Compiled]] = []
     for key, item in value.items():
         where = key_paths.get(key, path + (key,))
         key_c = compile_tree(key, where, report, locate=locate, known=known) if is_template(key) \
             else Compiled(None, key)
         item_c = compile_tree(item, where, report, locate=locate, known=known)
         parts += [key_c, item_c]
+        pairs.append((key_c, item_c))
         entries.append((key_c.constant, key_c.renderer, item_c.constant, item_c.renderer))
     settings, names = _merge_usage(parts)
     if all(k is None and v is None for _, k, _, v in entries):
@@ -706,7 +722,7 @@ def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
                 if v is not MISSING:
                     out[key] = v
         return out if out or not nonempty else MISSING
-    return Compiled(render, None, settings, names)
+    return Compiled(render, None, settings, names, shape=DictShape(tuple(pairs)))
 
 
 def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any,
@@ -729,7 +745,7 @@ def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any,
                 if v is not MISSING:
                     out.append(v)
         return out if out or not nonempty else MISSING
-    return Compiled(render, None, settings, names)
+    return Compiled(render, None, settings, names, shape=ListShape(tuple(items)))
 
 
 
@@ -827,7 +843,8 @@ def _compile_directive(spec: dict[Any, Any], path: tuple[Any, ...], report: Any,
                 out_dict[k if type(k) is str else str(k)] = v
         result = out_list if get_key is None else out_dict
         return result if result else MISSING
-    return Compiled(render, None, settings, used)
+    return Compiled(render, None, settings, used,
+                    shape=DirectiveShape(kind, parts[0], value_c, key_c, test_c, names))
 
 
 def _renderer_of(compiled: Compiled) -> Renderer:

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.builders import shipped_slugs, write
 from tests.support.cli import lines, run
 from tests.support.paths import ROOT
-from tests.support.builders import shipped_slugs, write
 
 CALIXA = ["--destination", "calixa", "--setting", "api_key=calixa-secret-key",
           "--setting", "endpoint=https://calixa.example/in", "--now", "2024-01-01T00:00:00Z"]
@@ -242,3 +242,29 @@ def test_map_reads_on_past_an_expression_that_fails_at_run_time(tmp_path: Path) 
                                         "JMESPath 'length(traits.age)' failed: ")
     assert "Traceback" not in result.stderr
     assert found[1]["request"]["json"] == {"n": 5}
+
+
+def test_explain_prints_the_generated_function_of_a_rule() -> None:
+    result = run("explain", "skalin", "feature")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# rule 'feature' of 'skalin'")
+    compile(result.stdout, "<explained>", "exec")  # the very source the rule runs
+    assert "def run(event, now, matched, pre):" in result.stdout
+
+
+def test_explain_names_the_rules_of_a_destination() -> None:
+    result = run("explain", "calixa", "nope")
+    assert result.returncode == 2
+    assert "calixa has no rule 'nope' (its rules: identify, group, b2b-track, other-track)" in result.stderr
+
+
+def test_validate_says_which_templates_jinja_renders(tmp_path: Path) -> None:
+    write(tmp_path, """\
+        destination: D
+        slug: d
+        request: {url: "https://d.example/in", body: {ids: "{{ properties.items | map(attribute='id') | list }}"}}
+        rules: [{name: r}]
+        """)
+    result = run("validate", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo.yaml:3:52: warning: rendered by Jinja, not by generated code (rule r)" in result.stderr

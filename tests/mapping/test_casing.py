@@ -29,10 +29,18 @@ def test_snake_case_is_idempotent(text: str) -> None:
 def test_only_short_keys_are_remembered() -> None:
     from engine.mapping import casing
 
-    before = casing._remembered.cache_info().currsize
     long_key = "Trait Key " * 2800
     assert snake_case(long_key) == "_".join(["trait_key"] * 2800)
-    assert casing._remembered.cache_info().currsize == before  # not kept: any client can send one
+    assert long_key not in casing._REMEMBERED  # not kept: any client can send one
     short = "Some Unseen Trait 7f3a"
     assert snake_case(short) == "some_unseen_trait_7f3a"
-    assert casing._remembered.cache_info().currsize == before + 1
+    assert casing._REMEMBERED[short] == "some_unseen_trait_7f3a"
+
+
+def test_what_is_remembered_is_bounded() -> None:
+    from engine.mapping import casing
+
+    for i in range(casing._REMEMBERED_MOST + 10):
+        snake_case(f"Key Number {i}")
+    assert len(casing._REMEMBERED) <= casing._REMEMBERED_MOST
+    assert snake_case("Key Number 3") == "key_number_3"

@@ -1,0 +1,164 @@
+"""The generated functions (codegen.py) give what the interpreted path gives, for every
+example of every mapping and for events changed in every way a client can change them; and
+they reach nothing the sandbox would not let a template reach."""
+
+from __future__ import annotations
+
+import copy
+import types
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import engine
+from engine.mapping.codegen import RuleCode
+from engine.mapping.pysource import SAFE_BUILTINS
+from tests.support.builders import destination
+from tests.support.paths import MAPPINGS
+
+DESTINATIONS = engine.load(MAPPINGS)
+
+
+def outcomes(dest: engine.Destination, event: Any, settings: Any, now: Any, generated: bool) -> str:
+    """Everything a mapping gives, as text that keeps the order of every mapping in it."""
+    bound = dest.bind(settings, generated=generated)
+    try:
+        found = bound.map(event, now=now)
+    except engine.EventError as exc:
+        return f"error: {exc}"
+    return repr([(type(o).__name__, [(f, getattr(o, f)) for f in o.__slots__]) for o in found])
+
+
+EXAMPLES = [pytest.param(dest, example, id=f"{slug}-{i:02d}")
+            for slug, dest in sorted(DESTINATIONS.items())
+            for i, example in enumerate(dest.examples, start=1)]
+
+
+@pytest.mark.parametrize(("dest", "example"), EXAMPLES)
+def test_every_example_gives_the_same_on_both_paths(dest: engine.Destination,
+                                                    example: engine.Example) -> None:
+    assert outcomes(dest, example.event, example.settings, example.now, True) == \
+        outcomes(dest, example.event, example.settings, example.now, False)
+
+
+def test_every_shipped_rule_is_generated() -> None:
+    for slug, dest in DESTINATIONS.items():
+        assert len(dest.codes) == len(dest.rules)
+        missing = [rule.name for rule, code in zip(dest.rules, dest.codes) if code is None]
+        assert not missing, f"{slug}: {missing}: {dest.notes}"
+
+
+# ---- events changed the ways a client can change them --------------------------------------
+
+_ODD = st.sampled_from([None, "", 0, -1, 1.5, True, False, [], {}, "text", [1, "a"], {"a": 1},
+                        "2024-01-15T10:00:00Z", "Order Completed", "a@b.example", 10**30])
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _paths(inner, prefix + (key,))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            found += _paths(inner, prefix + (i,))
+    return found
+
+
+def _changed(event: Any, path: tuple[Any, ...], how: str, odd: Any) -> Any:
+    event = copy.deepcopy(event)
+    *parents, last = path
+    holder = event
+    for key in parents:
+        holder = holder[key]
+    if how == "drop" and isinstance(holder, dict):
+        del holder[last]
+    else:
+        holder[last] = odd
+    return event
+
+
+@given(st.data())
+def test_changed_events_give_the_same_on_both_paths(data: st.DataObject) -> None:
+    dest = data.draw(st.sampled_from(sorted(DESTINATIONS.values(), key=lambda d: d.slug)))
+    example = data.draw(st.sampled_from(dest.examples))
+    event = example.event
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = _paths(event)
+        if not paths:
+            break
+        event = _changed(event, data.draw(st.sampled_from(paths)),
+                         data.draw(st.sampled_from(["drop", "set"])), data.draw(_ODD))
+    assert outcomes(dest, event, example.settings, example.now, True) == \
+        outcomes(dest, event, example.settings, example.now, False)
+
+
+# ---- what the generated code can reach -------------------------------------------------------
+
+# Attributes the generated source reads: of dicts it made or checked to be dicts (get,
+# items), of lists and dicts it made (append, update), of the rule's own compiled parts.
+_ATTRIBUTES = {"get", "items", "append", "update", "apply", "require", "extract", "auths",
+               "headers", "queries"}
+
+
+def _names(code: types.CodeType) -> set[str]:
+    found = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _names(const)
+    return found
+
+
+@pytest.mark.parametrize("slug", sorted(DESTINATIONS))
+def test_generated_code_names_only_its_helpers(slug: str) -> None:
+    """Every global, builtin or attribute the generated code names is one of its helpers
+    (the sandbox's own functions, the filters Jinja's sandboxed environment holds, the
+    engine's outcome types), a numbered constant, a harmless builtin, or one of the
+    attributes above: nothing a template could not reach through the sandbox."""
+    dest = DESTINATIONS[slug]
+    for code in (*dest.codes, *([dest.values_code] if dest.values else [])):
+        assert isinstance(code, RuleCode)
+        namespace = code.factory.__globals__
+        assert namespace["__builtins__"] is SAFE_BUILTINS
+        compiled = compile(code.source, "<test>", "exec")
+        unknown = _names(compiled) - set(namespace) - set(SAFE_BUILTINS) - _ATTRIBUTES - {"factory"}
+        assert not unknown, unknown
+
+
+def test_text_from_the_mapping_never_becomes_code(tmp_path: Any) -> None:
+    """Keys and texts of a mapping file appear in the source as literals only."""
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            extract: {"y": "a"}
+            request:
+              url: "https://d.example/{{ a }}"
+              headers: {"X-'); import os #": "\\n'); import os #"}
+              body: {"k\\"ey\\n": "{{ y }}", "{{ b }}": "v'); import os #"}
+        """)
+    code = dest.codes[0]
+    assert code is not None and "\nimport" not in code.source and "; import" not in code.source.replace(
+        "'); import os #", "")
+    (request,) = dest.map({"a": "1", "b": "kb"})
+    assert isinstance(request, engine.Request)
+    assert request.body == {'k"ey\n': "1", "kb": "v'); import os #"}
+    assert request.headers["X-'); import os #"] == "\n'); import os #"
+
+
+def test_a_destination_changed_after_load_runs_its_rules_interpreted() -> None:
+    """Code runs only for the very rule it was written for (not by position)."""
+    import dataclasses
+
+    calixa = DESTINATIONS["calixa"]
+    changed = dataclasses.replace(calixa, rules=tuple(r for r in calixa.rules if r.name != "identify"))
+    event = {"type": "group", "groupId": "g1", "userId": "u1", "messageId": "m1"}
+    settings = {"api_key": "k", "endpoint": "https://c.example/in"}
+    bound = changed.bind(settings)
+    assert all(b.run is not None for b in bound._rules)  # the others keep their code
+    assert outcomes(changed, event, settings, None, True) == outcomes(changed, event, settings, None, False)
+    assert outcomes(changed, dict(event, type="identify"), settings, None, True).startswith("[('Skip'")
