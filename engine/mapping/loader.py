@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
 from .compiler import SourceView, compile_destination
-from .destination import Destination
+from .destination import Destination, generated_by_default
 from ..errors import Location, MappingError, Problem
 from .schema import check_document
 from .yaml_reader import SourceDocument, read_yaml
@@ -102,9 +103,26 @@ def _load_one(path: Path) -> tuple[Destination | None, list[Problem], bool]:
     if isinstance(data, dict) and data.get("abstract") is True:
         found = [Problem(doc.locate(p, key=u), m) for p, m, u in check_document(data, abstract=True)]
         return None, _after(problems, found), True
-    destination, compile_problems = compile_destination(data, SourceView(docs))
-    problems = _after(problems, compile_problems)
+    key = (generated_by_default(), tuple((d.path, d.text) for d in docs))
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        destination, compiled_problems = _COMPILED[key]
+    else:
+        destination, found = compile_destination(data, SourceView(docs))
+        compiled_problems = tuple(found)
+        _COMPILED[key] = (destination, compiled_problems)
+        if len(_COMPILED) > _COMPILED_LIMIT:
+            _COMPILED.popitem(last=False)
+    problems = _after(problems, list(compiled_problems))
     return (None if problems else destination), problems, False
+
+
+# Compiling (templates, JMESPath, the generated functions) is most of loading a file, and its
+# result depends only on the files' names and texts: a process that loads the same files again
+# (a configuration reloaded, a test suite) compiles them once. A Destination is not changed
+# after it is compiled, so one can be shared.
+_COMPILED: OrderedDict[tuple[Any, ...], tuple[Destination | None, tuple[Problem, ...]]] = OrderedDict()
+_COMPILED_LIMIT = 64
 
 
 def _after(earlier: list[Problem], later: list[Problem]) -> list[Problem]:
