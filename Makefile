@@ -52,9 +52,11 @@ test: $(STAMP) $(JS_STAMP) $(SYSTEM)
 	$(MAKE) --no-print-directory test-other-pythons
 
 # Python 3.12 and 3.13, where this machine has them (on PATH, or installed by pyenv), each
-# in a venv of its own (.venv-3.12, .venv-3.13): the in-process tests, which reach all of
-# the engine's code; the tests that start processes, a browser or Node (marked `processes`
-# in tests/conftest.py) run once, above, so that the whole stays well under ten minutes.
+# in a venv of its own (.venv-3.12, .venv-3.13): the mapping language and the engine's
+# plain-Python parts (tests/mapping, tests/test_*.py: normalization, intake, configuration,
+# serialization), where a language change would show. Delivery, HTTP and the tests that
+# start processes, a browser or Node (which wait on servers and timers: most of the suite's
+# time) run once, above, so that the whole stays well under ten minutes.
 OTHER_PYTHONS = $(shell for v in 3.12 3.13; do \
 	for p in $$(command -v python$$v) $$HOME/.pyenv/versions/$$v.*/bin/python$$v; do \
 	[ -x "$$p" ] && "$$p" -c "" 2>/dev/null && echo "$$v:$$p" && break; done; done)
@@ -67,7 +69,8 @@ test-other-pythons: $(JS_STAMP) $(SYSTEM)
 			$$venv/bin/python -m pip install --quiet -e '.[test]' && touch $$venv/.installed || exit 1; \
 		fi; \
 		echo "== the tests under Python $$v"; \
-		$$venv/bin/python -m pytest -q -n auto --dist worksteal -m "not processes" || exit 1; \
+		$$venv/bin/python -m pytest -q -n auto --dist worksteal tests/mapping tests/test_*.py \
+			-m "not processes" || exit 1; \
 	done
 
 # The fuzz suite (tests/http/test_fuzz.py) at length: 5,000 cases a test instead of the 60
