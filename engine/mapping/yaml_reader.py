@@ -24,6 +24,14 @@ Path_ = tuple[Any, ...]
 # Alias expansion can make a small file describe an enormous tree ("billion laughs").
 _MAX_NODES = 200_000
 
+MAX_DEPTH = 100
+"""How deeply collections may nest in a YAML file: PyYAML composes recursively, and a file
+of ten thousand `[` would take Python past its recursion limit."""
+
+_OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+          yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
 _ECHO_LIMIT = 12
 """Values longer than this are not repeated in messages."""
 _CANONICAL_BOOLS = {"true", "false", "True", "False", "TRUE", "FALSE"}
@@ -172,11 +180,36 @@ def read_yaml(path: str | Path) -> tuple[SourceDocument, list[Problem]]:
     return parse_yaml(text, name)
 
 
+def _too_deep(text: str, name: str) -> Problem | None:
+    """Where the text nests past MAX_DEPTH, read with PyYAML's scanner (which does not
+    recurse) before anything that does; None if it does not (or cannot be scanned: then
+    composing it says why)."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, _OPENS):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = token.start_mark
+                    return Problem(Location(name, mark.line + 1, mark.column + 1),
+                                   f"YAML nested more than {MAX_DEPTH} levels deep")
+            elif isinstance(token, _CLOSES):
+                depth -= 1
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def parse_yaml(text: str, name: str) -> tuple[SourceDocument, list[Problem]]:
     """Parse YAML text that came from `name` (used in locations)."""
     doc = SourceDocument(name, text, None)
+    deep = _too_deep(text, name)
+    if deep is not None:
+        return doc, [deep]
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        return doc, [Problem(Location(name, 1, 1), "YAML nested too deeply to read")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
@@ -192,4 +225,6 @@ def parse_yaml(text: str, name: str) -> tuple[SourceDocument, list[Problem]]:
     except _TooLarge:
         return doc, [Problem(Location(name, 1, 1),
                              f"the document expands to more than {_MAX_NODES} nodes (aliases?)")]
+    except RecursionError:
+        return doc, [Problem(Location(name, 1, 1), "YAML nested too deeply to read")]
     return doc, builder.problems
