@@ -122,9 +122,11 @@ class _Builder:
                 return node.value
         try:
             value = self._scalars.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:  # `!!float abc`
-            self.problems.append(Problem(self.loc(node.start_mark), f"cannot read value: "
-                                         f"{getattr(exc, 'problem', None) or exc}"))
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):  # `!!float abc`
+            # Not what PyYAML says: it repeats the value, which may be a write key.
+            tag = node.tag.rsplit(":", 1)[-1]
+            self.problems.append(Problem(self.loc(node.start_mark),
+                                         f"cannot read value: it is not a valid {tag}"))
             return node.value
         if not isinstance(value, (str, int, float, bool)) and value is not None:
             # `!!binary`, `!!set`, ...: nothing a request or a setting can hold as JSON.
