@@ -84,7 +84,9 @@ _MARKERS = ("{{", "{%", "{#")
 
 
 def is_template(value: Any) -> bool:
-    return isinstance(value, str) and any(m in value for m in _MARKERS)
+    # One scan for "{" first: a long text repeated by YAML aliases is not searched three
+    # times per use.
+    return isinstance(value, str) and "{" in value and any(m in value for m in _MARKERS)
 
 
 # ---- expression translation ------------------------------------------------------------

@@ -31,6 +31,7 @@ of ten thousand `[` would take Python past its recursion limit."""
 _OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
           yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
 _CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+_SCANNER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML has it
 
 _ECHO_LIMIT = 12
 """Values longer than this are not repeated in messages."""
@@ -182,13 +183,13 @@ def read_yaml(path: str | Path) -> tuple[SourceDocument, list[Problem]]:
     return parse_yaml(text, name)
 
 
-def _too_deep(text: str, name: str) -> Problem | None:
-    """Where the text nests past MAX_DEPTH, read with PyYAML's scanner (which does not
+def _too_deep(text: str, name: str, scanner: Any = None) -> Problem | None:
+    """Where the text nests past MAX_DEPTH, read with a YAML scanner (which does not
     recurse) before anything that does; None if it does not (or cannot be scanned: then
     composing it says why)."""
     depth = 0
     try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        for token in yaml.scan(text, Loader=scanner or _SCANNER):
             if isinstance(token, _OPENS):
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -198,7 +199,10 @@ def _too_deep(text: str, name: str) -> Problem | None:
             elif isinstance(token, _CLOSES):
                 depth -= 1
     except yaml.YAMLError:
-        return None
+        # libyaml reads ahead and stops at its own depth limit (1,000) before saying where
+        # ours was passed; PyYAML's own scanner, slower, says it (or finds the file wrong).
+        if scanner is None and _SCANNER is not yaml.SafeLoader:
+            return _too_deep(text, name, yaml.SafeLoader)
     return None
 
 
