@@ -49,7 +49,7 @@ class Budget:
 
     def __init__(self) -> None:
         self.steps = 0
-        self._next_check = _CHECK_EVERY
+        self._next_check = min(_CHECK_EVERY, MAX_STEPS + 1)
         self._cpu_start = time.thread_time()
 
     def spend(self, steps: int = 1) -> None:
@@ -66,7 +66,8 @@ class Budget:
         if time.thread_time() - self._cpu_start > MAX_CPU:
             raise BudgetExceeded(f"mapping this event took more than {MAX_CPU * 1000:.0f} ms "
                                  "of CPU time")
-        self._next_check = self.steps + _CHECK_EVERY
+        # The clock is read every _CHECK_EVERY steps; the step count is exact.
+        self._next_check = min(self.steps + _CHECK_EVERY, MAX_STEPS + 1)
 
 
 class _Current(threading.local):
