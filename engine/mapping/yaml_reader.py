@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.reader import ReaderError
 
 from ..errors import EngineError, Location, Problem
 
@@ -221,8 +222,13 @@ def parse_yaml(text: str, name: str) -> tuple[SourceDocument, list[Problem]]:
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         return doc, [Problem(where, f"YAML syntax error: {what}")]
+    except ReaderError as exc:  # a character YAML does not allow (a control character)
+        before = text[:exc.position]
+        where = Location(name, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
+        return doc, [Problem(where, f"YAML error: {exc.reason} (character #x{exc.character:04x})"
+                             if isinstance(exc.character, int) else f"YAML error: {exc.reason}")]
     except yaml.YAMLError as exc:
-        return doc, [Problem(Location(name, 1, 1), f"YAML error: {exc}")]
+        return doc, [Problem(Location(name, 1, 1), "YAML error: " + " ".join(str(exc).split()))]
     if node is None:
         return doc, [Problem(Location(name, 1, 1), "the file is empty")]
     builder = _Builder(doc)
