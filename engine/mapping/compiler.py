@@ -9,6 +9,7 @@ import regex
 from ..errors import Location, Problem
 from ..normalize import MESSAGE_FIELDS
 from ..outcomes import METHODS
+from ..serialization import parse_datetime
 from .destination import (
     FORM_TYPE,
     JSON_TYPE,
@@ -434,6 +435,9 @@ class _Compiler:
             if spec["name"] in seen:
                 self.problem(("examples", i, "name"), f"duplicate example name '{spec['name']}'")
             seen.add(spec["name"])
+            if spec.get("now") is not None and parse_datetime(spec["now"]) is None:
+                self.problem(("examples", i, "now"), f"an example's now must be an ISO 8601 "
+                                                     f"time, got {spec['now']!r}")
             out.append(Example(spec["name"], spec["event"], spec.get("settings") or {},
                                spec.get("now"), spec.get("source"),
                                self.view.locate(("examples", i)), spec.get("expect")))

@@ -206,3 +206,13 @@ def test_a_pipe_or_device_is_not_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.yaml")  # reading it would wait for a writer forever
     found = problems(tmp_path, "destination: D\nslug: d\nextends: pipe.yaml\nrules: [{name: a}]\n")
     assert any("cannot read file: not a regular file" in line for line in found), found
+
+
+def test_an_example_time_that_is_not_a_time_is_a_located_problem(tmp_path: Path) -> None:
+    assert problems(tmp_path, """\
+        destination: D
+        slug: d
+        rules: [{name: a, request: {url: "https://d.example"}}]
+        examples:
+          - {name: e, now: "{{2024-03-02T06:00:00Z", event: {type: track, event: x, userId: u}}
+        """) == ["demo.yaml:5:20: an example's now must be an ISO 8601 time, got '{{2024-03-02T06:00:00Z'"]
