@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 from jinja2 import nodes
 
-from .bounds import MAX_OUTPUT, weight_of
+from .bounds import MAX_INT_BITS, MAX_OUTPUT, weight_of
 
 __all__ = ["MAX_FACTOR", "Bound", "CHECKED", "NOTHING", "analyze_template", "analyze_expression",
            "weight_bound", "DEFAULT_NAMES"]
@@ -37,6 +37,9 @@ before it is measured when it runs."""
 
 _MAX_DEPTH = 8
 """Paths are followed this deep; a path stands for everything below it."""
+
+_INT_TEXT = 1 + 14_300 // 3
+"""The weight of the largest integer Python reads from text (4,300 digits, 14,300 bits)."""
 
 REPR = 12
 """The most characters the text of a value has per unit of its weight (`'\\U000e0001'`,
@@ -229,9 +232,11 @@ FILTER_BOUNDS: dict[str, Rule] = {
     # made of the subject and the arguments
     "default": _union(), "d": _union(), "coalesce": _union(), "merge": _union(),
     "sum": _union(), "truncate": lambda s, a, kw, node: _sum([s.as_text(), *a, *kw.values()]),
-    # small whatever they are given
-    "abs": _const(1), "count": _const(1), "length": _const(1), "int": _const(1),
-    "float": _const(1), "round": _const(1), "wordcount": _const(1), "unix": _const(1),
+    # numbers as large as the number they are given
+    "abs": _part(), "round": _part(),
+    # small whatever they are given (`int` of text: Python reads at most 4,300 digits)
+    "count": _const(1), "length": _const(1), "int": _const(_INT_TEXT), "float": _const(1),
+    "wordcount": _const(1), "unix": _const(1),
     "unix_ms": _const(1), "unix_us": _const(1), "datetime": _const(1), "add_days": _const(1),
     "days_between": _const(1), "regex_match": _const(1), "isoformat": _const(32),
     "filesizeformat": _const(32), "digest": _const(64), "sha256": _const(64),
@@ -366,9 +371,10 @@ class _Analysis:
             self.child(node, "right")
             return CHECKED_TEXT  # bounded_binop checks the format and the text's length
         if isinstance(node, _ARITH_SCALAR):
-            self.child(node, "left")
-            self.child(node, "right")
-            return Bound.constant(1)
+            # A number: `-` and `//` of integers are no larger than the larger of the two,
+            # and `**` makes at most MAX_INT_BITS (bounds.py).
+            return self.child(node, "left") + self.child(node, "right") + \
+                Bound.constant(1 + MAX_INT_BITS // 3)
         if isinstance(node, nodes.Call):
             # Only `loop.cycle(a, b)` may be called (sandbox.py): it gives one of its arguments.
             self.child(node, "node")

@@ -803,10 +803,12 @@ class _Tree:
         bound = Bound.constant(size)
         for part in parts:
             bound = bound + part.bound
+        constant = sum(p.bound.const for p in parts if p.renderer is None) + size
+        if constant > MAX_OUTPUT:
+            # Heavy whatever the event: a problem of the file, not of each event.
+            self.report(path, TemplateProblem(_TOO_HEAVY))
+            return Compiled(render, None if render else value, settings, names)
         if render is None:
-            if bound.const > MAX_OUTPUT:
-                self.report(path, TemplateProblem(_TOO_HEAVY))
-                bound = NOTHING  # reported here, not again by what holds it
             return Compiled(None, value, settings, names, bound=bound)
         if bound.too_large():
             render, bound = _weighed(render, self.where(path)), CHECKED

@@ -259,3 +259,11 @@ def test_compile_tree_reports_heavy_constants() -> None:
     found: list[Any] = []
     compile_tree({"a": ["x" * 600_000] * 2}, ("body",), lambda path, problem: found.append(path))
     assert found == [("body", "a")]
+
+
+def test_heavy_constants_beside_templates_are_found_at_load() -> None:
+    found: list[Any] = []
+    compile_tree({"a": "x" * 600_000, "b": "x" * 600_000, "c": "{{ traits.name }}"}, ("body",),
+                 lambda path, problem: found.append((path, problem.message)))
+    assert found == [(("body",), "this value weighs more than 1,000,000 characters and items "
+                                 "(a YAML alias counts each time it is used)")]
