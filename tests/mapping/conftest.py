@@ -14,8 +14,9 @@ import pytest
 
 from engine.mapping import budget
 
-_BOTH = {"test_language", "test_destination", "test_exhaustion", "test_fuzz_mapping",
-         "test_growth"}
+_BOTH = {"test_language", "test_destination", "test_exhaustion", "test_growth"}
+"""Modules whose tests run on both paths; test_fuzz_mapping and test_codegen map each case
+through both themselves, and compare what they give."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -3,7 +3,9 @@
 ones, through `check` and `engine validate` (what `load` and the command line run).
 
 For any input: the engine's own errors only (an EventError for an event, `file:line:col:
-message` problems for a file), never another exception; what a request holds is JSON.
+message` problems for a file), never another exception; what a request holds is JSON. Every
+event is mapped through both paths, the generated functions (codegen.py) and the closures
+(the reference), which must give the same outcomes or the same error.
 A few cases in `make test`, many more in `make fuzz` (tests/support/fuzz.py).
 """
 
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 import engine
 from engine.cli import main
 from engine.errors import EngineError
+from engine.mapping.destination import BoundDestination
 from engine.mapping import budget
 from engine.outcomes import Request
 from engine.serialization import to_json
@@ -30,7 +33,8 @@ from tests.support.paths import MAPPINGS
 
 NOW = "2024-05-06T12:00:00Z"
 DESTINATIONS = engine.load(MAPPINGS)
-BOUND = {slug: d.bind(d.examples[0].settings if d.examples else {})
+BOUND = {slug: (d.bind(d.examples[0].settings if d.examples else {}, generated=True),
+                d.bind(d.examples[0].settings if d.examples else {}, generated=False))
          for slug, d in sorted(DESTINATIONS.items())}
 EXAMPLE_EVENTS = [e.event for d in DESTINATIONS.values() for e in d.examples]
 
@@ -55,16 +59,22 @@ def _changed_example(draw: st.DrawFn) -> Any:
     return event
 
 
+def _mapped(bound: BoundDestination, event: Any, now: Any = NOW) -> Any:
+    """What mapping `event` gives (checked to be JSON the outbox can store), or the error."""
+    try:
+        outcomes = bound.map(copy.deepcopy(event), now=now)
+    except EngineError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    for outcome in outcomes:
+        if isinstance(outcome, Request):
+            to_json({"url": outcome.url, "headers": outcome.headers, "body": outcome.body})
+    return outcomes
+
+
 @given(event=messages | _changed_example())
 def test_any_event_through_every_shipped_mapping(event: Any) -> None:
-    for slug, bound in BOUND.items():
-        try:
-            outcomes = bound.map(copy.deepcopy(event), now=NOW)
-        except EngineError:
-            continue
-        for outcome in outcomes:
-            if isinstance(outcome, Request):
-                to_json({"url": outcome.url, "headers": outcome.headers, "body": outcome.body})
+    for slug, (generated, interpreted) in BOUND.items():
+        assert _mapped(generated, event) == _mapped(interpreted, event), slug
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +97,11 @@ def _check_file(home: Path, text: str) -> None:
     for destination in destinations.values():  # what loads maps its own examples, or says why not
         for example in destination.examples[:3]:
             try:
-                outcomes = destination.map(copy.deepcopy(example.event), settings=example.settings,
-                                           now=example.now)
+                both = [destination.bind(example.settings, generated=g) for g in (True, False)]
             except EngineError:
                 continue
-            for outcome in outcomes:
-                if isinstance(outcome, Request):
-                    to_json(outcome.body)
+            generated, interpreted = (_mapped(b, example.event, example.now or NOW) for b in both)
+            assert generated == interpreted, example.name
 
 
 @share(0.35)

@@ -5,6 +5,7 @@ only where the bound cannot say (bounds.check_weight), and every event has a bud
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,40 @@ def test_for_each_counts_its_items(tmp_path: Path, small_budget: int) -> None:
              "properties": {"items": [0] * (small_budget + 1)}}
     with pytest.raises(EventError, match="rule all: mapping this event took more than 1,000 steps"):
         found.map(event)
+
+
+@pytest.mark.parametrize("body", [
+    {"$each": "{{ properties.items }}", "value": "{{ index }}"},
+    {"$each": "{{ properties.items }}", "if": "false"},
+    {"$entries": "{{ properties.table }}", "value": "{{ key }}"},
+    {"$entries": "{{ properties.table }}", "if": "false"},
+    # Two steps per item: its own, and its one entry's.
+    {"nested": [{"$each": "{{ properties.half }}", "value": {
+        "$entries": "{{ properties.small }}", "key": "{{ key }}{{ index }}"}}]},
+])
+def test_each_and_entries_count_their_items(tmp_path: Path, small_budget: int,
+                                            body: dict[str, Any]) -> None:
+    # On both paths (the generated code writes these loops out itself): each item a step,
+    # kept or not, and the directive stopped says so where it is written.
+    found = destination(tmp_path, f"""\
+        destination: Demo
+        slug: demo
+        rules:
+          - name: all
+            request: {{url: "https://demo.example", body: {json.dumps(body)}}}
+        """)
+    items = small_budget * 2 // 3
+    event = {"type": "track", "event": "e", "userId": "u",
+             "properties": {"items": [0] * items, "table": {f"k{i}": i for i in range(items)},
+                            "half": [0] * (items // 2), "small": {"a": 1}}}
+    found.map(event)
+    over = {**event, "properties": {"items": [0] * (small_budget + 1), "small": {"a": 1},
+                                    "table": {f"k{i}": i for i in range(small_budget + 1)},
+                                    "half": [0] * (small_budget // 2 + 1)}}
+    with pytest.raises(EventError, match=r"rule all: \S*demo.yaml:\d+:\d+: \$(each|entries) was "
+                                         "stopped by the sandbox: mapping this event took more "
+                                         "than 1,000 steps"):
+        found.map(over)
 
 
 def test_a_body_whose_bound_is_too_large_is_measured(tmp_path: Path) -> None:
