@@ -89,3 +89,24 @@ def test_deep_nesting_is_a_located_problem_not_a_recursion_error(text: str, wher
     assert len(problems) == 1
     assert str(problems[0]).startswith(where), problems
     assert "nested more than 100 levels deep" in problems[0].message
+
+
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_the_depth_limit_is_the_same_with_or_without_libyaml(libyaml: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # libyaml composes first and its tree is measured; PyYAML (its fallback, and the reader
+    # where PyYAML has no libyaml) only reads what the scan found shallow enough.
+    import yaml
+
+    from engine.mapping import yaml_reader
+    if not libyaml:
+        monkeypatch.setattr(yaml_reader, "_LOADER", yaml.SafeLoader)
+    deepest = "a: " + "[" * 99 + "1" + "]" * 99 + "\n"  # the mapping and 99 lists: 100 levels
+    doc, problems = parse_yaml(deepest, "c.yaml")
+    assert problems == [] and doc.data is not None
+    _, problems = parse_yaml("a: " + "[" * 100 + "1" + "]" * 100 + "\n", "c.yaml")
+    assert [str(p) for p in problems] == ["c.yaml:1:103: YAML nested more than 100 levels deep"]
+    # An indentless sequence opens no token: the scan counts what PyYAML counts.
+    text = "".join("  " * i + f"k{i}:\n" for i in range(99)) + "  " * 99 + "- x\n"
+    doc, problems = parse_yaml(text, "c.yaml")
+    assert problems == [], problems
