@@ -28,6 +28,7 @@ from ..outcomes import METHODS, Outcome, Request, Skip
 from ..serialization import format_datetime, parse_datetime
 from .budget import BudgetExceeded
 from .expressions import Expression
+from .expressions import _WEIGH
 from .expressions import _is_false as _jmespath_false
 from .missing import MISSING
 from .pysource import SAFE_BUILTINS, UNHOISTED, Env, SourceWriter
@@ -111,6 +112,8 @@ def _jmespath_source(expression: Expression, root: str) -> str | None:
 
     def walk(node: dict[str, Any], value: str) -> str | None:
         kind = node["type"]
+        if node.get(_WEIGH):  # measured when it runs (expressions._growth): the search does it
+            return None
         if kind == "field":
             t = f"_j{next(counter)}"
             return f"({t}.get({node['value']!r}) if type({t} := {value}) is dict else None)"
