@@ -16,6 +16,7 @@ from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import skip_for
 from ..serialization import parse_datetime, query_encode, to_json
 from . import budget
+from .budget import CURRENT as _BUDGET
 from .casing import snake_case_keys
 from .dispatch import Dispatch, normalize_name
 from .expressions import Expression, Getter
@@ -512,7 +513,7 @@ class BoundDestination:
         intake does both once for all of a source's destinations), or to a raw input
         object. Raises EventError when a rule rejects it."""
         dest = self.destination
-        budget.fresh()  # budget.py: the steps and CPU time this event may take
+        _BUDGET.budget = None  # budget.fresh(): the steps and CPU time this event may take
         when = now if type(now) is datetime and now.tzinfo is not None else _clock(now)
         call = event["type"] if self._segment else None
         if dest.snake is not None:
