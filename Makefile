@@ -73,10 +73,15 @@ test-other-pythons: $(JS_STAMP) $(SYSTEM)
 			-m "not processes" || exit 1; \
 	done
 
-# The fuzz suite (tests/http/test_fuzz.py) at length: 5,000 cases a test instead of the 60
-# `make test` runs (about ten minutes on 2 cores).
+# The fuzz suites at length: 5,000 cases a test instead of the 60 `make test` runs (the
+# ones that load mapping or configuration files, a share of those): the shim's endpoints
+# (tests/http/test_fuzz.py), events through every shipped mapping and mapping files through
+# check and validate (tests/mapping/test_fuzz_mapping.py), `engine map` (tests/cli/), and
+# configuration files (tests/test_fuzz_config.py).
+FUZZ_TESTS := tests/http/test_fuzz.py tests/mapping/test_fuzz_mapping.py tests/cli/test_fuzz_cli.py \
+	tests/test_fuzz_config.py
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -n auto --dist worksteal tests/http/test_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -n auto --dist worksteal $(FUZZ_TESTS)
 
 map-sample: $(STAMP)
 	$(PY) -m engine map --destination calixa --setting api_key=demo-key \

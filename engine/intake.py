@@ -48,6 +48,8 @@ class EventResult:
     skipped: list[Skip] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     error: str | None = None
+    jobs: list[NewJob] = field(default_factory=list)
+    """The requests as the outbox stores them (made as each destination maps the event)."""
 
 
 class Intake:
@@ -104,10 +106,15 @@ class Intake:
                  now: datetime | str | None, result: EventResult) -> None:
         try:
             outcomes = self.bound(source, slug).map_message(message, now=now)
+            # Serialized here, event by event: a value the outbox cannot store (an integer
+            # past 64 bits a template computed) rejects this event for this destination,
+            # not the whole batch it came in.
+            jobs = [_job(outcome) for outcome in outcomes if isinstance(outcome, Request)]
         except EventError as exc:
             result.rejected.append(Rejection(slug, redact(str(exc), self._secrets)))
             self.metrics.inc("events_skipped_total", destination=slug, reason="rejected")
             return
+        result.jobs += jobs
         for outcome in outcomes:
             if isinstance(outcome, Request):
                 result.requests.append(outcome)
@@ -130,7 +137,7 @@ class Intake:
         engine's own secrets cannot be in a request, since only `auth` templates see them
         and auth headers are never stored."""
         mapped = [[self.map(source, event, now) for event in events] for source, events in groups]
-        batches = [(source.name, [NewJob.from_request(r) for res in results for r in res.requests])
+        batches = [(source.name, [job for res in results for job in res.jobs])
                    for (source, _), results in zip(groups, mapped, strict=True)]
         out = []
         for results, stored in zip(mapped, self.outbox.enqueue_many(batches, status=self._status),
@@ -139,6 +146,14 @@ class Intake:
                 self.metrics.inc("requests_duplicate_total", stored.duplicates)
             out.append((results, stored))
         return out
+
+
+def _job(request: Request) -> NewJob:
+    try:
+        return NewJob.from_request(request)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise EventError(f"{request.destination}: rule {request.rule}: the request cannot be "
+                         f"stored: {exc}") from None
 
 
 def _event_line(source: Source, event: Any, result: EventResult) -> str:

@@ -165,3 +165,24 @@ def test_dry_run_records_instead_of_queueing(tmp_path: Path) -> None:
     assert web is not None
     Intake(config, outbox).accept(web, [IDENTIFY])
     assert outbox.counts() == {"recorded": 3}
+
+
+def test_a_request_the_outbox_cannot_store_rejects_its_event_alone(tmp_path: Path) -> None:
+    # A template may compute an integer past 64 bits, which the outbox's JSON cannot hold:
+    # that event is rejected for that destination, and the batch it came in is stored.
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "square.yaml").write_text(
+        "destination: Square\nslug: square\nrules:\n  - name: all\n    request:\n"
+        "      url: https://square.example\n      body: {n: \"{{ traits.n * traits.n }}\"}\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(f"mappings: {tmp_path / 'mappings'}\nstore: {tmp_path / 'outbox.sqlite3'}\n"
+                    "sources:\n  - name: web\n    write_key: k\n    destinations: {square: {}}\n")
+    config = load_config(path)
+    web = config.source("web")
+    assert web is not None
+    events = [{"type": "identify", "userId": "u1", "messageId": "m1", "traits": {"n": 2**40}},
+              {"type": "identify", "userId": "u2", "messageId": "m2", "traits": {"n": 3}}]
+    results, stored = Intake(config, open_outbox(config.store)).accept(web, events)
+    assert [r.reason for r in results[0].rejected] == [
+        "square: rule all: the request cannot be stored: Integer exceeds 64-bit range"]
+    assert results[1].rejected == [] and stored.stored == 1

@@ -25,6 +25,9 @@ class BadJSON:
         self.message = message
 
 
+_TOO_LONG = "a number has more than 4,300 digits (more than any JSON reader takes)"
+
+
 def iter_json(stream: TextIO) -> Iterator[Any | BadJSON]:
     """Yield each value, or a BadJSON for each line (NDJSON) that does not parse.
 
@@ -62,11 +65,17 @@ def _lines(first: str, stream: TextIO) -> Iterator[Any | BadJSON]:
             yield BadJSON(f"line {line_number}: invalid JSON: {exc.msg} (column {exc.colno})")
         except RecursionError:
             yield BadJSON(f"line {line_number}: nested too deeply to read")
+        except ValueError:  # Python reads integers of at most 4,300 digits
+            yield BadJSON(f"line {line_number}: {_TOO_LONG}")
     if pending.strip():
         try:
             yield json.loads(pending)
         except json.JSONDecodeError as exc:
             yield BadJSON(f"line 1: invalid JSON: {exc.msg}")
+        except RecursionError:
+            yield BadJSON("line 1: nested too deeply to read")
+        except ValueError:
+            yield BadJSON(f"line 1: {_TOO_LONG}")
 
 
 def _array(stream: TextIO, consumed: int) -> Iterator[Any | BadJSON]:
@@ -98,7 +107,13 @@ def _array(stream: TextIO, consumed: int) -> Iterator[Any | BadJSON]:
             continue
         try:
             value, end = _DECODER.raw_decode(buffer)
-        except json.JSONDecodeError as exc:
+        except RecursionError:
+            yield BadJSON(f"character {offset + 1}: nested too deeply to read")
+            return
+        except ValueError as exc:
+            if not isinstance(exc, json.JSONDecodeError):
+                yield BadJSON(f"character {offset + 1}: {_TOO_LONG}")
+                return
             if not eof and len(buffer) < (1 << 26):
                 chunk = stream.read(_CHUNK)
                 if chunk:

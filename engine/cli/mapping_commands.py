@@ -75,6 +75,15 @@ def read_settings(destination: Destination, file: str | None, pairs: list[str]) 
             loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"cannot read settings file {file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read settings file {file}: not UTF-8 text") from None
+        except RecursionError:
+            raise UsageError(f"cannot read settings file {file}: nested too deeply") from None
+        except (ValueError, TypeError, OverflowError):
+            # A tag PyYAML cannot apply (`!!float abc`, `!!int x`); what it says holds the
+            # value, which may be a key.
+            raise UsageError(f"cannot read settings file {file}: a value cannot be read "
+                             "as its YAML tag says") from None
         except yaml.YAMLError as exc:
             # Where and what, never the line itself: it may hold an API key.
             mark = getattr(exc, "problem_mark", None)

@@ -1,8 +1,16 @@
 """Size bounds on everything a template can grow, checked before the work is done.
 
-A mapping file may come from someone we do not trust: `*`, `**`, `+`, `%` and the filters
-that can grow their input (`replace`, `center`, `indent`, `format`) are refused when their
-result would pass MAX_OUTPUT; every other result is checked after it is made.
+A mapping file may come from someone we do not trust. Values are measured by their weight
+(`weight_of`): characters of text, about the digits of an integer, one for every other
+scalar, and one for every item and key of a container plus the weight of what it holds,
+counting every reference. So a list
+that holds one 200,000-character string a million times weighs 200 billion, however little
+memory it takes: that is what serializing it would cost.
+
+`*`, `**`, `+`, `%` and the filters that can grow their input far past it (`replace`,
+`center`, `indent`, `format`, `join`, `batch`, `slice`) are refused when their result would
+pass MAX_OUTPUT (or, for integers, MAX_INT_BITS) before they are computed; other results are
+bounded when the mapping loads (growth.py), or checked after they are made.
 """
 
 from __future__ import annotations
@@ -13,16 +21,97 @@ from typing import Any, Callable
 
 from jinja2.exceptions import SecurityError
 
-__all__ = ["MAX_OUTPUT", "bounded_binop", "check_size", "check_format", "PRECHECKS"]
+from .budget import spend_units
+
+__all__ = ["MAX_OUTPUT", "MAX_INT_BITS", "bounded_binop", "check_size", "check_format",
+           "check_weight", "weight_of", "PRECHECKS"]
 
 MAX_OUTPUT = 1_000_000
-"""The most characters (or items) any single template value may grow to."""
+"""The largest weight (characters, plus items and keys, counting every reference) any
+single value of a template may have."""
+
+MAX_INT_BITS = 4_096
+"""The largest integer `*` and `**` may make (2**4096 has 1,234 digits)."""
 
 
 def check_size(value: Any) -> Any:
-    """`value`, or SecurityError if it is a string or container past MAX_OUTPUT."""
-    if isinstance(value, (str, list, dict, tuple)) and len(value) > MAX_OUTPUT:
-        raise SecurityError(f"a template value grew past {MAX_OUTPUT} characters or items")
+    """`value`, or SecurityError if it is a string or container longer than MAX_OUTPUT."""
+    if isinstance(value, (str, list, dict, tuple)):
+        size = len(value)
+        if size > MAX_OUTPUT:
+            raise SecurityError(f"a template value grew past {MAX_OUTPUT:,} characters or items")
+        spend_units(size)
+    return value
+
+
+def _scalar_weight(value: Any) -> int | None:
+    """The weight of a value that holds nothing; None for a container."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (dict, list, tuple)):
+        return None
+    if isinstance(value, int):
+        return 1 + value.bit_length() // 3  # about its digits: 2**4096 has 1,234
+    return 1
+
+
+def _items(value: Any) -> Any:
+    return (*value.keys(), *value.values()) if isinstance(value, dict) else value
+
+
+def weight_of(value: Any, limit: int = MAX_OUTPUT, *, counted: bool = True) -> int:
+    """The weight of `value` (see the module's docstring), or a number past `limit` as
+    soon as it is known to be larger. A part held several times is measured once and
+    counted each time, so the work is that of the distinct parts (forty nested `[x, x]` are
+    eighty steps), without recursion. The work counts against the event's budget, unless
+    not `counted` (a constant measured at load)."""
+    weight = _scalar_weight(value)
+    if weight is not None:
+        return weight
+    measured: dict[int, int] = {}
+    # Each frame: a container, what is left of its items, and its weight so far.
+    frames: list[list[Any]] = [[value, iter(_items(value)), len(value)]]
+    steps = 0
+    result: int | None = None
+    while result is None:
+        frame = frames[-1]
+        for child in frame[1]:
+            steps += 1
+            if counted and steps & 0xFFFF == 0:
+                spend_units(0x10000)  # a long walk is looked at as it goes
+            weight = _scalar_weight(child)
+            if weight is None:
+                weight = measured.get(id(child))
+                if weight is None:
+                    # Measured first; until then it counts as past the limit, so that a
+                    # container inside itself stops the walk instead of looping.
+                    measured[id(child)] = limit + 1
+                    frames.append([child, iter(_items(child)), len(child)])
+                    break
+            frame[2] += weight
+            if frame[2] > limit:
+                result = frame[2]  # a part weighs more than the limit: so does the whole
+                break
+        else:
+            frames.pop()
+            measured[id(frame[0])] = frame[2]
+            if not frames:
+                result = frame[2]
+            else:
+                frames[-1][2] += frame[2]
+                if frames[-1][2] > limit:
+                    result = frames[-1][2]
+    if counted:
+        spend_units(steps & 0xFFFF)
+    return result
+
+
+def check_weight(value: Any) -> Any:
+    """`value`, or SecurityError if it weighs more than MAX_OUTPUT. The mapping's compiler
+    puts this check (as the filter `_weigh`) where its bounds cannot say a value is small."""
+    if weight_of(value) > MAX_OUTPUT:
+        raise SecurityError(f"a value grew past {MAX_OUTPUT:,} characters and items "
+                            "(every reference to a shared part counted)")
     return value
 
 
@@ -30,39 +119,51 @@ def _size(value: Any) -> int:
     return len(value) if isinstance(value, (str, list, tuple, bytes)) else 1
 
 
-_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?|\{[^{}]*:[^{}]*?(\d+)")
+# A printf conversion: `%`, an optional mapping key `(name)`, flags, width, precision.
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 def check_format(text: Any) -> None:
-    """Refuse printf/format widths that would build a huge string (`"%0999999999d"`)."""
-    if not isinstance(text, str):
+    """Refuse printf widths that would build a huge string (`"%0999999999d"`,
+    `"%(a)900000000d"`), and widths given as arguments (`"%*d"`)."""
+    if not isinstance(text, str) or "%" not in text:
         return
-    for match in _WIDTH.finditer(text):
+    for match in _PRINTF.finditer(text):
         for group in match.groups():
             if group == "*" or (group and int(group) > MAX_OUTPUT):
                 raise SecurityError("format width or precision too large")
+
+
+def _int_bits(value: Any) -> int:
+    return value.bit_length() if isinstance(value, int) else 0
 
 
 def bounded_binop(op: str, left: Any, right: Any) -> Any:
     """`*`, `**`, `+` and `%` with their results bounded before they are computed."""
     if op == "%":
         check_format(left)
-        return left % right
+        return check_size(left % right)
     if op == "**":
         if isinstance(right, (int, float)) and abs(right) > 1000:
             raise SecurityError("exponent too large")
-        if isinstance(left, int) and abs(left) > 2**64 and right > 1:
-            raise SecurityError("power too large")
+        if isinstance(left, int) and isinstance(right, int) and right > 1 \
+                and left.bit_length() * right > MAX_INT_BITS:
+            raise SecurityError(f"power too large (more than {MAX_INT_BITS} bits)")
         return left**right
     if op == "*":
         for seq, count in ((left, right), (right, left)):
             if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
-                if len(seq) * count > MAX_OUTPUT:
-                    raise SecurityError(f"repetition would exceed {MAX_OUTPUT} characters or items")
+                if count > 0 and weight_of(seq) * count > MAX_OUTPUT:
+                    raise SecurityError(f"repetition would exceed {MAX_OUTPUT:,} characters "
+                                        "or items")
+                spend_units(len(seq) * max(count, 0))
+                return left * right
+        if _int_bits(left) + _int_bits(right) > MAX_INT_BITS:
+            raise SecurityError(f"product too large (more than {MAX_INT_BITS} bits)")
         return left * right
     if op == "+":
         if _size(left) + _size(right) > MAX_OUTPUT:
-            raise SecurityError(f"concatenation would exceed {MAX_OUTPUT} characters or items")
+            raise SecurityError(f"concatenation would exceed {MAX_OUTPUT:,} characters or items")
         return left + right
     return _BINOPS[op](left, right)
 
@@ -79,7 +180,7 @@ def _precheck_replace(value: Any, old: Any = "", new: Any = "", count: Any = Non
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     if len(text) + hits * max(len(new) - len(old), 0) > MAX_OUTPUT:
-        raise SecurityError(f"replace would exceed {MAX_OUTPUT} characters")
+        raise SecurityError(f"replace would exceed {MAX_OUTPUT:,} characters")
 
 
 def _precheck_width(value: Any, width: Any = 80, *args: Any, **kwargs: Any) -> None:
@@ -94,10 +195,36 @@ def _precheck_format(value: Any, *args: Any, **kwargs: Any) -> None:
     check_format(value)
 
 
+def _precheck_join(value: Any, d: Any = "", attribute: Any = None) -> None:
+    # The items are bounded already; what a join adds is one separator per item.
+    if isinstance(value, (list, tuple, str, dict)) and isinstance(d, str) \
+            and len(d) * len(value) > MAX_OUTPUT:
+        raise SecurityError(f"join would exceed {MAX_OUTPUT:,} characters")
+
+
+def _precheck_groups(value: Any, count: Any = 1, fill_with: Any = None) -> None:
+    # `batch(n, fill)` pads its last group to n items, `slice(n)` makes n groups: n is how
+    # much they build whatever the input, so it is bounded before either runs.
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_OUTPUT:
+        raise SecurityError(f"the group count must be a whole number from 1 to {MAX_OUTPUT:,}")
+    if fill_with is not None and weight_of(fill_with) * count > MAX_OUTPUT:
+        raise SecurityError(f"filling the groups would exceed {MAX_OUTPUT:,} characters or items")
+
+
+def _precheck_wordwrap(value: Any, width: Any = 79, *args: Any, **kwargs: Any) -> None:
+    wrapstring = kwargs.get("wrapstring", args[2] if len(args) > 2 else None)
+    if isinstance(wrapstring, str) and len(wrapstring) * (len(str(value)) + 1) > MAX_OUTPUT:
+        raise SecurityError(f"wordwrap would exceed {MAX_OUTPUT:,} characters")
+
+
 PRECHECKS: dict[str, Callable[..., None]] = {
     "replace": _precheck_replace,
     "center": _precheck_width,
     "indent": _precheck_width,
     "format": _precheck_format,
+    "join": _precheck_join,
+    "batch": _precheck_groups,
+    "slice": _precheck_groups,
+    "wordwrap": _precheck_wordwrap,
 }
 """Filters whose result can be far larger than their input, checked before they run."""

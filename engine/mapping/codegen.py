@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import EventError, RenderError
 from ..outcomes import METHODS, Outcome, Request, Skip
 from ..serialization import format_datetime, parse_datetime
+from .budget import BudgetExceeded
 from .expressions import Expression
+from .expressions import _WEIGH
 from .expressions import _is_false as _jmespath_false
 from .missing import MISSING
 from .pysource import SAFE_BUILTINS, UNHOISTED, Env, SourceWriter
@@ -94,7 +96,7 @@ def _url_ready(value: Any) -> str | None:
 
 
 _GLOBALS: dict[str, Any] = {
-    "RenderError": RenderError, "EventError": EventError, "Request": Request, "Skip": Skip,
+    "RenderError": RenderError, "BudgetExceeded": BudgetExceeded, "EventError": EventError, "Request": Request, "Skip": Skip,
     "METHODS": METHODS, "parse_datetime": parse_datetime, "_required_absent": _required_absent,
     "_hoist": _hoist, "_due": _due, "_url_ready": _url_ready, "datetime": datetime, "_jmespath_false": _jmespath_false,
 }
@@ -110,6 +112,8 @@ def _jmespath_source(expression: Expression, root: str) -> str | None:
 
     def walk(node: dict[str, Any], value: str) -> str | None:
         kind = node["type"]
+        if node.get(_WEIGH):  # measured when it runs (expressions._growth): the search does it
+            return None
         if kind == "field":
             t = f"_j{next(counter)}"
             return f"({t}.get({node['value']!r}) if type({t} := {value}) is dict else None)"
@@ -234,7 +238,8 @@ class _RuleWriter:
         lines.append("        try:")
         lines += self._field_lines()
         lines += self.body
-        lines.append("        except RenderError as _error:")
+        # A render error, or the event's budget spent between two requests of a for_each.
+        lines.append("        except (RenderError, BudgetExceeded) as _error:")
         prefix = f"{self.destination.slug}: rule {rule.name}: "
         lines.append(f"            raise EventError({prefix!r} + str(_error)) from None")
         lines.append("    return run")
@@ -313,9 +318,13 @@ class _RuleWriter:
             local = w.local("body")
             out.append(f"{inner}{local} = {w.lookup(env, 'body')}")
             item_env = item_env.bind("body", local)
+        # Each item is a step of the event's budget (budget.py), as on the interpreted path.
+        spend = w.local("spend")
+        out.append(f"{inner}{spend} = _spender()")
         out.append(f"{inner}for {index}, {item} in enumerate({items} if isinstance({items}, list) "
                    f"else [{items}]):")
         inner += "    "
+        out.append(f"{inner}{spend}()")
         out.append(f"{inner}if {item} is None:")
         out.append(f"{inner}    continue")
         item_env = item_env.bind(spec.item_name, item).bind("index", index)

@@ -9,6 +9,7 @@ import regex
 from ..errors import Location, Problem
 from ..normalize import MESSAGE_FIELDS
 from ..outcomes import METHODS
+from ..serialization import parse_datetime
 from .codegen import RuleCode, generate, generate_values
 from .destination import (
     FORM_TYPE,
@@ -25,11 +26,13 @@ from .destination import (
 from .dispatch import normalize_name
 from .expressions import Expression, ExpressionProblem, compile_jmespath
 from .functions import compile_regex
+from .growth import Bound
 from .schema import Renumbering, check_document, original_path, usable_part
 from .settings import SettingsSchema
 from .templates import (
     Compiled,
     Known,
+    Names,
     TemplateProblem,
     compile_expression,
     compile_tree,
@@ -109,6 +112,9 @@ class _Compiler:
         self.known: Known | None = None if data.get("input", "segment") == "raw" else \
             Known(MESSAGE_FIELDS | {"message", "settings", "now"})
         self.file_known = self.known  # with the file's values, once they are compiled
+        # The bounds (growth.py) of the names that are not the event's own fields: the
+        # file's values, then a rule's extracts and values, an item of for_each, the body.
+        self.file_names: dict[str, Bound] = {}
         self.secret_names = frozenset(name for name, rules in (data.get("settings") or {}).items()
                                       if isinstance(rules, dict) and rules.get("secret"))
         self.secret_ok: set[tuple[Path_, str]] = set()  # secrets inserted in a url
@@ -125,13 +131,16 @@ class _Compiler:
         """file:line:col of a path, for the errors a template or expression raises."""
         return str(self.view.locate(path))
 
-    def tree(self, value: Any, path: Path_, known: Known | None = None) -> Compiled:
-        compiled = compile_tree(value, path, self.template_problem, locate=self.where, known=known)
+    def tree(self, value: Any, path: Path_, known: Known | None = None,
+             names: Names | None = None) -> Compiled:
+        compiled = compile_tree(value, path, self.template_problem, locate=self.where, known=known,
+                                names=names)
         self.settings_used += [(path, name) for name in compiled.settings_used]
         return compiled
 
-    def expression(self, source: str, path: Path_, known: Known | None = None) -> Compiled:
-        compiled = compile_expression(source, self.where(path))
+    def expression(self, source: str, path: Path_, known: Known | None = None,
+                   names: Names | None = None) -> Compiled:
+        compiled = compile_expression(source, self.where(path), names)
         if isinstance(compiled, Compiled):
             self.settings_used += [(path, name) for name in compiled.settings_used]
             if known is not None:
@@ -151,11 +160,13 @@ class _Compiler:
         self.settings_used += [(path, name) for name in compiled.settings_used]
         return compiled
 
-    def values(self, spec: dict[str, Any] | None, path: Path_,
-               known: Known | None) -> tuple[tuple[tuple[str, Compiled], ...], Known | None]:
+    def values(self, spec: dict[str, Any] | None, path: Path_, known: Known | None,
+               bounds: dict[str, Bound]
+               ) -> tuple[tuple[tuple[str, Compiled], ...], Known | None, dict[str, Bound]]:
         """Named values, computed in order: each sees the ones before it. Returns them with
-        what the templates after them can read."""
+        what the templates after them can read, and the bounds of those names."""
         out = []
+        bounds = dict(bounds)
         names = list(spec or {})
         for i, name in enumerate(names):
             where = path + (name,)
@@ -163,13 +174,14 @@ class _Compiler:
                 self.problem(where, f"'{name}' is a reserved name in templates; pick another", key=True)
             later = frozenset(names[i:])
             here = None if known is None else Known(known.names | frozenset(names[:i]), later)
-            compiled = self.tree(spec[name] if spec else None, where, here)
+            compiled = self.tree(spec[name] if spec else None, where, here, bounds)
             if known is None:
                 for used in sorted(compiled.names_used & later):
                     self.problem(where, Known(frozenset(), later).explain(used))
             out.append((name, compiled))
+            bounds[name] = compiled.bound
         after = None if known is None else known.with_names(*names)
-        return tuple(out), after
+        return tuple(out), after, bounds
 
     def snake(self, spec: Any, path: Path_) -> SnakeCaseRule | None:
         if not spec:
@@ -184,15 +196,16 @@ class _Compiler:
                              frozenset(_as_list(spec.get("except"))))
 
     def conditions(self, items: list[dict[str, Any]] | None, path: Path_,
-                   known: Known | None) -> tuple[Condition, ...]:
+                   known: Known | None, names: Names) -> tuple[Condition, ...]:
         out = []
         for i, item in enumerate(items or []):
-            out.append(Condition(self.expression(item["if"], path + (i, "if"), known),
-                                 self.tree(item["reason"], path + (i, "reason"), known)))
+            out.append(Condition(self.expression(item["if"], path + (i, "if"), known, names),
+                                 self.tree(item["reason"], path + (i, "reason"), known, names)))
         return tuple(out)
 
     def request(self, defaults: dict[str, Any], own: dict[str, Any], own_path: Path_,
-                known: Known | None, request_name: str, id_suffix: str = "") -> RequestSpec:
+                known: Known | None, names: dict[str, Bound], request_name: str,
+                id_suffix: str = "") -> RequestSpec:
         """One request of a rule: the file's defaults merged with `own` (the rule's `request`,
         or one entry of its `requests`, written at `own_path`)."""
         def origin(key: str) -> Path_:
@@ -206,7 +219,7 @@ class _Compiler:
             self.problem(own_path[:-1] if own_path[-1] == "request" else own_path,
                          "no url: set request.url here or in the file's request defaults")
         headers = tuple((name, self.tree(value if isinstance(value, str) else str(value),
-                                         origin_in(own_path, own, "headers", name), known))
+                                         origin_in(own_path, own, "headers", name), known, names))
                         for name, value in merged["headers"].items())
         method = merged.get("method", "POST")
         if not is_template(method) and method not in METHODS:
@@ -229,7 +242,7 @@ class _Compiler:
                 self.problem(path, "auth_query may use settings only (it is rendered again at "
                                    f"send time, without the event); found: {', '.join(sorted(stray))}")
             auth_query.append((name, compiled))
-        url = self.tree(merged.get("url", ""), origin("url"), known)
+        url = self.tree(merged.get("url", ""), origin("url"), known, names)
         # Secret settings may be inserted into the url as they are: the url is stored with a
         # placeholder for each, and delivery puts the current value in at send time.
         url_secrets = frozenset(url.settings_used & self.secret_names)
@@ -248,38 +261,44 @@ class _Compiler:
         item_name = own.get("as", "item")
         for_each = None
         if "for_each" in own:
-            for_each = self.tree(own["for_each"], own_path + ("for_each",), known)
+            for_each = self.tree(own["for_each"], own_path + ("for_each",), known, names)
             if known is not None:
                 known = known.with_names(item_name, "index")
+            # Each item makes a request of its own: what it holds is a part of the list.
+            names = {**names, item_name: for_each.bound}
         elif "as" in own:
             self.problem(own_path + ("as",), "'as' names the item of for_each, and there is no "
                                              "for_each here", key=True)
-        condition = self.expression(own["if"], own_path + ("if",), known) if "if" in own else None
-        query = tuple((key, self.tree(value, origin_in(own_path, own, "query", key), known))
+        condition = self.expression(own["if"], own_path + ("if",), known, names) \
+            if "if" in own else None
+        query = tuple((key, self.tree(value, origin_in(own_path, own, "query", key), known, names))
                       for key, value in merge_named(defaults.get("query"), own.get("query")).items())
         named = {name.lower() for name in (*merged["headers"], *merged["auth"])}
+        body = self.body(defaults, own, own_path, known, names)
+        with_body = {**names, "body": body.bound if body is not None else Bound()}
         return RequestSpec(
-            method=self.tree(method, origin("method"), known),
+            method=self.tree(method, origin("method"), known, names),
             url=url,
             url_secrets=url_secrets,
             auth_query=tuple(auth_query),
             headers=headers,
             auth=tuple(auth),
             encoding=encoding,
-            body=self.body(defaults, own, own_path, known),
-            deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"), known)
+            body=body,
+            deliver_after=self.tree(merged["deliver_after"], origin("deliver_after"), known, names)
             if "deliver_after" in merged else None,
-            once_key=self.tree(once["key"], origin("once") + ("key",), known) if once else None,
+            once_key=self.tree(once["key"], origin("once") + ("key",), known, names)
+            if once else None,
             once_window=self.tree(once["window_seconds"], origin("once") + ("window_seconds",),
-                                  known) if once else None,
+                                  known, names) if once else None,
             message_id=self.tree(merged.get("message_id", "{{ messageId }}"), origin("message_id"),
-                                 known),
+                                 known, names),
             batch_into=batch_item["into"] if batch_item else None,
             batch_item=self.tree(batch_item["value"], origin("batch_item") + ("value",),
-                                 known.with_names("body") if known else None)
+                                 known.with_names("body") if known else None, with_body)
             if batch_item else None,
             batch_if=self.expression(batch_item["if"], origin("batch_item") + ("if",),
-                                     known.with_names("body") if known else None)
+                                     known.with_names("body") if known else None, with_body)
             if batch_item and "if" in batch_item else None,
             content_type=None if "content-type" in named
             else FORM_TYPE if encoding == "form" else JSON_TYPE,
@@ -330,9 +349,10 @@ class _Compiler:
         )
 
     def body(self, defaults: dict[str, Any], own: dict[str, Any], own_path: Path_,
-             known: Known | None) -> Compiled | None:
+             known: Known | None, names: Names) -> Compiled | None:
         if "body" not in own:
-            return self.tree(defaults["body"], ("request", "body"), known) if "body" in defaults else None
+            return self.tree(defaults["body"], ("request", "body"), known, names) \
+                if "body" in defaults else None
         base, mine = defaults.get("body"), own["body"]
         mine_path = own_path + ("body",)
         if isinstance(base, dict) and isinstance(mine, dict):
@@ -342,10 +362,10 @@ class _Compiler:
             merged = _merge_bodies(base, mine, deep=own.get("body_merge") == "deep")
             key_paths = {k: mine_path + (k,) for k in mine}
             compiled = compile_tree(merged, ("request", "body"), self.template_problem, key_paths,
-                                    locate=self.where, known=known)
+                                    locate=self.where, known=known, names=names)
             self.settings_used += [(mine_path, name) for name in compiled.settings_used]
             return compiled
-        return self.tree(mine, mine_path, known)
+        return self.tree(mine, mine_path, known, names)
 
 
     def rule(self, spec: dict[str, Any], index: int, defaults: dict[str, Any],
@@ -379,9 +399,10 @@ class _Compiler:
         file_known = self.file_known
         known = file_known.with_names("matched_event", *(n for n, _ in extract)) \
             if file_known is not None else None
-        values, known = self.values(spec.get("values"), path + ("values",), known)
+        bounds = {**self.file_names, **{name: e.bound for name, e in extract}}
+        values, known, bounds = self.values(spec.get("values"), path + ("values",), known, bounds)
         has_request = "request" in spec or "requests" in spec or bool(defaults)
-        skip = self.tree(spec["skip"], path + ("skip",), known) if "skip" in spec else None
+        skip = self.tree(spec["skip"], path + ("skip",), known, bounds) if "skip" in spec else None
         requests: list[RequestSpec] = []
         if skip is None and has_request:
             if "requests" in spec:
@@ -396,11 +417,11 @@ class _Compiler:
                     labels.add(label)
                     requests.append(self.request(
                         defaults, {k: v for k, v in entry.items() if k != "name"},
-                        path + ("requests", i), known, f"{spec['name']}/{label}",
+                        path + ("requests", i), known, bounds, f"{spec['name']}/{label}",
                         "" if i == 0 else f"#{label}"))
             else:
                 requests.append(self.request(defaults, spec.get("request", {}),
-                                             path + ("request",), known, spec["name"]))
+                                             path + ("request",), known, bounds, spec["name"]))
         rule_snake = snake
         if "snake_case" in spec:
             rule_snake = self.snake(spec["snake_case"], path + ("snake_case",))
@@ -413,12 +434,12 @@ class _Compiler:
             if "condition" in when else None,
             require=tuple(require),
             extract=tuple(extract),
-            reject_if=self.conditions(spec.get("reject_if"), path + ("reject_if",), known),
-            skip_if=self.conditions(spec.get("skip_if"), path + ("skip_if",), known),
+            reject_if=self.conditions(spec.get("reject_if"), path + ("reject_if",), known, bounds),
+            skip_if=self.conditions(spec.get("skip_if"), path + ("skip_if",), known, bounds),
             skip=skip,
             snake=rule_snake if rule_snake is not snake else None,
             requests=tuple(requests),
-            when_if=self.expression(when["if"], path + ("when", "if"), file_known)
+            when_if=self.expression(when["if"], path + ("when", "if"), file_known, self.file_names)
             if "if" in when else None,
             values=values,
             description=spec.get("description"),
@@ -445,6 +466,9 @@ class _Compiler:
                                         "differ in their letters or digits")
             else:
                 seen[key] = (name, where)
+            if spec.get("now") is not None and parse_datetime(spec["now"]) is None:
+                self.problem(("examples", i, "now"), f"an example's now must be an ISO 8601 "
+                                                     f"time, got {spec['now']!r}")
             out.append(Example(name, spec["event"], spec.get("settings") or {},
                                spec.get("now"), spec.get("source"),
                                self.view.locate(("examples", i)), spec.get("expect")))
@@ -467,7 +491,8 @@ class _Compiler:
                 self.problem(("settings", name), f"setting '{name}' is required and has a default; "
                                                  "keep one of the two")
         snake = self.snake(data.get("snake_case"), ("snake_case",))
-        values, self.file_known = self.values(data.get("values"), ("values",), self.known)
+        values, self.file_known, self.file_names = self.values(data.get("values"), ("values",),
+                                                               self.known, {})
         defaults = data.get("request") or {}
         for key in ("for_each", "as", "if"):
             if key in defaults:
@@ -482,7 +507,7 @@ class _Compiler:
             rules.append(self.rule(spec, i, defaults, snake))
         if not rules and not self.has_rules:
             self.problem(("rules",), "a destination needs at least one rule")
-        unmatched = self.tree(data["unmatched"], ("unmatched",), self.file_known) \
+        unmatched = self.tree(data["unmatched"], ("unmatched",), self.file_known, self.file_names) \
             if "unmatched" in data else None
         batch = self.batch(rules)
         secret = settings.secret_names

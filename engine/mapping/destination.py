@@ -15,6 +15,8 @@ from ..normalize import normalize_event
 from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import skip_for
 from ..serialization import parse_datetime, query_encode, to_json
+from . import budget
+from .budget import CURRENT as _BUDGET
 from .casing import snake_case_keys
 from .dispatch import Dispatch, normalize_name
 from .expressions import Expression, Getter
@@ -342,6 +344,7 @@ class BoundDestination:
 
     def __init__(self, destination: Destination, settings: dict[str, Any], *,
                  generated: bool = False) -> None:
+        budget.fresh()  # what is rendered from settings alone, here, has its own budget
         self.destination = destination
         self.settings = settings
         self.secrets = destination.secret_values(settings)
@@ -451,6 +454,7 @@ class BoundDestination:
         batch, bulk = self.destination.batch, self._bulk
         if batch is None or bulk is None:
             raise EventError(f"{self.destination.slug} declares no batch")
+        budget.fresh()
         lists: dict[str, list[Any]] = {}
         for into, item in items:
             lists.setdefault(into, []).append(item)
@@ -509,6 +513,7 @@ class BoundDestination:
         intake does both once for all of a source's destinations), or to a raw input
         object. Raises EventError when a rule rejects it."""
         dest = self.destination
+        _BUDGET.budget = None  # budget.fresh(): the steps and CPU time this event may take
         when = now if type(now) is datetime and now.tzinfo is not None else _clock(now)
         call = event["type"] if self._segment else None
         if dest.snake is not None:
@@ -592,7 +597,9 @@ class BoundDestination:
                 if items is MISSING:
                     continue
                 item_scope = dict(scope)
+                spend = budget.current().spend
                 for index, item in enumerate(items if isinstance(items, list) else [items]):
+                    spend()
                     if item is None:
                         continue
                     item_scope[spec.item_name] = item
@@ -608,6 +615,8 @@ class BoundDestination:
                                         "or for_each gave none)", rule.name, rule.name)]
             return out
         except RenderError as exc:
+            raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
+        except budget.BudgetExceeded as exc:  # for_each, between two of its requests
             raise EventError(f"{dest.slug}: rule {rule.name}: {exc}") from None
 
     def _request(self, rule: Rule, spec: RequestSpec, auth: dict[str, str], scope: Scope,

@@ -4,6 +4,14 @@
 (fields, sub-expressions, `||`, `&&`, `!`, comparisons, literals, function calls, pipes,
 multi-selects) are turned into closures here, and the rest is handed to one shared
 interpreter, node by node.
+
+JMESPath has no loops of its own, but it can copy: `[@, @]` holds its input twice, and
+forty of them in a pipe hold it a trillion times (bounds.weight_of). So every node gets a
+bound at load (`_growth`): how many times the input (the event, the settings) its value can
+weigh, plus a constant. A node whose bound could pass MAX_FACTOR times the input, or
+MAX_OUTPUT, is marked, and its value is measured each time it is made (bounds.check_weight):
+past MAX_OUTPUT the search fails, and the event is rejected. Every other node costs at most
+a few times the input, with no check at run time.
 """
 
 from __future__ import annotations
@@ -12,18 +20,34 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import jmespath
+from jinja2.exceptions import SecurityError
 from jmespath import exceptions as jp_errors
 from jmespath.visitor import Options, TreeInterpreter
 
 from ..errors import RenderError
+from .bounds import MAX_OUTPUT, check_weight, weight_of
 from .functions import JMESPATH_FUNCTIONS
+from .growth import MAX_FACTOR, Bound
 
 __all__ = ["Expression", "ExpressionProblem", "compile_jmespath", "FUNCTIONS"]
 
 
 FUNCTIONS = JMESPATH_FUNCTIONS
+
+_WEIGH = "weigh"
+"""Set in a parsed node whose value is measured when it is made (see `_growth`)."""
+
+
+class _Interpreter(TreeInterpreter):  # type: ignore[misc]  # jmespath is untyped
+    """JMESPath's interpreter, measuring the values of the nodes marked _WEIGH."""
+
+    def visit(self, node: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        value = super().visit(node, *args, **kwargs)
+        return check_weight(value) if node.get(_WEIGH) else value
+
+
 _OPTIONS = Options(custom_functions=FUNCTIONS)
-_INTERPRETER = TreeInterpreter(_OPTIONS)
+_INTERPRETER = _Interpreter(_OPTIONS)
 
 Getter = Callable[[Any], Any]
 
@@ -51,6 +75,8 @@ class Expression:
     origin: str = ""
     settings_used: frozenset[str] = frozenset()
     uses_settings: bool = False
+    bound: Bound = Bound()
+    """How large its value can be (growth.py), for the templates that read it."""
 
     def with_settings(self, settings: dict[str, Any]) -> Getter:
         """The search, with `settings` (the public ones) in place of `settings.NAME`."""
@@ -67,6 +93,10 @@ def compile_jmespath(source: str, origin: str = "") -> Expression | ExpressionPr
         return ExpressionProblem("a JMESPath expression must be a non-empty string")
     try:
         parsed = jmespath.compile(source)
+    except RecursionError:
+        # jmespath parses recursively: a thousand nested parentheses or `!`s go deeper than
+        # Python allows.
+        return ExpressionProblem("JMESPath error: the expression nests too deeply")
     except jp_errors.LexerError as exc:
         return ExpressionProblem(f"JMESPath syntax error: {exc.msg}: {exc.message}",
                                  exc.lexer_position or 0)
@@ -75,13 +105,135 @@ def compile_jmespath(source: str, origin: str = "") -> Expression | ExpressionPr
         return ExpressionProblem(f"JMESPath syntax error: {exc.msg}{near}", exc.lex_position or 0)
     except jp_errors.JMESPathError as exc:
         return ExpressionProblem(f"JMESPath error: {exc}")
-    problem = _check_functions(parsed.parsed, source)
-    if problem:
-        return problem
-    names: set[str] = set()
-    uses = _find_settings(parsed.parsed, names)
-    search = _reporting(_compile(parsed.parsed), source, origin)
-    return Expression(source, search, parsed.parsed, origin, frozenset(names), uses)
+    try:
+        problem = _check_functions(parsed.parsed, source)
+        if problem:
+            return problem
+        growth = _growth(parsed.parsed)
+        names: set[str] = set()
+        uses = _find_settings(parsed.parsed, names)
+        search = _reporting(_compile(parsed.parsed), source, origin)
+    except RecursionError:
+        return ExpressionProblem("JMESPath error: the expression nests too deeply")
+    except _Refused as exc:
+        return ExpressionProblem(str(exc))
+    return Expression(source, search, parsed.parsed, origin, frozenset(names), uses,
+                      _bound(parsed.parsed, growth, uses))
+
+
+# ---- what an expression can build -------------------------------------------------------
+
+class _Refused(Exception):
+    pass
+
+
+Growth = tuple[int, int]
+"""(factor, constant): a value weighs at most factor * (its input's weight) + constant."""
+
+_SMALL = (0, 16)
+_SCALAR_FUNCTIONS = {"abs", "avg", "ceil", "contains", "ends_with", "floor", "length",
+                     "starts_with", "sum", "to_number", "type"}
+_PART_FUNCTIONS = {"keys", "values", "max", "min", "max_by", "min_by", "reverse", "sort",
+                   "sort_by", "not_null", "coalesce", "merge"}
+_TEXT_FUNCTIONS = {"to_string": 8, "lower": 3, "upper": 3, "snake_case": 2,
+                   "snake_case_keys": 2}
+
+
+def _growth(node: dict[str, Any]) -> Growth:
+    """The node's growth (see Growth). A node that could pass MAX_FACTOR times its input or
+    MAX_OUTPUT is marked _WEIGH: measured when it runs, it is then at most MAX_OUTPUT."""
+    kind = node["type"]
+    children = [c for c in node.get("children", ()) if isinstance(c, dict)]
+    grown = [_growth(c) for c in children]
+    if kind in ("field", "current", "identity", "index", "slice"):
+        found: Growth = (1, 0)
+    elif kind == "literal":
+        found = (0, weight_of(node["value"], MAX_OUTPUT, counted=False))
+    elif kind in ("subexpression", "pipe", "index_expression"):
+        found = grown[0]
+        for factor, const in grown[1:]:
+            found = (found[0] * factor, found[1] * factor + const)
+    elif kind in ("projection", "value_projection", "filter_projection"):
+        # The right side runs on each element of the left's value, and there are at most
+        # as many elements as the left's value weighs.
+        (left_a, left_c), (right_a, right_c) = grown[0], grown[1]
+        per = right_a + right_c + 1
+        found = (left_a * per, left_c * per + 1)
+    elif kind in ("multi_select_list", "multi_select_dict"):
+        found = (sum(a for a, _ in grown), sum(c for _, c in grown) + len(grown) + 1)
+    elif kind == "key_val_pair":
+        found = (grown[0][0], grown[0][1] + len(str(node.get("value", ""))))
+    elif kind in ("or_expression", "and_expression"):
+        found = (max(a for a, _ in grown), max(c for _, c in grown))  # one side or the other
+    elif kind in ("not_expression", "comparator"):
+        found = (0, 1)
+    elif kind in ("flatten", "expref"):
+        found = grown[0]
+    elif kind == "function_expression":
+        found = _function_growth(node, children, grown)
+    else:
+        found = (sum(a for a, _ in grown), sum(c for _, c in grown))
+    if found[0] > MAX_FACTOR or found[1] > MAX_OUTPUT:
+        node[_WEIGH] = True
+        return (0, MAX_OUTPUT)
+    node.pop(_WEIGH, None)
+    return found
+
+
+def _function_growth(node: dict[str, Any], children: list[dict[str, Any]],
+                     grown: list[Growth]) -> Growth:
+    name = node["value"]
+    values = [g for c, g in zip(children, grown) if c["type"] != "expref"]
+    if name in _SCALAR_FUNCTIONS:
+        return _SMALL
+    if name in _PART_FUNCTIONS:
+        return (sum(a for a, _ in values), sum(c for _, c in values))
+    if name in _TEXT_FUNCTIONS:
+        k = _TEXT_FUNCTIONS[name]
+        return (sum(a for a, _ in values) * k, sum(c for _, c in values) * k + 2)
+    if name == "to_array":
+        return (values[0][0], values[0][1] + 1)
+    if name == "map":
+        (expr_a, expr_c), (arr_a, arr_c) = grown[0], grown[1]
+        per = expr_a + expr_c + 1
+        return (arr_a * per, arr_c * per + 1)
+    if name == "join":
+        (sep_a, sep_c), (arr_a, arr_c) = grown[0], grown[1]
+        if sep_a:
+            # One separator per item: a separator taken from the event makes the text grow
+            # with the square of the event.
+            raise _Refused("join's separator must be a literal (`join(', ', tags)`), not "
+                            "a value of the event")
+        return (arr_a * (sep_c + 1), arr_c * (sep_c + 1))
+    return (sum(a for a, _ in values), sum(c for _, c in values))
+
+
+def _bound(node: dict[str, Any], growth: Growth, uses_settings: bool) -> Bound:
+    """What templates that read the expression's value build on: the paths it reads when it
+    is a path or a `||` of paths (the usual extract), else the whole input `factor` times."""
+    paths = _paths(node)
+    if paths is not None:
+        bound = Bound()
+        for path in paths:
+            bound = bound + (Bound.path(*path) if path[0] == "settings" and uses_settings
+                             else Bound.path("event", *path))
+        return bound
+    bound = Bound(((("event",), growth[0]),), 0, growth[1])
+    if uses_settings:
+        bound = bound + Bound(((("settings",), growth[0]),))
+    return bound
+
+
+def _paths(node: dict[str, Any]) -> list[tuple[str, ...]] | None:
+    kind = node["type"]
+    if kind == "field":
+        return [(node["value"],)]
+    if kind == "subexpression" and all(c["type"] == "field" for c in node["children"]):
+        return [tuple(c["value"] for c in node["children"])]
+    if kind == "or_expression":
+        left, right = _paths(node["children"][0]), _paths(node["children"][1])
+        return None if left is None or right is None else left + right
+    return None
 
 
 def _settings_name(node: dict[str, Any]) -> tuple[bool, str | None]:
@@ -133,6 +285,8 @@ def _reporting(search: Getter, source: str, origin: str) -> Getter:
             raise RenderError(f"{where}JMESPath {source!r} failed: {_one_line(exc)}") from None
         except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             raise RenderError(f"{where}JMESPath {source!r} failed: {exc}") from None
+        except SecurityError as exc:
+            raise RenderError(f"{where}JMESPath {source!r} was stopped: {exc}") from None
     return guarded
 
 
@@ -170,6 +324,13 @@ def _is_false(value: Any) -> bool:
 
 
 def _compile(node: dict[str, Any]) -> Getter:
+    getter = _compile_node(node)
+    if node.get(_WEIGH):
+        return lambda v: check_weight(getter(v))
+    return getter
+
+
+def _compile_node(node: dict[str, Any]) -> Getter:
     kind = node["type"]
     children = node.get("children", [])
     if kind == "field":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from jinja2 import Undefined
 from jmespath import functions as jp_functions
 
 from ..serialization import format_datetime, json_default, parse_datetime, to_json
+from . import budget
 from .casing import snake_case, snake_case_keys
 from .missing import MISSING, Missing, MissingValue, is_missing
 
@@ -151,6 +153,10 @@ _STRFTIME = regex.compile(r"%[-#]?[a-zA-Z%]")
 _STRFTIME_ALLOWED = set("aAbBcdHIjmMpSUwWxXyYzZfGuVe%")
 
 
+MAX_DATE_FORMAT = 256
+"""The longest format_date format (a directive such as %c writes 24 characters)."""
+
+
 _ZONE_NAME_LIMIT = 64  # the longest IANA name is 32 characters
 
 
@@ -173,6 +179,8 @@ def _f_format_date(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%S", zone: str = "UTC"
     parsed = parse_time(value)
     if parsed is None or not isinstance(fmt, str) or not isinstance(zone, str):
         return MISSING
+    if len(fmt) > MAX_DATE_FORMAT:
+        raise ValueError(f"format_date: the format is longer than {MAX_DATE_FORMAT} characters")
     for directive in _STRFTIME.findall(fmt):
         if directive[-1] not in _STRFTIME_ALLOWED:
             raise ValueError(f"format_date: unknown directive {directive!r}")
@@ -217,6 +225,27 @@ def compile_regex(pattern: str) -> Any:
     return regex.compile(pattern)
 
 
+REGEX_MAX_OUTPUT = 1_000_000
+"""The longest text regex_replace may make (as bounds.MAX_OUTPUT: functions.py sits below
+the sandbox and does not import it)."""
+
+
+def _replace_within(compiled: Any, replacement: str, text: str, count: int) -> str:
+    """`compiled.sub(replacement, text, count)`, stopped as soon as the text it builds
+    passes REGEX_MAX_OUTPUT (an empty pattern inserts the replacement at every position)."""
+    size = len(text)
+
+    def expand(match: Any) -> str:
+        nonlocal size
+        piece = str(match.expand(replacement))
+        size += len(piece) - (match.end() - match.start())
+        if size > REGEX_MAX_OUTPUT:
+            raise ValueError(f"regex_replace: the text would grow past {REGEX_MAX_OUTPUT:,} "
+                             "characters")
+        return piece
+    return str(compiled.sub(expand, text, count=count, timeout=REGEX_TIMEOUT))
+
+
 def _regex_run(kind: str, value: Any, pattern: Any, *args: Any) -> Any:
     if not isinstance(pattern, str):
         raise ValueError(f"{kind}: the pattern must be text")
@@ -225,9 +254,10 @@ def _regex_run(kind: str, value: Any, pattern: Any, *args: Any) -> Any:
     except regex.error as exc:
         raise ValueError(f"{kind}: bad pattern {pattern!r}: {exc}") from None
     text = value if isinstance(value, str) else str(value)
+    started = time.perf_counter()
     try:
         if kind == "regex_replace":
-            return compiled.sub(str(args[0]), text, count=int(args[1]), timeout=REGEX_TIMEOUT)
+            return _replace_within(compiled, str(args[0]), text, int(args[1]))
         found = (compiled.match if kind == "regex_match" else compiled.search)(
             text, timeout=REGEX_TIMEOUT)
     except TimeoutError:
@@ -235,6 +265,12 @@ def _regex_run(kind: str, value: Any, pattern: Any, *args: Any) -> Any:
                          f"(more than {REGEX_TIMEOUT}s)") from None
     except (regex.error, IndexError) as exc:
         raise ValueError(f"{kind}: {exc}") from None
+    finally:
+        # Each run has its own time bound; many slow runs in one event count against its
+        # budget, which is looked at after any run that took a while.
+        budget.spend_units(len(text))
+        if time.perf_counter() - started > 0.001:
+            budget.check_time()
     if kind == "regex_match":
         return found is not None
     if found is None:
@@ -280,6 +316,11 @@ def _f_lookup(table: Any, key: Any, from_key: str = "from", to_key: str = "to") 
     return []
 
 
+FLATTEN_MAX_OUTPUT = 1_000_000
+"""The most characters of keys and items flatten may make: each key spells its whole path,
+so the keys of a deep value can be far longer than the value."""
+
+
 def _f_flatten(value: Any, separator: str = ".", prefix: str = "") -> Any:
     """Nested mappings and lists as one mapping of prefixed keys:
     `{'a': {'b': 1}, 'c': [2]} | flatten('_')` is `{'a_b': 1, 'c_0': 2}`."""
@@ -287,8 +328,12 @@ def _f_flatten(value: Any, separator: str = ".", prefix: str = "") -> Any:
         return value
     out: dict[str, Any] = {}
     stack: list[tuple[str, Any]] = [(prefix, value)]
+    size = 0
     while stack:  # no recursion: a deep value cannot exhaust the stack
         path, item = stack.pop()
+        size += len(path) + 1
+        if size > FLATTEN_MAX_OUTPUT:
+            raise ValueError(f"flatten: the keys would pass {FLATTEN_MAX_OUTPUT:,} characters")
         if isinstance(item, dict) and item:
             pairs = [(str(k), v) for k, v in item.items()]
         elif isinstance(item, list) and item:

@@ -32,6 +32,7 @@ from jinja2 import Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 
 from ..errors import RenderError
+from . import budget
 from .bounds import MAX_OUTPUT, bounded_binop
 from .functions import TESTS
 from .missing import MISSING, Missing, MissingValue
@@ -43,6 +44,7 @@ from .templates import (
     _absent,
     _as_path,
     _attr,
+    _directive_stopped,
     _EmptiedDict,
     _EmptiedList,
     _item,
@@ -52,6 +54,7 @@ from .templates import (
     _step,
     _text,
     _Untranslatable,
+    _weigh,
     call_target,
 )
 
@@ -151,7 +154,9 @@ HELPERS: dict[str, Any] = {
     "_EmptiedList": _EmptiedList, "_too_many": _too_many, "_absent": _absent,
     "PLAIN": frozenset({dict, list, int, float, bool}),
     "PLAIN_OR_TIME": frozenset({dict, list, int, float, bool, datetime}),
-    "UNSET": UNSET, "_keyed_dict": _keyed_dict,
+    "UNSET": UNSET, "_keyed_dict": _keyed_dict, "_weigh": _weigh,
+    "_directive_stopped": _directive_stopped, "SecurityError": SecurityError,
+    "_spender": budget.spender,
 }
 """What every generated module may call besides its own numbered constants."""
 
@@ -341,6 +346,7 @@ class SourceWriter:
             out.append(f"{indent}{target} = {built} if {built} else M")
         else:
             out.append(f"{indent}{target} = {built}")
+        self._weighed(out, indent, shape.weighed, target)
 
     def _list(self, out: list[str], indent: str, shape: ListShape, env: Env, target: str) -> None:
         built = self.local("l")
@@ -357,6 +363,14 @@ class SourceWriter:
             out.append(f"{indent}{target} = {built} if {built} else M")
         else:
             out.append(f"{indent}{target} = {built}")
+        self._weighed(out, indent, shape.weighed, target)
+
+    def _weighed(self, out: list[str], indent: str, origin: str | None, target: str) -> None:
+        """templates._weighed: a value whose bound is too large to trust (growth.py),
+        measured as it is made (None: its bound is small, nothing to do)."""
+        if origin is not None:
+            where = f"{origin}: " if origin else ""
+            out.append(f"{indent}{target} = _weigh({target}, {where!r})")
 
     def _directive(self, out: list[str], indent: str, shape: DirectiveShape, env: Env,
                    target: str) -> None:
@@ -371,13 +385,21 @@ class SourceWriter:
             out.append(f"{inner}{pairs} = {found} if isinstance({found}, list) else [{found}]")
         out.append(f"{inner}if {pairs} is not None:")
         inner += "    "
+        # The directive's own work (its size, its items counted against the event's
+        # budget) stopped as templates._directive_errors says (a value inside it is a
+        # template that says so itself).
+        out.append(f"{inner}try:")
+        inner += "    "
         out.append(f"{inner}if len({pairs}) > MAX_OUTPUT:")
         out.append(f"{inner}    _too_many({shape.kind!r})")
+        spend = self.local("spend")
+        out.append(f"{inner}{spend} = _spender()")
         result = self.local("r")
         keyed = shape.key is not None
         out.append(f"{inner}{result} = {{}}" if keyed else f"{inner}{result} = []")
         out.append(f"{inner}for {index}, {pair} in enumerate({pairs}):")
         body = inner + "    "
+        out.append(f"{body}{spend}()")
         if shape.kind == "$each":
             item = self.local("item")
             out.append(f"{body}{item} = {pair}")
@@ -403,6 +425,10 @@ class SourceWriter:
             out.append(f"{body}if {key} is not M:")
             out.append(f"{body}    {result}[{key} if type({key}) is str else str({key})] = {value}")
         out.append(f"{inner}{target} = {result} if {result} else M")
+        outer = inner[:-4]
+        out.append(f"{outer}except SecurityError as _stop:")
+        out.append(f"{outer}    _directive_stopped(_stop, {shape.kind!r}, {shape.origin!r})")
+        self._weighed(out, outer, shape.origin if shape.weighed else None, target)
 
     # -- expressions (templates._translate, as source) -----------------------------------
 

@@ -40,6 +40,9 @@ class DictShape:
     """A mapping: each key (a constant or a template) with its value, in order."""
 
     entries: tuple[tuple["Compiled", "Compiled"], ...]
+    weighed: str | None = None
+    """Where the mapping is written (file:line:col) when its bound (growth.py) is too large
+    to trust: its value is measured as it is made (templates._weighed); None when it is not."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,12 +50,17 @@ class ListShape:
     """A list: its items, in order."""
 
     items: tuple["Compiled", ...]
+    weighed: str | None = None
+    """As DictShape.weighed."""
 
 
 @dataclass(frozen=True, eq=False)
 class DirectiveShape:
     """`$each` (kind "$each": a list, `value` per item, the item and its position named
-    `names`) or `$entries` (a mapping, `key` and `value` per entry of another mapping)."""
+    `names`) or `$entries` (a mapping, `key` and `value` per entry of another mapping).
+    Each item is a step of the event's budget (budget.py); `weighed`: its result is measured
+    as it is made (its bound is too large to trust); `origin` (file:line:col) is where it is
+    written, for the errors it raises."""
 
     kind: str
     source: "Compiled"
@@ -60,6 +68,8 @@ class DirectiveShape:
     key: "Compiled | None"
     test: "Compiled | None"
     names: tuple[str, ...]
+    origin: str = ""
+    weighed: bool = False
 
 
 Shape = LeafShape | DictShape | ListShape | DirectiveShape

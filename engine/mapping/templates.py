@@ -19,21 +19,32 @@ import inspect
 import operator
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable
+from functools import lru_cache
+from typing import Any, Callable, Mapping, NoReturn
 
 import regex
 from jinja2 import TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.utils import _PassArg
 
 from ..errors import EngineError, RenderError
 from ..serialization import format_datetime
-from .bounds import MAX_OUTPUT, bounded_binop
+from . import budget
+from .bounds import MAX_OUTPUT, bounded_binop, check_weight
 from .functions import MISSING_AWARE_FILTERS, compile_regex
+from .growth import (
+    CHECKED,
+    NOTHING,
+    Bound,
+    analyze_expression,
+    analyze_template,
+    weight_bound,
+)
 from .missing import MISSING, Missing, MissingValue
-from .sandbox import ENV
+from .sandbox import ENV, INTERNAL_FILTERS
 from .shapes import DictShape, DirectiveShape, LeafShape, ListShape, Shape
 
 __all__ = ["Renderer", "TemplateProblem", "Compiled", "Known", "compile_tree",
@@ -64,13 +75,22 @@ class Compiled:
     shape: Shape | None = None
     """How the renderer builds the value, for the code generator (shapes.py); None for a
     constant, and for a value that only stands in for one that did not compile."""
+    bound: Bound = NOTHING
+    """How large the value can be (growth.py): what templates that read it build on."""
+
+
+Names = Mapping[str, Bound]
+"""The bounds of the names templates at one place can read (growth.DEFAULT_NAMES, and the
+mapping's own values): what the analysis of each template starts from."""
 
 
 _MARKERS = ("{{", "{%", "{#")
 
 
 def is_template(value: Any) -> bool:
-    return isinstance(value, str) and any(m in value for m in _MARKERS)
+    # One scan for "{" first: a long text repeated by YAML aliases is not searched three
+    # times per use.
+    return isinstance(value, str) and "{" in value and any(m in value for m in _MARKERS)
 
 
 # ---- expression translation ------------------------------------------------------------
@@ -312,7 +332,7 @@ def _text(value: Any) -> str:
 # Filters whose result is never larger than a fixed size or than what they were given.
 _SMALL_RESULT_FILTERS = frozenset({
     "digest", "lower", "upper", "trim", "snake_case", "length", "count", "int", "float",
-    "abs", "round", "first", "last", "default", "d", "string", "bool", "datetime", "add_days",
+    "abs", "round", "first", "last", "default", "d", "bool", "datetime", "add_days",
     "days_between", "isoformat", "without", "truncate", "capitalize", "title",
 })
 
@@ -432,6 +452,9 @@ def _settings_inserted(tree: nodes.Template) -> set[str]:
     return {name for name, count in direct.items() if everywhere.get(name) == count}
 
 
+_TIME_PARTS = frozenset({"year", "month", "day", "hour", "minute", "second", "microsecond"})
+
+
 def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[str]]:
     problems: list[TemplateProblem] = []
     settings: set[str] = set()
@@ -452,6 +475,26 @@ def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[s
         if inner is not None:
             problems.append(TemplateProblem("loops inside loops are not allowed in mapping templates",
                                             inner.lineno))
+    # Text captured by `{% set x %}...{% endset %}` or `{% filter %}` is not measured as it
+    # is printed, as a template's own text is: a loop there could build any amount of it.
+    for capture in tree.find_all((nodes.AssignBlock, nodes.FilterBlock)):
+        looped = next(capture.find_all(nodes.For), None)
+        if looped is not None:
+            word = "set" if isinstance(capture, nodes.AssignBlock) else "filter"
+            problems.append(TemplateProblem(f"loops are not allowed inside a {{% {word} %}} block",
+                                            looped.lineno))
+    for used in tree.find_all(nodes.Filter):
+        if used.name in INTERNAL_FILTERS:
+            problems.append(TemplateProblem(f"filter '{used.name}' is the engine's own; a "
+                                            "mapping cannot use it", used.lineno))
+    for attr in tree.find_all(nodes.Getattr):
+        # `now` is a time: its parts are numbers; anything else of it (a method, a class,
+        # the time zone object) is nothing a request can hold.
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "now" \
+                and attr.attr not in _TIME_PARTS:
+            problems.append(TemplateProblem(
+                f"'now.{attr.attr}' is not a value: a time's parts are "
+                f"{', '.join(sorted(_TIME_PARTS))} (or use a filter: now | isoformat)", attr.lineno))
     for node in tree.find_all((nodes.Filter, nodes.Test)):
         assert isinstance(node, (nodes.Filter, nodes.Test))
         problem = _arity_problem(node)
@@ -530,9 +573,39 @@ def _empty_when_false(tree: nodes.Template) -> None:
                 part.expr2 = nodes.Const("", lineno=part.lineno)
 
 
-def compile_template(source: str, origin: str = "") -> Compiled | TemplateProblem | list[TemplateProblem]:
+def compile_template(source: str, origin: str = "", names: Names | None = None
+                     ) -> Compiled | TemplateProblem | list[TemplateProblem]:
     """Compile one template string (a leaf, a key, a URL, ...). `origin` (file:line:col)
-    prefixes the errors it raises when it renders."""
+    prefixes the errors it raises when it renders; `names` holds the bounds of the names it
+    may read (growth.py; the defaults when not given).
+
+    The same text at the same place with the same names compiles once: a YAML alias repeats
+    a node, not its compilation."""
+    key = tuple(sorted(names.items())) if names else ()
+    found = _compile_cached(source, origin, key)
+    return list(found) if isinstance(found, tuple) else found
+
+
+@lru_cache(maxsize=1024)
+def _compile_cached(source: str, origin: str, names: tuple[tuple[str, Bound], ...]
+                    ) -> Compiled | TemplateProblem | tuple[TemplateProblem, ...]:
+    try:
+        found = _compile(source, origin, dict(names))
+    except RecursionError:
+        # Jinja parses, optimizes and generates code recursively: a thousand nested
+        # parentheses or `1 + 1 + ...` terms go deeper than Python allows.
+        return TemplateProblem("template error: the template nests too deeply (too many "
+                               "parentheses, brackets, terms or blocks inside each other)")
+    except (SyntaxError, MemoryError) as exc:
+        # Python refuses to compile what Jinja generated ("too many statically nested
+        # blocks", "too many levels of indentation").
+        reason = exc.msg if isinstance(exc, SyntaxError) else "out of memory"
+        return TemplateProblem(f"template error: the template is too complex to compile ({reason})")
+    return tuple(found) if isinstance(found, list) else found
+
+
+def _compile(source: str, origin: str, names: Names
+             ) -> Compiled | TemplateProblem | list[TemplateProblem]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             # Jinja reads string literals as Python does: `'\{'` is an invalid escape that
@@ -548,17 +621,26 @@ def compile_template(source: str, origin: str = "") -> Compiled | TemplateProble
         return TemplateProblem(f"template error: {exc.message}", exc.lineno or 1)
     except TemplateError as exc:
         return TemplateProblem(f"template error: {exc}")
-    problems, settings, names = _check(tree)
+    problems, settings, used = _check(tree)
     if problems:
         return problems
+    inserted = frozenset(_settings_inserted(tree))  # before the analysis adds its filters
     _empty_when_false(tree)
     body = tree.body
     fn: Renderer | None = None
     translated: tuple[Any, ...] | None = None
+    single = len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1 \
+        and not isinstance(body[0].nodes[0], nodes.TemplateData)
+    if single:
+        output = body[0]
+        assert isinstance(output, nodes.Output)
+        bound, output.nodes[0] = analyze_expression(output.nodes[0], names)
+    else:
+        bound = analyze_template(tree, names)
     if len(body) == 1 and isinstance(body[0], nodes.Output):
         parts = body[0].nodes
         try:
-            if len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData):
+            if single:
                 fn = _translate(parts[0])
             else:
                 fn = _mixed([p.data if isinstance(p, nodes.TemplateData) else _translate(p)
@@ -566,29 +648,25 @@ def compile_template(source: str, origin: str = "") -> Compiled | TemplateProble
             translated = tuple(p.data if isinstance(p, nodes.TemplateData) else p for p in parts)
         except _Untranslatable:
             fn = None
-        if fn is None and len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData):
-            fn = _native_expression(source)
+        if fn is None and single:
+            fn = _native_expression(parts[0])
     if fn is None:
         template = ENV.from_string(tree)
         fn = _block(template)
-    return Compiled(_guard(fn, source, origin), None, frozenset(settings), frozenset(names),
-                    frozenset(_settings_inserted(tree)), LeafShape(source, origin, translated))
+    # The shape holds the expressions as the analysis left them: with its `_weigh` checks,
+    # which the generated code calls where the closures do.
+    return Compiled(_guard(fn, source, origin), None, frozenset(settings), frozenset(used),
+                    inserted, shape=LeafShape(source, origin, translated), bound=bound)
 
 
-_SINGLE = re.compile(r"^\s*\{\{[-+]?(.*?)[-+]?\}\}\s*$", re.DOTALL)
-
-
-def _native_expression(source: str) -> Renderer | None:
+def _native_expression(expression: nodes.Expr) -> Renderer:
     """A single `{{ expression }}` that could not be translated, compiled by Jinja as an
-    expression so that its value keeps its type (None: render it as text instead)."""
-    match = _SINGLE.match(source)
-    if match is None:
-        return None
-    try:
-        expression = ENV.compile_expression(match.group(1), undefined_to_none=False)
-    except TemplateError:
-        return None
-    return lambda s: _without_missing(expression(**s))
+    expression so that its value keeps its type (what Environment.compile_expression does,
+    from the tree the analysis put its checks into)."""
+    assign = nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)
+    template = ENV.from_string(nodes.Template([assign], lineno=1))
+    run = TemplateExpression(template, False)
+    return lambda s: _without_missing(run(**s))
 
 
 def _without_missing(value: Any) -> Any:
@@ -621,9 +699,10 @@ def _block(template: Any) -> Renderer:
     return render
 
 
-def compile_expression(source: str, origin: str = "") -> Compiled | TemplateProblem | list[TemplateProblem]:
+def compile_expression(source: str, origin: str = "", names: Names | None = None
+                       ) -> Compiled | TemplateProblem | list[TemplateProblem]:
     """Compile a bare Jinja expression (a condition): `traits.email is present`."""
-    return compile_template("{{ " + source + " }}", origin)
+    return compile_template("{{ " + source + " }}", origin, names)
 
 
 # ---- trees -------------------------------------------------------------------------------
@@ -651,32 +730,18 @@ class Known:
 def compile_tree(value: Any, path: tuple[Any, ...],
                  report: Callable[[tuple[Any, ...], TemplateProblem], None],
                  key_paths: dict[Any, tuple[Any, ...]] | None = None,
-                 locate: Locate | None = None, known: Known | None = None) -> Compiled:
+                 locate: Locate | None = None, known: Known | None = None,
+                 names: Names | None = None) -> Compiled:
     """Compile a YAML value whose string leaves (and keys) may be templates.
 
     `report(path, problem)` is called for every template that does not compile; the result
     is still a usable Compiled so that every problem in a file is found in one pass.
     `key_paths` gives, for a mapping assembled from several places, where each key was written;
     `locate(path)` says where a path is (file:line:col) for the errors templates raise;
-    `known` (when given) holds the names templates may read, and any other is reported.
+    `known` (when given) holds the names templates may read, and any other is reported;
+    `names` the bounds of the names (growth.py) that are not the event's own fields.
     """
-    if isinstance(value, dict):
-        if "$each" in value or "$entries" in value:
-            return _compile_directive(value, path, report, locate, known)
-        return _compile_dict(value, path, report, key_paths or {}, locate, known)
-    if isinstance(value, list):
-        return _compile_list(value, path, report, locate, known)
-    if is_template(value):
-        compiled = compile_template(value, locate(path) if locate is not None else "")
-        if isinstance(compiled, Compiled):
-            if known is not None:
-                for name in sorted(compiled.names_used - known.names):
-                    report(path, TemplateProblem(known.explain(name)))
-            return compiled
-        for problem in compiled if isinstance(compiled, list) else [compiled]:
-            report(path, problem)
-        return Compiled(lambda s: MISSING)
-    return Compiled(None, value)
+    return _Tree(report, locate, known, names).compile(value, path, key_paths or {})
 
 
 def _merge_usage(parts: list[Compiled]) -> tuple[frozenset[str], frozenset[str]]:
@@ -688,163 +753,290 @@ def _merge_usage(parts: list[Compiled]) -> tuple[frozenset[str], frozenset[str]]
     return frozenset(settings), frozenset(names)
 
 
-def _compile_dict(value: dict[Any, Any], path: tuple[Any, ...], report: Any,
-                  key_paths: dict[Any, tuple[Any, ...]], locate: Locate | None,
-                  known: Known | None) -> Compiled:
-    entries: list[tuple[Any, Renderer | None, Any, Renderer | None]] = []
-    parts: list[Compiled] = []
-    pairs: list[tuple[Compiled, Compiled]] = []
-    for key, item in value.items():
-        where = key_paths.get(key, path + (key,))
-        key_c = compile_tree(key, where, report, locate=locate, known=known) if is_template(key) \
-            else Compiled(None, key)
-        item_c = compile_tree(item, where, report, locate=locate, known=known)
-        parts += [key_c, item_c]
-        pairs.append((key_c, item_c))
-        entries.append((key_c.constant, key_c.renderer, item_c.constant, item_c.renderer))
-    settings, names = _merge_usage(parts)
-    if all(k is None and v is None for _, k, _, v in entries):
-        return Compiled(None, value, settings, names)
-    nonempty = bool(entries)
+def _weighed(render: Renderer, origin: str) -> Renderer:
+    """`render`, its value measured (bounds.check_weight): for the mappings and lists of a
+    body whose bound, known at load, is too large to trust."""
+    where = f"{origin}: " if origin else ""
 
-    def render(scope: Scope) -> Any:
-        out = {}
-        for key, key_fn, const, fn in entries:
-            if key_fn is not None:
-                key = key_fn(scope)
-                if key is MISSING:
+    def weighed(scope: Scope) -> Any:
+        return _weigh(render(scope), where)
+    return weighed
+
+
+def _weigh(value: Any, where: str) -> Any:
+    """`value` measured (see _weighed; the generated code calls this where the closures
+    do); `where` is "file:line:col: " or ""."""
+    try:
+        return value if value is MISSING else check_weight(value)
+    except SecurityError as exc:
+        raise RenderError(f"{where}this value was stopped by the sandbox: {exc}") from None
+
+
+_TOO_HEAVY = (f"this value weighs more than {MAX_OUTPUT:,} characters and items (a YAML "
+              "alias counts each time it is used)")
+
+
+class _Tree:
+    """One compile_tree call: where problems go, and the names templates can read."""
+
+    def __init__(self, report: Callable[[tuple[Any, ...], TemplateProblem], None],
+                 locate: Locate | None, known: Known | None, names: Names | None) -> None:
+        self.report = report
+        self.locate = locate
+        self.known = known
+        self.names = names
+
+    def inner(self, known: Known | None, names: Names | None) -> "_Tree":
+        return _Tree(self.report, self.locate, known, names)
+
+    def where(self, path: tuple[Any, ...]) -> str:
+        return self.locate(path) if self.locate is not None else ""
+
+    def compile(self, value: Any, path: tuple[Any, ...],
+                key_paths: dict[Any, tuple[Any, ...]] | None = None) -> Compiled:
+        if isinstance(value, dict):
+            if "$each" in value or "$entries" in value:
+                return self.directive(value, path)
+            return self.mapping(value, path, key_paths or {})
+        if isinstance(value, list):
+            return self.sequence(value, path)
+        if is_template(value):
+            return self.template(value, path)
+        return Compiled(None, value, bound=weight_bound(value))
+
+    def template(self, source: str, path: tuple[Any, ...], *, expression: bool = False) -> Compiled:
+        where = self.where(path)
+        compiled = compile_expression(source, where, self.names) if expression \
+            else compile_template(source, where, self.names)
+        if isinstance(compiled, Compiled):
+            if self.known is not None:
+                for name in sorted(compiled.names_used - self.known.names):
+                    self.report(path, TemplateProblem(self.known.explain(name)))
+            return compiled
+        for problem in compiled if isinstance(compiled, list) else [compiled]:
+            self.report(path, problem)
+        return Compiled(lambda s: MISSING)
+
+    def composed(self, value: Any, path: tuple[Any, ...], parts: list[Compiled],
+                 render: Renderer | None, size: int,
+                 shape: DictShape | ListShape | None = None) -> Compiled:
+        """A mapping or list of `parts`: a constant when they all are, with its bound (and
+        `shape`, how `render` builds it, for the code generator)."""
+        settings, names = _merge_usage(parts)
+        bound = Bound.constant(size)
+        for part in parts:
+            bound = bound + part.bound
+        constant = sum(p.bound.const for p in parts if p.renderer is None) + size
+        if constant > MAX_OUTPUT:
+            # Heavy whatever the event: a problem of the file, not of each event.
+            self.report(path, TemplateProblem(_TOO_HEAVY))
+            return Compiled(render, None if render else value, settings, names)
+        if render is None:
+            return Compiled(None, value, settings, names, bound=bound)
+        if bound.too_large():
+            where = self.where(path)
+            render, bound = _weighed(render, where), CHECKED
+            if shape is not None:  # the generated code measures it too
+                shape = replace(shape, weighed=where)
+        return Compiled(render, None, settings, names, shape=shape, bound=bound)
+
+    def mapping(self, value: dict[Any, Any], path: tuple[Any, ...],
+                key_paths: dict[Any, tuple[Any, ...]]) -> Compiled:
+        entries: list[tuple[Any, Renderer | None, Any, Renderer | None]] = []
+        parts: list[Compiled] = []
+        pairs: list[tuple[Compiled, Compiled]] = []
+        for key, item in value.items():
+            where = key_paths.get(key, path + (key,))
+            key_c = self.compile(key, where) if is_template(key) \
+                else Compiled(None, key, bound=weight_bound(key))
+            item_c = self.compile(item, where)
+            parts += [key_c, item_c]
+            pairs.append((key_c, item_c))
+            entries.append((key_c.constant, key_c.renderer, item_c.constant, item_c.renderer))
+        if all(k is None and v is None for _, k, _, v in entries):
+            return self.composed(value, path, parts, None, len(entries))
+        nonempty = bool(entries)
+
+        def render(scope: Scope) -> Any:
+            out = {}
+            for key, key_fn, const, fn in entries:
+                if key_fn is not None:
+                    key = key_fn(scope)
+                    if key is MISSING:
+                        continue
+                    key = str(key)
+                if fn is None:
+                    out[key] = const
+                else:
+                    v = fn(scope)
+                    if v is not MISSING:
+                        out[key] = v
+            return out if out or not nonempty else MISSING
+        return self.composed(value, path, parts, render, len(entries), DictShape(tuple(pairs)))
+
+    def sequence(self, value: list[Any], path: tuple[Any, ...]) -> Compiled:
+        items = [self.compile(item, path + (i,)) for i, item in enumerate(value)]
+        if all(c.renderer is None for c in items):
+            return self.composed(value, path, items, None, len(items))
+        pairs = [(c.constant, c.renderer) for c in items]
+        nonempty = bool(pairs)
+
+        def render(scope: Scope) -> Any:
+            out = []
+            for const, fn in pairs:
+                if fn is None:
+                    out.append(const)
+                else:
+                    v = fn(scope)
+                    if v is not MISSING:
+                        out.append(v)
+            return out if out or not nonempty else MISSING
+        return self.composed(value, path, items, render, len(items), ListShape(tuple(items)))
+
+    # -- directives: structure built from the event's arrays and objects ------------------
+
+    def directive(self, spec: dict[Any, Any], path: tuple[Any, ...]) -> Compiled:
+        """`$each` (a list, one value per item) or `$entries` (a mapping, one key and value
+        per entry of another mapping); docs/mapping-format.md, "Building structure"."""
+        kind = "$each" if "$each" in spec else "$entries"
+        if "$each" in spec and "$entries" in spec:
+            self.report(path, TemplateProblem("a mapping can hold $each or $entries, not both"))
+            return Compiled(lambda s: MISSING)
+        stray = sorted(str(k) for k in spec if k not in _DIRECTIVE_KEYS[kind])
+        if stray:
+            self.report(path, TemplateProblem(
+                f"{kind} takes {', '.join(sorted(_DIRECTIVE_KEYS[kind]))}; unknown: {', '.join(stray)}"))
+        source = spec[kind]
+        if not is_template(source):
+            self.report(path + (kind,), TemplateProblem(
+                f"{kind} must be a template giving {'a list' if kind == '$each' else 'a mapping'}"))
+            return Compiled(lambda s: MISSING)
+        if kind == "$each":
+            name = spec.get("as", "item")
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                self.report(path + ("as",), TemplateProblem(f"'as' must be a name, got {name!r}"))
+                name = "item"
+            names: tuple[str, ...] = (name, "index")
+        else:
+            names = ("key", "value")
+        known = self.known.with_names(*names) if self.known is not None else None
+        # The items are analyzed as a root of their own, so that what each value takes from
+        # its item is told apart from what it takes from elsewhere (once per item).
+        per_item = {**(self.names or {}), **{n: Bound.path(_ITEM, n) for n in names}}
+        if kind == "$each":
+            per_item["index"] = Bound.constant(32)
+        inner = self.inner(known, per_item)
+        parts = [self.compile(source, path + (kind,))]
+        value_c = inner.compile(spec.get("value", "{{ value }}" if kind == "$entries"
+                                         else "{{ " + names[0] + " }}"), path + ("value",))
+        key_c = inner.compile(spec.get("key", "{{ key }}"), path + ("key",)) \
+            if kind == "$entries" else None
+        test_c = inner.template(str(spec["if"]), path + ("if",), expression=True) \
+            if "if" in spec else None
+        parts += [c for c in (value_c, key_c, test_c) if c is not None]
+        settings, used = _merge_usage(parts)
+        used = frozenset(used - set(names)) | parts[0].names_used
+        bound = _each_bound(parts[0].bound, [c.bound for c in (value_c, key_c) if c is not None])
+        get_source = _renderer_of(parts[0])
+        get_value = _renderer_of(value_c)
+        get_key = _renderer_of(key_c) if key_c is not None else None
+        test = test_c.renderer if test_c is not None else None
+
+        def items(scope: Scope) -> Any:
+            found = get_source(scope)
+            if found is MISSING or found is None:
+                return None
+            if kind == "$entries":
+                return list(found.items()) if isinstance(found, dict) else None
+            return found if isinstance(found, list) else [found]
+
+        def render(scope: Scope) -> Any:
+            pairs = items(scope)
+            if pairs is None:
+                return MISSING
+            if len(pairs) > MAX_OUTPUT:
+                raise SecurityError(f"{kind} over more than {MAX_OUTPUT} items")
+            spend = budget.current().spend
+            inner_scope = dict(scope)
+            out_list: list[Any] = []
+            out_dict: dict[str, Any] = {}
+            for index, pair in enumerate(pairs):
+                spend()
+                if kind == "$each":
+                    inner_scope[names[0]] = pair
+                    inner_scope["index"] = index
+                else:
+                    inner_scope["key"], inner_scope["value"] = pair
+                if test is not None:
+                    passed = test(inner_scope)
+                    if passed is MISSING or not passed:
+                        continue
+                v = get_value(inner_scope)
+                if v is MISSING:
                     continue
-                key = str(key)
-            if fn is None:
-                out[key] = const
+                if get_key is None:
+                    out_list.append(v)
+                    continue
+                k = get_key(inner_scope)
+                if k is not MISSING:
+                    out_dict[k if type(k) is str else str(k)] = v
+            result = out_list if get_key is None else out_dict
+            return result if result else MISSING
+        where = self.where(path)
+        weighed = bound.too_large()
+        shape = DirectiveShape(kind, parts[0], value_c, key_c, test_c, names, where, weighed)
+        if weighed:
+            return Compiled(_directive_errors(_weighed(render, where), kind, where), None,
+                            settings, used, shape=shape, bound=CHECKED)
+        return Compiled(_directive_errors(render, kind, where), None, settings, used,
+                        shape=shape, bound=bound)
+
+
+_ITEM = "$item"
+"""The root the analysis gives a directive's item (see _each_bound)."""
+
+
+def _each_bound(source: Bound, per_item: list[Bound]) -> Bound:
+    """The bound of a directive's result: what each value (and key) takes from its item adds
+    up to the source; anything else it holds is held once per item, as many times as the
+    source has items (at most its weight): a constant part so, the rest is not known at load."""
+    from_items = NOTHING
+    elsewhere = NOTHING
+    for bound in per_item:
+        for path, count in bound.refs:
+            if path[0] == _ITEM:
+                # item.x of an item of the source: the source's paths, one key deeper.
+                part = source.times(count)
+                for key in path[2:]:
+                    part = part.at(key)
+                from_items = from_items + part
             else:
-                v = fn(scope)
-                if v is not MISSING:
-                    out[key] = v
-        return out if out or not nonempty else MISSING
-    return Compiled(render, None, settings, names, shape=DictShape(tuple(pairs)))
+                elsewhere = elsewhere + Bound(((path, count),))
+        elsewhere = elsewhere + Bound((), bound.checked, 0)
+        from_items = from_items + source.times(bound.const + 1)
+    if elsewhere != NOTHING:
+        return Bound((), 0, MAX_OUTPUT + 1)  # measured when it runs
+    return from_items
 
 
-def _compile_list(value: list[Any], path: tuple[Any, ...], report: Any,
-                  locate: Locate | None, known: Known | None) -> Compiled:
-    items = [compile_tree(item, path + (i,), report, locate=locate, known=known)
-             for i, item in enumerate(value)]
-    settings, names = _merge_usage(items)
-    if all(c.renderer is None for c in items):
-        return Compiled(None, value, settings, names)
-    pairs = [(c.constant, c.renderer) for c in items]
-    nonempty = bool(pairs)
-
-    def render(scope: Scope) -> Any:
-        out = []
-        for const, fn in pairs:
-            if fn is None:
-                out.append(const)
-            else:
-                v = fn(scope)
-                if v is not MISSING:
-                    out.append(v)
-        return out if out or not nonempty else MISSING
-    return Compiled(render, None, settings, names, shape=ListShape(tuple(items)))
+def _directive_errors(render: Renderer, kind: str, origin: str) -> Renderer:
+    def guarded(scope: Scope) -> Any:
+        try:
+            return render(scope)
+        except SecurityError as exc:
+            _directive_stopped(exc, kind, origin)
+    return guarded
 
 
+def _directive_stopped(exc: SecurityError, kind: str, origin: str) -> NoReturn:
+    """What a directive stopped by the sandbox or the budget raises (the generated code
+    calls this where the closures do)."""
+    where = f"{origin}: " if origin else ""
+    raise RenderError(f"{where}{kind} was stopped by the sandbox: {exc}") from None
 
-# ---- directives: structure built from the event's arrays and objects --------------------
 
 _DIRECTIVE_KEYS = {"$each": {"$each", "as", "value", "if"},
                    "$entries": {"$entries", "key", "value", "if"}}
-
-
-def _compile_directive(spec: dict[Any, Any], path: tuple[Any, ...], report: Any,
-                       locate: Locate | None, known: Known | None) -> Compiled:
-    """`$each` (a list, one value per item) or `$entries` (a mapping, one key and value per
-    entry of another mapping); docs/mapping-format.md, "Building structure"."""
-    kind = "$each" if "$each" in spec else "$entries"
-    if "$each" in spec and "$entries" in spec:
-        report(path, TemplateProblem("a mapping can hold $each or $entries, not both"))
-        return Compiled(lambda s: MISSING)
-    stray = sorted(str(k) for k in spec if k not in _DIRECTIVE_KEYS[kind])
-    if stray:
-        report(path, TemplateProblem(f"{kind} takes {', '.join(sorted(_DIRECTIVE_KEYS[kind]))}; "
-                                     f"unknown: {', '.join(stray)}"))
-    source = spec[kind]
-    if not is_template(source):
-        report(path + (kind,), TemplateProblem(f"{kind} must be a template giving "
-                                               f"{'a list' if kind == '$each' else 'a mapping'}"))
-        return Compiled(lambda s: MISSING)
-    if kind == "$each":
-        name = spec.get("as", "item")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            report(path + ("as",), TemplateProblem(f"'as' must be a name, got {name!r}"))
-            name = "item"
-        names: tuple[str, ...] = (name, "index")
-    else:
-        names = ("key", "value")
-    inner = known.with_names(*names) if known is not None else None
-    parts = [compile_tree(source, path + (kind,), report, locate=locate, known=known)]
-    value_c = compile_tree(spec.get("value", "{{ value }}" if kind == "$entries" else "{{ " + names[0] + " }}"),
-                           path + ("value",), report, locate=locate, known=inner)
-    key_c = compile_tree(spec.get("key", "{{ key }}"), path + ("key",), report, locate=locate,
-                         known=inner) if kind == "$entries" else None
-    test_c = None
-    if "if" in spec:
-        compiled = compile_expression(str(spec["if"]), locate(path + ("if",)) if locate else "")
-        if isinstance(compiled, Compiled):
-            test_c = compiled
-            if inner is not None:
-                for unknown in sorted(compiled.names_used - inner.names):
-                    report(path + ("if",), TemplateProblem(inner.explain(unknown)))
-        else:
-            for problem in compiled if isinstance(compiled, list) else [compiled]:
-                report(path + ("if",), problem)
-    parts += [c for c in (value_c, key_c, test_c) if c is not None]
-    settings, used = _merge_usage(parts)
-    used = frozenset(used - set(names)) | parts[0].names_used
-    get_source = _renderer_of(parts[0])
-    get_value = _renderer_of(value_c)
-    get_key = _renderer_of(key_c) if key_c is not None else None
-    test = test_c.renderer if test_c is not None else None
-
-    def items(scope: Scope) -> Any:
-        found = get_source(scope)
-        if found is MISSING or found is None:
-            return None
-        if kind == "$entries":
-            return list(found.items()) if isinstance(found, dict) else None
-        return found if isinstance(found, list) else [found]
-
-    def render(scope: Scope) -> Any:
-        pairs = items(scope)
-        if pairs is None:
-            return MISSING
-        if len(pairs) > MAX_OUTPUT:
-            raise SecurityError(f"{kind} over more than {MAX_OUTPUT} items")
-        inner_scope = dict(scope)
-        out_list: list[Any] = []
-        out_dict: dict[str, Any] = {}
-        for index, pair in enumerate(pairs):
-            if kind == "$each":
-                inner_scope[names[0]] = pair
-                inner_scope["index"] = index
-            else:
-                inner_scope["key"], inner_scope["value"] = pair
-            if test is not None:
-                passed = test(inner_scope)
-                if passed is MISSING or not passed:
-                    continue
-            v = get_value(inner_scope)
-            if v is MISSING:
-                continue
-            if get_key is None:
-                out_list.append(v)
-                continue
-            k = get_key(inner_scope)
-            if k is not MISSING:
-                out_dict[k if type(k) is str else str(k)] = v
-        result = out_list if get_key is None else out_dict
-        return result if result else MISSING
-    return Compiled(render, None, settings, used,
-                    shape=DirectiveShape(kind, parts[0], value_c, key_c, test_c, names))
 
 
 def _renderer_of(compiled: Compiled) -> Renderer:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.reader import ReaderError
 
 from ..errors import EngineError, Location, Problem
 
@@ -26,6 +27,15 @@ _MAX_NODES = 200_000
 
 # libyaml's parser (5x faster on the shipped files) where PyYAML was built with it.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+MAX_DEPTH = 100
+"""How deeply collections may nest in a YAML file: PyYAML composes recursively, and a file
+of ten thousand `[` would take Python past its recursion limit."""
+
+_OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+          yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+_SCANNER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML has it
 
 _ECHO_LIMIT = 12
 """Values longer than this are not repeated in messages."""
@@ -118,9 +128,11 @@ class _Builder:
                 return node.value
         try:
             value = self._scalars.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:  # `!!float abc`
-            self.problems.append(Problem(self.loc(node.start_mark), f"cannot read value: "
-                                         f"{getattr(exc, 'problem', None) or exc}"))
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):  # `!!float abc`
+            # Not what PyYAML says: it repeats the value, which may be a write key.
+            tag = node.tag.rsplit(":", 1)[-1]
+            self.problems.append(Problem(self.loc(node.start_mark),
+                                         f"cannot read value: it is not a valid {tag}"))
             return node.value
         if not isinstance(value, (str, int, float, bool)) and value is not None:
             # `!!binary`, `!!set`, ...: nothing a request or a setting can hold as JSON.
@@ -176,23 +188,91 @@ def read_yaml(path: str | Path) -> tuple[SourceDocument, list[Problem]]:
     return parse_yaml(text, name)
 
 
+def _too_deep(text: str, name: str, scanner: Any = None) -> Problem | None:
+    """Where the text nests past MAX_DEPTH, read with a YAML scanner (which does not
+    recurse) before anything that does; None if it does not (or cannot be scanned: then
+    composing it says why)."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=scanner or _SCANNER):
+            if isinstance(token, _OPENS):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = token.start_mark
+                    return Problem(Location(name, mark.line + 1, mark.column + 1),
+                                   f"YAML nested more than {MAX_DEPTH} levels deep")
+            elif isinstance(token, _CLOSES):
+                depth -= 1
+    except yaml.YAMLError:
+        # libyaml reads ahead and stops at its own depth limit (1,000) before saying where
+        # ours was passed; PyYAML's own scanner, slower, says it (or finds the file wrong).
+        if scanner is None and _SCANNER is not yaml.SafeLoader:
+            return _too_deep(text, name, yaml.SafeLoader)
+    return None
+
+
+_UNREAD: Any = object()
+"""libyaml could not read the text (parse_yaml reads it again with PyYAML)."""
+
+
+def _deeper_than(node: yaml.Node, limit: int) -> bool:
+    """Whether collections nest more than `limit` deep in a composed tree (without
+    recursion; a node an alias repeats is walked again only when it is met deeper)."""
+    seen: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int]] = [(node, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, yaml.ScalarNode):
+            continue
+        depth += 1
+        if depth > limit:
+            return True
+        if seen.get(id(item), 0) >= depth:
+            continue
+        seen[id(item)] = depth
+        if isinstance(item, yaml.MappingNode):
+            stack += [(part, depth) for pair in item.value for part in pair]
+        else:
+            stack += [(child, depth) for child in item.value]
+    return False
+
+
 def parse_yaml(text: str, name: str) -> tuple[SourceDocument, list[Problem]]:
     """Parse YAML text that came from `name` (used in locations)."""
     doc = SourceDocument(name, text, None)
     try:
-        try:
-            node = yaml.compose(text, Loader=_LOADER)
-        except yaml.YAMLError:
-            # Errors are rare and PyYAML's own parser words them better ("expected ',' or
-            # ']', but got ':'"): read the file again with it, for the message.
+        node = _UNREAD
+        if _LOADER is not yaml.SafeLoader:
+            try:
+                # libyaml composes without Python recursion (and stops at its own depth
+                # limit): the depth is looked at in the tree it made, and the text is
+                # scanned for where it passed MAX_DEPTH only when it did.
+                node = yaml.compose(text, Loader=_LOADER)
+            except yaml.YAMLError:
+                # Errors are rare and PyYAML's own parser words them better ("expected ','
+                # or ']', but got ':'"): the file is read again with it, for the message.
+                pass
+        if node is _UNREAD or node is not None and _deeper_than(node, MAX_DEPTH):
+            # PyYAML composes recursively: the text is scanned for its depth first.
+            deep = _too_deep(text, name)
+            if deep is not None:
+                return doc, [deep]
+        if node is _UNREAD:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        return doc, [Problem(Location(name, 1, 1), "YAML nested too deeply to read")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         return doc, [Problem(where, f"YAML syntax error: {what}")]
+    except ReaderError as exc:  # a character YAML does not allow (a control character)
+        before = text[:exc.position]
+        where = Location(name, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
+        return doc, [Problem(where, f"YAML error: {exc.reason} (character #x{exc.character:04x})"
+                             if isinstance(exc.character, int) else f"YAML error: {exc.reason}")]
     except yaml.YAMLError as exc:
-        return doc, [Problem(Location(name, 1, 1), f"YAML error: {exc}")]
+        return doc, [Problem(Location(name, 1, 1), "YAML error: " + " ".join(str(exc).split()))]
     if node is None:
         return doc, [Problem(Location(name, 1, 1), "the file is empty")]
     builder = _Builder(doc)
@@ -201,4 +281,6 @@ def parse_yaml(text: str, name: str) -> tuple[SourceDocument, list[Problem]]:
     except _TooLarge:
         return doc, [Problem(Location(name, 1, 1),
                              f"the document expands to more than {_MAX_NODES} nodes (aliases?)")]
+    except RecursionError:
+        return doc, [Problem(Location(name, 1, 1), "YAML nested too deeply to read")]
     return doc, builder.problems

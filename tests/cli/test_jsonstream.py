@@ -43,3 +43,11 @@ def test_empty_inputs() -> None:
     assert list(iter_json(io.StringIO(""))) == []
     assert list(iter_json(io.StringIO("  \n "))) == []
     assert list(iter_json(io.StringIO("[]"))) == []
+
+
+def test_a_number_longer_than_python_reads_is_a_bad_line_and_the_stream_goes_on() -> None:
+    found = list(iter_json(io.StringIO('{"n": ' + "9" * 5000 + '}\n{"b": 2}\n')))
+    assert isinstance(found[0], BadJSON) and found[1] == {"b": 2}
+    assert found[0].message == "line 1: a number has more than 4,300 digits (more than any JSON reader takes)"
+    (bad,) = iter_json(io.StringIO("[" + "9" * 5000 + ", 1]"))
+    assert isinstance(bad, BadJSON) and "more than 4,300 digits" in bad.message

@@ -275,3 +275,13 @@ def test_an_unreadable_base_stops_its_file_there(tmp_path: Path) -> None:
     write(tmp_path, "abstract: true\nrequest: {url: [\n", "_base.yaml")
     found = problems(tmp_path, "destination: D\nslug: d\nextends: _base.yaml\nrules: [{name: a, skip: '{{ x | nope }}'}]\n")
     assert len(found) == 1 and found[0].startswith("_base.yaml:3:1: YAML syntax error")
+
+
+def test_an_example_time_that_is_not_a_time_is_a_located_problem(tmp_path: Path) -> None:
+    assert problems(tmp_path, """\
+        destination: D
+        slug: d
+        rules: [{name: a, request: {url: "https://d.example"}}]
+        examples:
+          - {name: e, now: "{{2024-03-02T06:00:00Z", event: {type: track, event: x, userId: u}}
+        """) == ["demo.yaml:5:20: an example's now must be an ISO 8601 time, got '{{2024-03-02T06:00:00Z'"]

@@ -1,5 +1,7 @@
 """Reading YAML: every value keeps its place; YAML 1.1 traps are named."""
 
+import pytest
+
 from engine.mapping.yaml_reader import parse_yaml
 
 
@@ -70,3 +72,41 @@ def test_long_values_are_not_repeated_and_odd_tags_are_located_problems() -> Non
     assert lines[1].startswith("c.yaml:2:8: cannot read value: ")
     assert lines[2] == ("c.yaml:3:7: a bytes value (from a YAML tag) has no place here: "
                         "write text, a number, true/false or null")
+
+
+def test_a_value_that_its_tag_cannot_read_is_not_repeated() -> None:
+    _, problems = parse_yaml("write_key: !!int sklive5f3c9a8b7d6e\n", "c.yaml")
+    assert [str(p) for p in problems] == ["c.yaml:1:12: cannot read value: it is not a valid int"]
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "c.yaml:1:103"),
+    ("a: " + "{b: " * 300 + "1" + "}" * 300 + "\n", "c.yaml:1:"),
+    ("".join("  " * i + f"k{i}:\n" for i in range(400)) + "  " * 400 + "v\n", "c.yaml:101:"),
+])
+def test_deep_nesting_is_a_located_problem_not_a_recursion_error(text: str, where: str) -> None:
+    _, problems = parse_yaml(text, "c.yaml")
+    assert len(problems) == 1
+    assert str(problems[0]).startswith(where), problems
+    assert "nested more than 100 levels deep" in problems[0].message
+
+
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_the_depth_limit_is_the_same_with_or_without_libyaml(libyaml: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # libyaml composes first and its tree is measured; PyYAML (its fallback, and the reader
+    # where PyYAML has no libyaml) only reads what the scan found shallow enough.
+    import yaml
+
+    from engine.mapping import yaml_reader
+    if not libyaml:
+        monkeypatch.setattr(yaml_reader, "_LOADER", yaml.SafeLoader)
+    deepest = "a: " + "[" * 99 + "1" + "]" * 99 + "\n"  # the mapping and 99 lists: 100 levels
+    doc, problems = parse_yaml(deepest, "c.yaml")
+    assert problems == [] and doc.data is not None
+    _, problems = parse_yaml("a: " + "[" * 100 + "1" + "]" * 100 + "\n", "c.yaml")
+    assert [str(p) for p in problems] == ["c.yaml:1:103: YAML nested more than 100 levels deep"]
+    # An indentless sequence opens no token: the scan counts what PyYAML counts.
+    text = "".join("  " * i + f"k{i}:\n" for i in range(99)) + "  " * 99 + "- x\n"
+    doc, problems = parse_yaml(text, "c.yaml")
+    assert problems == [], problems
