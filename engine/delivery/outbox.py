@@ -18,7 +18,8 @@ from ..outcomes import Request
 from ..serialization import format_datetime
 
 __all__ = ["Outbox", "NewJob", "Job", "EnqueueResult", "Delivered", "Retry", "Dead",
-           "JobOutcome", "JobStatus", "recorded_view", "job_counts", "DEDUPE_WINDOW", "ONCE_RECHECK", "MAX_STORED_BODY"]
+           "JobOutcome", "JobStatus", "recorded_view", "job_counts", "DEDUPE_WINDOW", "ONCE_RECHECK", "MAX_STORED_BODY",
+           "ROW_COLUMNS", "readable_rows"]
 
 DEDUPE_WINDOW = 24 * 3600.0
 """Seconds during which a second request with the same (destination, messageId) is a
@@ -227,6 +228,23 @@ class Outbox(Protocol):
     def close(self) -> None:
         """Release the store (and the right to deliver it). Closing twice is harmless."""
         ...
+
+
+ROW_COLUMNS = ("id", "source", "destination", "rule", "message_id", "request", "attempts",
+               "accepted_at", "due_at", "last_status", "last_error", "last_body", "finished_at",
+               "once_key", "once_window")
+"""The columns `Outbox.rows` reads, in order, on every backend."""
+
+
+def readable_rows(found: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows of ROW_COLUMNS as `Outbox.rows` returns them: dictionaries, the stored request
+    read back from its JSON."""
+    out = []
+    for row in found:
+        item = dict(zip(ROW_COLUMNS, row, strict=True))
+        item["request"] = orjson.loads(item["request"])
+        out.append(item)
+    return out
 
 
 def job_counts(outbox: Outbox) -> dict[str, float]:

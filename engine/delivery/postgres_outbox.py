@@ -35,8 +35,8 @@ from psycopg import errors as pg_errors
 
 from ..errors import StoreError
 from ..store import PostgresStore
-from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Delivered,
-                     EnqueueResult, Job, JobOutcome, JobStatus, NewJob, Retry)
+from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, ROW_COLUMNS, Delivered,
+                     EnqueueResult, Job, JobOutcome, JobStatus, NewJob, Retry, readable_rows)
 from .postgres_listen import CHANNEL, Listener
 from .postgres_schema import migrate
 
@@ -443,10 +443,7 @@ class PostgresOutbox:
     def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = (),
              sources: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Stored rows with a status, newest first, as dictionaries for people to read."""
-        keys = ("id", "source", "destination", "rule", "message_id", "request", "attempts",
-                "accepted_at", "due_at", "last_status", "last_error", "last_body", "finished_at",
-                "once_key", "once_window")
-        query = f"SELECT {', '.join(keys)} FROM engine_outbox WHERE status = %s"
+        query = f"SELECT {', '.join(ROW_COLUMNS)} FROM engine_outbox WHERE status = %s"
         params: list[Any] = [status]
         if ids:
             query += " AND id = ANY(%s)"
@@ -457,13 +454,7 @@ class PostgresOutbox:
         query += " ORDER BY id DESC LIMIT %s"
         params.append(limit)
         with self._session() as db:
-            found = db.execute(query, params).fetchall()
-        out = []
-        for row in found:
-            item = dict(zip(keys, row, strict=True))
-            item["request"] = orjson.loads(item["request"])
-            out.append(item)
-        return out
+            return readable_rows(db.execute(query, params).fetchall())
 
     def replay(self, ids: Sequence[int] = (), *, all_dead: bool = False) -> int:
         """Make dead letters pending again, due now, with a fresh retry budget."""

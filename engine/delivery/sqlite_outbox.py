@@ -19,8 +19,8 @@ from typing import IO, Any, Callable, ParamSpec, Sequence, TypeVar
 import orjson
 
 from ..errors import DeliveryLocked, StoreUnavailable
-from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, Delivered,
-                     EnqueueResult, Job, JobOutcome, JobStatus, NewJob, Retry)
+from .outbox import (DEDUPE_WINDOW, MAX_STORED_BODY, ONCE_RECHECK, ROW_COLUMNS, Delivered,
+                     EnqueueResult, Job, JobOutcome, JobStatus, NewJob, Retry, readable_rows)
 
 __all__ = ["SQLiteOutbox"]
 
@@ -374,9 +374,7 @@ class SQLiteOutbox:
     def rows(self, status: JobStatus, limit: int = 100, ids: Sequence[int] = (),
              sources: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Stored rows with a status, newest first, as dictionaries for people to read."""
-        query = ("SELECT id, source, destination, rule, message_id, request, attempts, accepted_at,"
-                 " due_at, last_status, last_error, last_body, finished_at, once_key, once_window"
-                 " FROM outbox WHERE status=?")
+        query = f"SELECT {', '.join(ROW_COLUMNS)} FROM outbox WHERE status=?"
         params: list[Any] = [status]
         if ids:
             query += f" AND id IN ({','.join('?' * len(ids))})"
@@ -388,15 +386,7 @@ class SQLiteOutbox:
         params.append(limit)
         with self._lock:
             found = self._db.execute(query, params).fetchall()
-        keys = ("id", "source", "destination", "rule", "message_id", "request", "attempts",
-                "accepted_at", "due_at", "last_status", "last_error", "last_body", "finished_at",
-                "once_key", "once_window")
-        out = []
-        for row in found:
-            item = dict(zip(keys, row, strict=True))
-            item["request"] = orjson.loads(item["request"])
-            out.append(item)
-        return out
+        return readable_rows(found)
 
     def replay(self, ids: Sequence[int] = (), *, all_dead: bool = False) -> int:
         """Make dead letters pending again, due now, with a fresh retry budget."""
