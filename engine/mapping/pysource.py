@@ -342,11 +342,7 @@ class SourceWriter:
             self.value(out, inner, value_c, env, item)
             out.append(f"{inner}if {item} is not M:")
             out.append(f"{inner}    {built}[{key}] = {item}")
-        if shape.entries:
-            out.append(f"{indent}{target} = {built} if {built} else M")
-        else:
-            out.append(f"{indent}{target} = {built}")
-        self._weighed(out, indent, shape.weighed, target)
+        self._finish(out, indent, built, bool(shape.entries), shape.weighed, target)
 
     def _list(self, out: list[str], indent: str, shape: ListShape, env: Env, target: str) -> None:
         built = self.local("l")
@@ -359,11 +355,17 @@ class SourceWriter:
             self.value(out, indent, item_c, env, item)
             out.append(f"{indent}if {item} is not M:")
             out.append(f"{indent}    {built}.append({item})")
-        if shape.items:
+        self._finish(out, indent, built, bool(shape.items), shape.weighed, target)
+
+    def _finish(self, out: list[str], indent: str, built: str, nonempty: bool,
+                weighed: str | None, target: str) -> None:
+        """A built mapping or list into `target`: missing when every part of a non-empty
+        literal was missing (templates.py's rule), measured when its bound asks for it."""
+        if nonempty:
             out.append(f"{indent}{target} = {built} if {built} else M")
         else:
             out.append(f"{indent}{target} = {built}")
-        self._weighed(out, indent, shape.weighed, target)
+        self._weighed(out, indent, weighed, target)
 
     def _weighed(self, out: list[str], indent: str, origin: str | None, target: str) -> None:
         """templates._weighed: a value whose bound is too large to trust (growth.py),
