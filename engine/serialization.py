@@ -82,7 +82,7 @@ _ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 # `1.5e-6`; and NaN or infinity (orjson writes null). Text that merely looks so (a string
 # holding "0.00001", or a real null) is written again by the json module: slower, never
 # different.
-_MAYBE_DIFFERENT = re.compile(rb"0\.0000|[0-9]e-[0-9](?![0-9])|null")
+_MAYBE_DIFFERENT = re.compile(r"0\.0000|[0-9]e-[0-9](?![0-9])|null")
 
 
 def to_json(value: Any, sort_keys: bool = False,
@@ -100,10 +100,13 @@ def to_json(value: Any, sort_keys: bool = False,
     except (TypeError, ValueError):  # orjson.JSONEncodeError among them
         pass
     else:
-        # Three byte searches first (the common JSON has none of them), the regex after.
-        if (b"null" not in data and b"0.0000" not in data and b"e-" not in data) \
-                or _MAYBE_DIFFERENT.search(data) is None:
-            return data.decode()
+        # Three searches of the text first (the common JSON has none of them), the regex
+        # after. Searching the decoded text: `in` on str is several times cheaper than on
+        # bytes, which goes through the buffer protocol.
+        text = data.decode()
+        if ("null" not in text and "0.0000" not in text and "e-" not in text) \
+                or _MAYBE_DIFFERENT.search(text) is None:
+            return text
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys,
                       default=default)
 

@@ -86,7 +86,11 @@ def _f_b64encode(value: Any) -> str:
 
 def _f_digest(value: Any, length: int = 64) -> str:
     """A stable hex id from any text: sha256, cut to `length` characters."""
-    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()[: max(1, min(int(length), 64))]
+    digest = hashlib.sha256((value if type(value) is str else str(value)).encode()).hexdigest()
+    if length == 64:
+        return digest
+    cut = length if type(length) is int else int(length)  # past 64: the whole digest
+    return digest[:cut] if cut > 0 else digest[:1]
 
 
 def _f_without(value: Any, *keys: str) -> Any:

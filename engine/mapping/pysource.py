@@ -56,6 +56,7 @@ from .templates import (
     _Untranslatable,
     _weigh,
     call_target,
+    raw_call_target,
 )
 
 __all__ = ["SourceWriter", "Env", "HELPERS", "Unhoisted"]
@@ -504,7 +505,18 @@ class SourceWriter:
         if isinstance(node, nodes.Getattr):
             return f"_attr({self.expression(node.node, env)}, {self.const(node.attr)})"
         if isinstance(node, nodes.Getitem):
-            return f"_item({self.expression(node.node, env)}, {self.expression(node.arg, env)})"
+            inner = self.expression(node.node, env)
+            if isinstance(node.arg, nodes.Slice) and all(
+                    n is None or isinstance(n, nodes.Const) and type(n.value) is int
+                    for n in (node.arg.start, node.arg.stop, node.arg.step)):
+                # A constant slice of text or a list (`timestamp[:10]`): what the sandbox's
+                # getitem does for them, inline; anything else goes to it.
+                o = self.local()
+                parts = [node.arg.start, node.arg.stop] + ([node.arg.step] if node.arg.step else [])
+                bounds = ":".join("" if n is None else repr(n.value) for n in parts)
+                return (f"({o}[{bounds}] if type({o} := {inner}) is str or type({o}) is list "
+                        f"else _item({o}, {self.expression(node.arg, env)}))")
+            return f"_item({inner}, {self.expression(node.arg, env)})"
         if isinstance(node, nodes.Slice):
             parts = [self.expression(n, env) if n is not None else "None"
                      for n in (node.start, node.stop, node.step)]
@@ -525,7 +537,21 @@ class SourceWriter:
                     v = self.local()
                     return (f"({{{keys[0]!r}: {v}}} if ({v} := {values[0]}) is not None and "
                             f"type({v}) is not Missing else _EmptiedDict())")
-                return f"_keyed_dict({keys!r}, ({', '.join(values)},))"
+                # The dict as written when no value is missing or null (the commonest),
+                # else _keyed_dict, which leaves those out.
+                names = [self.local() for _ in values]
+                fixed = [isinstance(p.value, nodes.Const) and p.value.value is not None
+                         for p in node.items]  # a constant is never missing
+                given = [v if f else f"({n} := {v})" for n, v, f in zip(names, values, fixed)]
+                checks = [f"{n} is None or type({n}) is Missing"
+                          for n, f in zip(names, fixed) if not f]
+                literal = "{" + ", ".join(f"{k!r}: {g}" for k, g in zip(keys, given)) + "}"
+                if not checks:
+                    return literal
+                kept = [v if f else n for n, v, f in zip(names, values, fixed)]
+                built = self.local()
+                return (f"({built} if ({built} := {literal}) and not ({' or '.join(checks)}) "
+                        f"else _keyed_dict({keys!r}, ({', '.join(kept)},)))")
             flat = [self.expression(x, env) for pair in node.items for x in (pair.key, pair.value)]
             return f"_lit_dict(({', '.join(flat)},))" if flat else "{}"
         if isinstance(node, (nodes.Filter, nodes.Test)):
@@ -547,6 +573,9 @@ class SourceWriter:
         if isinstance(node, nodes.Concat):
             pieces = []
             for part in node.nodes:
+                if isinstance(part, nodes.Const) and type(part.value) is str:
+                    pieces.append(repr(part.value))
+                    continue
                 t = self.local()
                 pieces.append(f"({t} if type({t} := {self.expression(part, env)}) is str "
                               f"else _text({t}))")
@@ -587,30 +616,38 @@ class SourceWriter:
         return code
 
     def _call(self, node: nodes.Filter | nodes.Test, env: Env) -> str:
-        func, propagate = call_target(node)
+        func, sized, propagate = raw_call_target(node)
         f = self.const(func)
+        t = self.local()
+        r = self.local("r")
+
+        def result(call: str) -> str:
+            # The sandbox wrapper's size check of a text result, inline (a call less).
+            if not sized:
+                return call
+            return f"({r} if type({r} := {call}) is not str or len({r}) <= MAX_OUTPUT else _too_long())"
         subject = self.expression(node.node, env) if node.node is not None else "M"
         args = [self.expression(a, env) for a in node.args]
         kwargs = [(str(k.key), self.expression(k.value, env)) for k in node.kwargs]
         if not all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in kwargs):
             raise _Untranslatable("keyword argument")
-        t = self.local()
         if not propagate:
             if func is _PRESENT and not args and not kwargs:  # functions.is_missing, inline
                 return f"(not (({t} := {subject}) is None or isinstance({t}, Undefined)))"
             if func is _MISSING_TEST and not args and not kwargs:
                 return f"(({t} := {subject}) is None or isinstance({t}, Undefined))"
             given = ", ".join([subject, *args, *(f"{k}={v}" for k, v in kwargs)])
-            return f"{f}({given})"
+            return result(f"{f}({given})")
         if not args and not kwargs:
-            return f"(M if ({t} := {subject}) is None or type({t}) is Missing else {f}({t}))"
+            return f"(M if ({t} := {subject}) is None or type({t}) is Missing else {result(f'{f}({t})')})"
         if not kwargs and len(args) == 1:
             if isinstance(node.args[0], nodes.Const):  # a constant is never missing
                 return (f"(M if ({t} := {subject}) is None or type({t}) is Missing else "
-                        f"{f}({t}, {args[0]}))")
+                        f"{result(f'{f}({t}, {args[0]})')})")
             a = self.local()
             return (f"(M if ({t} := {subject}) is None or type({t}) is Missing else "
-                    f"(M if type({a} := {args[0]}) is Missing else {f}({t}, {a})))")
+                    f"(M if type({a} := {args[0]}) is Missing else {result(f'{f}({t}, {a})')}))")
         named = ", ".join(f"{k!r}: {v}" for k, v in kwargs)
+        call = f"_call({f}, {t}, ({', '.join(args)}{',' if args else ''}), {{{named}}})"
         return (f"(M if ({t} := {subject}) is None or isinstance({t}, Undefined) else "
-                f"_call({f}, {t}, ({', '.join(args)}{',' if args else ''}), {{{named}}}))")
+                f"{result(call)})")

@@ -341,6 +341,23 @@ def call_target(node: nodes.Filter | nodes.Test) -> tuple[Callable[..., Any], bo
     """The function a filter or test call runs, and whether a missing (or null) subject or
     argument makes it missing without calling it (the translator and the code generator
     both call this one)."""
+    func, sized, propagate = raw_call_target(node)
+    if sized:
+        raw = func
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            result = raw(*args, **kwargs)
+            if type(result) is str and len(result) > MAX_OUTPUT:
+                raise SecurityError(f"a template value grew past {MAX_OUTPUT} characters")
+            return result
+        func = checked
+    return func, propagate
+
+
+def raw_call_target(node: nodes.Filter | nodes.Test) -> tuple[Callable[..., Any], bool, bool]:
+    """call_target, for a caller that checks sizes itself: the function, whether its text
+    result must be checked against MAX_OUTPUT (the check the sandbox's wrapper makes), and
+    whether a missing subject or argument makes the call missing."""
     if node.dyn_args is not None or node.dyn_kwargs is not None:
         raise _Untranslatable("dynamic arguments")
     table: dict[str, Any]
@@ -353,15 +370,10 @@ def call_target(node: nodes.Filter | nodes.Test) -> tuple[Callable[..., Any], bo
     raw = getattr(func, "__wrapped__", None)
     if raw is not None and not getattr(func, "has_precheck", False) and \
             getattr(raw, "jinja_pass_arg", None) is None:
-        # The bound check of the wrapper, inline: one Python call less per filter (the
-        # missing check is made by the caller).
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            result = raw(*args, **kwargs)
-            if type(result) is str and len(result) > MAX_OUTPUT:
-                raise SecurityError(f"a template value grew past {MAX_OUTPUT} characters")
-            return result
-        func = raw if node.name in _SMALL_RESULT_FILTERS else checked
-    return func, propagate
+        # The bound check of the sandbox's wrapper is made by the caller, inline: one
+        # Python call less per filter (and the missing check too).
+        return raw, node.name not in _SMALL_RESULT_FILTERS, propagate
+    return func, False, propagate
 
 
 def _translate_call(node: nodes.Filter | nodes.Test) -> Renderer:
