@@ -20,7 +20,7 @@ and the objects the rule's values need; see pysource.py for what the sandbox gua
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import EventError, RenderError
@@ -82,7 +82,9 @@ def _due(value: datetime) -> tuple[Any, datetime | None]:
     (four-digit years, which strftime writes and fromisoformat reads)."""
     utc = value.astimezone(timezone.utc)
     if utc.year >= 1000:
-        return value, utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+        extra = utc.microsecond % 1000
+        # Most times are whole milliseconds already: replace() costs 400 ns, a subtraction less.
+        return value, utc - timedelta(microseconds=extra) if extra else utc
     text = format_datetime(value)
     return text, parse_datetime(text)
 
@@ -165,6 +167,8 @@ class _RuleWriter:
         # The file's values, as the interpreted scope computes them (or reads them from the
         # scope a `when.if` already computed them in).
         values = [(value_name, w.local("fv")) for value_name, _ in dest.values]
+        for _, local in values:
+            w.stable[local] = len(w.stable)
         if values:
             if rule.snake is None:
                 out.append(f"{ind}if pre is not None:")
@@ -181,6 +185,7 @@ class _RuleWriter:
             env = file_env
         for i, (extracted, expression) in enumerate(rule.extract):
             local = w.local("x")
+            w.stable[local] = len(w.stable)
             found = _jmespath_source(expression, "event")
             if found is None:
                 self.prologue.append(f"    _ext{i} = bound.extract[{i}][1]")
@@ -191,6 +196,7 @@ class _RuleWriter:
             env = env.bind("matched_event", "matched")
         for value_name, compiled in rule.values:
             local = w.local("rv")
+            w.stable[local] = len(w.stable)
             w.value(out, ind, compiled, env, local)
             env = env.bind(value_name, local)
         for condition in rule.reject_if:
@@ -487,6 +493,7 @@ class _ValuesWriter(_RuleWriter):
         env = Env({"message": "event", "settings": "settings", "now": "now"})
         for name, compiled in self.destination.values:
             local = w.local("fv")
+            w.stable[local] = len(w.stable)
             w.value(out, ind, compiled, env, local)
             env = env.bind(name, local)
         out.append(f"{ind}scope = dict(event)")

@@ -88,6 +88,13 @@ UNSET = Unset()
 
 _IMPURE_FILTERS = frozenset({"random"})
 
+_REMEMBERED_FILTERS = frozenset({"datetime", "add_days", "days_between", "isoformat",
+                                 "format_date", "unix", "unix_ms", "unix_us", "digest", "sha256",
+                                 "b64encode", "tojson"})
+"""Filters worth computing once when a function calls them twice with the same arguments
+(Callexa's `created_at | datetime`): each a function of its arguments alone, at least a
+microsecond's work, with a result nothing changes (text, a number, a time)."""
+
 _FINAL_FILTERS = frozenset({"digest", "sha256", "b64encode", "tojson", "isoformat", "format_date",
                             "unix", "unix_ms", "unix_us", "path_segment"})
 """Filters whose result is text within the size bound, or a number, or missing: what
@@ -208,11 +215,18 @@ class SourceWriter:
         self.hoisted_expressions: list[tuple[str, str]] = []
         """Settings-only parts of expressions: local name, Python expression."""
         self._hoisting = False  # writing a settings-only part: its own parts are not hoisted
-        self.path_uses: Counter[tuple[str, tuple[Any, ...]]] = Counter()
-        """How often each part of the message (a field and keys under it) is read."""
-        self.shared: dict[tuple[str, tuple[Any, ...]], str] = {}
-        """The parts read more than once (from an earlier writing of the same function),
-        each remembered in a local the first time it is read."""
+        self.path_uses: Counter[tuple[Any, ...]] = Counter()
+        """How often each part of the message (a field and keys under it) is read, and each
+        call of _REMEMBERED_FILTERS made (see `shared`)."""
+        self.shared: dict[tuple[Any, ...], str] = {}
+        """The parts read more than once, and the calls of _REMEMBERED_FILTERS made more
+        than once with the same arguments (from an earlier writing of the same function),
+        each remembered in a local the first time it is computed."""
+        self.stable: dict[str, int] = {"event": 0, "settings": 1, "now": 2, "matched": 3}
+        """Expressions that hold one value for a whole run (the message, the settings, the
+        time, the file's values and the rule's extracted names and values, each set once
+        before any template reads it), numbered in the order they are bound: a template
+        made of these alone gives one value wherever it is in the function."""
 
     # -- names --------------------------------------------------------------------------
 
@@ -615,7 +629,43 @@ class SourceWriter:
             code = f"({code} if {self.const(_COMPARE[op])}({a}, ({names[i + 1]} := {right})) else False)"
         return code
 
+    def _key(self, node: nodes.Node, env: Env) -> tuple[Any, ...] | None:
+        """What an expression computes, as a key equal wherever in the function it gives
+        the same value: None unless it reads only stable names (see `stable`)."""
+        path = _as_path(node)
+        if path is not None:
+            root, attrs = path
+            bound = env.bindings.get(root)
+            if bound is None:
+                return ("field", root, attrs)
+            order = self.stable.get(bound)
+            return None if order is None else ("name", root, order, attrs)
+        if isinstance(node, nodes.Const):
+            return ("const", type(node.value).__name__, node.value) \
+                if type(node.value) in _LITERALS or type(node.value) is float else None
+        if isinstance(node, nodes.Filter) and node.name in _REMEMBERED_FILTERS \
+                and node.dyn_args is None and node.dyn_kwargs is None and node.node is not None:
+            parts = [self._key(node.node, env), *(self._key(a, env) for a in node.args),
+                     *(self._key(k.value, env) for k in node.kwargs)]
+            if any(p is None for p in parts):
+                return None
+            return ("call", node.name, tuple(k.key for k in node.kwargs), *parts)
+        return None
+
     def _call(self, node: nodes.Filter | nodes.Test, env: Env) -> str:
+        key = self._key(node, env) if isinstance(node, nodes.Filter) \
+            and node.name in _REMEMBERED_FILTERS else None
+        if key is None:
+            return self._plain_call(node, env)
+        self.path_uses[key] += 1
+        memo = self.shared.get(key)
+        if memo is None:
+            return self._plain_call(node, env)
+        # Computed once: the same arguments, the same result (an error is not remembered,
+        # and comes again, as it would).
+        return f"({memo} if {memo} is not UNSET else ({memo} := {self._plain_call(node, env)}))"
+
+    def _plain_call(self, node: nodes.Filter | nodes.Test, env: Env) -> str:
         func, sized, propagate = raw_call_target(node)
         f = self.const(func)
         t = self.local()

@@ -5,6 +5,7 @@ they reach nothing the sandbox would not let a template reach."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import types
 from typing import Any
 
@@ -162,3 +163,51 @@ def test_a_destination_changed_after_load_runs_its_rules_interpreted() -> None:
     assert all(b.run is not None for b in bound._rules)  # the others keep their code
     assert outcomes(changed, event, settings, None, True) == outcomes(changed, event, settings, None, False)
     assert outcomes(changed, dict(event, type="identify"), settings, None, True).startswith("[('Skip'")
+
+
+def test_a_call_made_twice_with_the_same_arguments_is_computed_once(tmp_path: Any) -> None:
+    """A filter of _REMEMBERED_FILTERS called twice on names that hold one value for the
+    whole function is computed once; over a loop's item, or `body` (a different value in
+    each request), it is computed each time: the outcomes are those of the interpreted path."""
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        batch:
+          max_items: 10
+          request:
+            url: https://d.example/bulk
+            body: {all: "{{ items.all }}"}
+        rules:
+          - name: r
+            extract: {created: created}
+            skip_if:
+              - if: created | datetime is missing
+                reason: "not a date: {{ created | tojson }}"
+            request:
+              url: https://d.example/in
+              body:
+                a: "{{ created | datetime | isoformat }}"
+                b: "{{ (created | datetime) | isoformat }}"
+                ids:
+                  $each: "{{ items }}"
+                  value: "{{ item | digest(8) }}-{{ item | digest(8) }}"
+                again: "{{ items[0] | digest(8) }}"
+              batch_item:
+                into: all
+                value: {id: "{{ body.a | digest(8) }}", same: "{{ body.a | digest(8) }}"}
+        """)
+    code = dest.codes[0]
+    assert code is not None
+    # `created | datetime` (three times), `... | isoformat` (twice): two remembered calls.
+    assert code.source.count("is not UNSET else (_m") == 5
+    for event in ({"created": "2024-01-02T03:04:05Z", "items": ["x", "y", "z"]},
+                  {"created": 1704164645, "items": "x"},
+                  {"created": "soon", "items": ["x"]},
+                  {"items": ["x", "y"]}):
+        generated = outcomes(dest, event, {}, None, True)
+        assert generated == outcomes(dest, event, {}, None, False)
+    (request,) = dest.map({"created": "2024-01-02T03:04:05Z", "items": ["x", "y"]})
+    assert isinstance(request, engine.Request) and isinstance(request.body, dict)
+    x, y = (hashlib.sha256(t.encode()).hexdigest()[:8] for t in "xy")
+    assert request.body["ids"] == [f"{x}-{x}", f"{y}-{y}"]
