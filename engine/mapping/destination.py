@@ -82,26 +82,38 @@ class SnakeCaseRule:
         """The event with the keys renamed; the event itself when no key changes."""
         keep = self.keep
         for path in self.paths:
-            if len(path) == 1:  # the commonest (traits), without the recursion
-                inner = event.get(path[0])
+            # Down the path without copying (most events have nothing to rename there); the
+            # one and two key paths (traits, context.traits) without a loop.
+            top = event.get(path[0])
+            if not isinstance(top, dict):
+                continue
+            if len(path) == 1:
+                renamed = snake_case_keys(top, keep)
+                if renamed is not top:
+                    event = {**event, path[0]: renamed}
+            elif len(path) == 2:
+                inner = top.get(path[1])
                 if isinstance(inner, dict):
                     renamed = snake_case_keys(inner, keep)
                     if renamed is not inner:
-                        event = {**event, path[0]: renamed}
+                        event = {**event, path[0]: {**top, path[1]: renamed}}
             else:
-                event = self._at(event, path)
+                event = self._deep(event, path)
         return event
 
-    def _at(self, obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
-        head, rest = path[0], path[1:]
-        inner = obj.get(head)
-        if not isinstance(inner, dict):
-            return obj
-        if rest:
-            renamed = self._at(inner, rest)
-        else:
-            renamed = snake_case_keys(inner, self.keep)
-        return obj if renamed is inner else {**obj, head: renamed}
+    def _deep(self, event: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+        holders, inner = [], event
+        for key in path:
+            holders.append(inner)
+            inner = inner.get(key)
+            if not isinstance(inner, dict):
+                return event
+        renamed = snake_case_keys(inner, self.keep)
+        if renamed is inner:
+            return event
+        for holder, key in zip(reversed(holders), reversed(path)):  # copies, innermost out
+            renamed = {**holder, key: renamed}
+        return renamed
 
 
 @dataclass(frozen=True)

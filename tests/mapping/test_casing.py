@@ -44,3 +44,22 @@ def test_what_is_remembered_is_bounded() -> None:
         snake_case(f"Key Number {i}")
     assert len(casing._REMEMBERED) <= casing._REMEMBERED_MOST
     assert snake_case("Key Number 3") == "key_number_3"
+
+
+def test_a_snake_case_rule_renames_at_paths_of_any_depth_and_copies_only_what_changes() -> None:
+    from engine.mapping.destination import SnakeCaseRule
+
+    rule = SnakeCaseRule((("traits",), ("context", "traits"), ("a", "b", "c")), frozenset({"keepMe"}))
+    event = {"traits": {"firstName": "A", "keepMe": 1}, "context": {"ip": "x", "traits": {"planName": "p"}},
+             "a": {"b": {"c": {"deepKey": 1}, "other": 2}, "z": 3}}
+    before = repr(event)
+    out = rule.apply(event)
+    assert repr(event) == before  # the input is never changed
+    assert out == {"traits": {"first_name": "A", "keepMe": 1},
+                   "context": {"ip": "x", "traits": {"plan_name": "p"}},
+                   "a": {"b": {"c": {"deep_key": 1}, "other": 2}, "z": 3}}
+    unchanged = {"traits": {"plan": 1}, "context": {"traits": None}, "a": {"b": [1]}}
+    assert rule.apply(unchanged) is unchanged
+    assert rule.apply({"a": {"b": {"c": {"x": 1}}}, "context": "text"}) == {"a": {"b": {"c": {"x": 1}}}, "context": "text"}
+    changed_deep_only = {"a": {"b": {"c": {"oneTwo": 1}}}}
+    assert rule.apply(changed_deep_only) == {"a": {"b": {"c": {"one_two": 1}}}}
