@@ -249,6 +249,9 @@ class _BoundRule:
     settings alone (rendered here, once); None for a request whose headers read the event."""
     run: "RuleFunction | None" = None
     """The rule's generated function bound to these settings (None: interpreted)."""
+    direct: "RuleFunction | None" = None
+    """`run`, when nothing is left to check before calling it (no condition, no `when.if`,
+    no snake_case of its own): the commonest rule, called at once."""
 
 
 def _absent(value: Any) -> bool:
@@ -418,8 +421,9 @@ class BoundDestination:
                       for spec, auth in zip(rule.requests, auths, strict=True)))
             code = codes.get(id(rule))
             if code is not None and code.made_from is rule:
-                bound = replace(bound, run=code.factory(public, self._url_settings, bound,
-                                                        self._fill_url))
+                run = code.factory(public, self._url_settings, bound, self._fill_url)
+                plain = bound.condition is None and rule.when_if is None and rule.snake is None
+                bound = replace(bound, run=run, direct=run if plain else None)
             self._rules.append(bound)
         self._dispatch = Dispatch(destination.rules, self._rules)
         # The file's values, for `when.if` and the unmatched reason: generated, or the
@@ -532,6 +536,9 @@ class BoundDestination:
             event = dest.snake.apply(event)
         scope: Scope | None = None  # made once, when a rule's `if` or the reason needs it
         for bound, matched in self._dispatch.candidates(call, event.get("event")):
+            direct = bound.direct
+            if direct is not None:
+                return direct(event, when, matched, scope)
             rule = bound.rule
             try:
                 if bound.condition is not None and _is_false(bound.condition(event)):
