@@ -32,6 +32,7 @@ from .expressions import _WEIGH
 from .expressions import _is_false as _jmespath_false
 from .missing import MISSING
 from .pysource import SAFE_BUILTINS, UNHOISTED, Env, SourceWriter
+from .shapes import DictShape
 from .templates import Compiled
 
 if TYPE_CHECKING:
@@ -417,7 +418,11 @@ class _RuleWriter:
                 out.append(f"{ind}if {body} is not None:")
                 out.append(f"{ind}    if not isinstance({body}, dict):")
                 out.append(f"{ind}        raise EventError({where + 'a form body must be a mapping'!r})")
-                out.append(f"{ind}    {body} = {{k if type(k) is str else str(k): v if type(v) is str "
+                shape = spec.body.shape
+                text_keys = isinstance(shape, DictShape) and all(
+                    k.renderer is None and type(k.constant) is str for k, _ in shape.entries)
+                key = "k" if text_keys else "k if type(k) is str else str(k)"  # known: as it is
+                out.append(f"{ind}    {body} = {{{key}: v if type(v) is str "
                            f"else _form_value(v) for k, v in {body}.items() if v is not None}}")
         due = "None"
         if spec.deliver_after is not None:
