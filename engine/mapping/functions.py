@@ -111,10 +111,11 @@ def _f_without(value: Any, *keys: str) -> Any:
 def _f_merge(value: Any, *others: Any) -> Any:
     """`message | merge({"event": name})`: a new mapping, later keys winning; a missing
     mapping among the others adds nothing."""
-    if is_missing(value):
-        return MISSING
-    if not isinstance(value, dict):
-        return value
+    if type(value) is not dict:  # the message itself, the commonest, checked at once
+        if is_missing(value):
+            return MISSING
+        if not isinstance(value, dict):
+            return value
     merged = dict(value)
     for other in others:
         if isinstance(other, dict):

@@ -177,6 +177,11 @@ SAFE_BUILTINS: dict[str, Any] = {
 """The builtins a generated module sees (all it uses)."""
 
 _LITERALS = (str, int, bool, type(None))
+
+
+def _is_value(node: nodes.Node) -> bool:
+    """A constant that is not null: never missing, nothing to compute."""
+    return isinstance(node, nodes.Const) and node.value is not None
 _ORDERINGS = {"lt": "<", "lteq": "<=", "gt": ">", "gteq": ">="}
 _PRESENT = TESTS["present"]
 _MISSING_TEST = TESTS["missing"]
@@ -613,8 +618,16 @@ class SourceWriter:
                 return f"({first} != {right})"
             if op in _ORDERINGS:
                 # templates._ordering, inline: both sides computed, in order (`|` does not
-                # stop early), then missing if either is null or missing.
+                # stop early), then missing if either is null or missing; a constant side
+                # (`> 0`) is neither, and is not checked.
                 a, b = self.local(), self.local()
+                symbol = _ORDERINGS[op]
+                if _is_value(node.ops[0].expr):
+                    return (f"(M if ({a} := {first}) is None or isinstance({a}, Undefined) "
+                            f"else ({a} {symbol} {right}))")
+                if _is_value(node.expr):
+                    return (f"(M if ({b} := {right}) is None or isinstance({b}, Undefined) "
+                            f"else ({first} {symbol} {b}))")
                 return (f"(M if ((({a} := {first}) is None) | (({b} := {right}) is None) | "
                         f"isinstance({a}, Undefined) | isinstance({b}, Undefined)) "
                         f"else ({a} {_ORDERINGS[op]} {b}))")

@@ -211,3 +211,24 @@ def test_a_call_made_twice_with_the_same_arguments_is_computed_once(tmp_path: An
     assert isinstance(request, engine.Request) and isinstance(request.body, dict)
     x, y = (hashlib.sha256(t.encode()).hexdigest()[:8] for t in "xy")
     assert request.body["ids"] == [f"{x}-{x}", f"{y}-{y}"]
+
+
+def test_orderings_with_a_constant_side_give_the_same_on_both_paths(tmp_path: Any) -> None:
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            request:
+              url: https://d.example/in
+              body:
+                right: "{{ a > 0 }}"
+                left: "{{ 0 <= a }}"
+                both: "{{ a < b }}"
+                chained: "{{ 0 < a < 10 }}"
+                text: "{{ a > 'm' }}"
+        """)
+    for a in (None, 1, -1, 0, 2.5, "z", [1]):
+        for event in ({"a": a, "b": 1}, {"b": 1}, {"a": a}):
+            assert outcomes(dest, event, {}, None, True) == outcomes(dest, event, {}, None, False)
