@@ -21,6 +21,7 @@ __all__ = ["parse_datetime", "format_datetime", "to_json", "json_default", "form
 def parse_datetime(value: Any) -> datetime | None:
     """ISO 8601 text (a trailing Z allowed) or epoch seconds to an aware UTC datetime;
     None for anything else."""
+    global _last_parsed
     if isinstance(value, str):  # first: the commonest
         if not value:
             return None
@@ -38,7 +39,9 @@ def parse_datetime(value: Any) -> datetime | None:
             assert parsed is not None
             if not parsed.tzinfo:
                 parsed = parsed.replace(tzinfo=timezone.utc)
-        _remember_parsed(value, parsed)
+        # One text and its time, replaced as one tuple (no lock needed): what a datetime
+        # is made of cannot change, so any thread may use the other's.
+        _last_parsed = (value, parsed)
         return parsed
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -53,13 +56,6 @@ def parse_datetime(value: Any) -> datetime | None:
 
 
 _last_parsed: tuple[str, datetime | None] = ("", None)
-
-
-def _remember_parsed(text: str, parsed: datetime | None) -> None:
-    # One text and its time, replaced as one tuple (no lock needed): what a datetime is
-    # made of cannot change, so any thread may use the other's.
-    global _last_parsed
-    _last_parsed = (text, parsed)
 
 
 def format_datetime(value: datetime) -> str:

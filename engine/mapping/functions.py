@@ -38,6 +38,8 @@ year 5138; 10^11 milliseconds is March 1973)."""
 def parse_time(value: Any) -> datetime | None:
     """A time from ISO 8601 text, a datetime, or epoch seconds or milliseconds; None for
     anything else (including times outside the years 1 to 9999)."""
+    if type(value) is str:  # the commonest: ISO 8601 text
+        return parse_datetime(value)
     if type(value) is datetime and value.tzinfo is not None:  # `now`, and filters' results
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= EPOCH_MS_FROM:
