@@ -71,11 +71,6 @@ def _hoist(compiled: Compiled, settings: dict[str, Any]) -> Any:
         return UNHOISTED
 
 
-def _required_absent(value: Any) -> bool:
-    """Missing for `require`: null or empty; false and 0 are values (destination._absent)."""
-    return value is None or (isinstance(value, (str, list, dict)) and not value)
-
-
 def _due(value: datetime) -> tuple[Any, datetime | None]:
     """What `deliver_after` gives for a datetime (with the text it was written as, for an
     error): the interpreted path writes it with format_datetime and reads it back with
@@ -100,7 +95,7 @@ def _url_ready(value: Any) -> str | None:
 
 _GLOBALS: dict[str, Any] = {
     "RenderError": RenderError, "BudgetExceeded": BudgetExceeded, "EventError": EventError, "Request": Request, "Skip": Skip,
-    "METHODS": METHODS, "parse_datetime": parse_datetime, "_required_absent": _required_absent,
+    "METHODS": METHODS, "parse_datetime": parse_datetime,
     "_hoist": _hoist, "_due": _due, "_url_ready": _url_ready, "datetime": datetime, "_jmespath_false": _jmespath_false,
 }
 
@@ -163,7 +158,10 @@ class _RuleWriter:
             if found is None:
                 self.prologue.append(f"    _req{i} = bound.require[{i}][0]")
                 found = f"_req{i}(event)"
-            out.append(f"{ind}if _required_absent({found}):")
+            # destination._absent, inline: null or empty is missing; false and 0 are values
+            req = w.local("req")
+            out.append(f"{ind}if ({req} := {found}) is None or isinstance({req}, (str, list, dict)) "
+                       f"and not {req}:")
             out.append(f"{ind}    return [Skip({slug!r}, {reason!r}, {name!r}, {name!r})]")
         # The file's values, as the interpreted scope computes them (or reads them from the
         # scope a `when.if` already computed them in).
