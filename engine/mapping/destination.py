@@ -102,7 +102,8 @@ class SnakeCaseRule:
         return event
 
     def _deep(self, event: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
-        holders, inner = [], event
+        holders: list[dict[str, Any]] = []
+        inner: Any = event
         for key in path:
             holders.append(inner)
             inner = inner.get(key)

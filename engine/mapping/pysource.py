@@ -532,8 +532,8 @@ class SourceWriter:
                 # A constant slice of text or a list (`timestamp[:10]`): what the sandbox's
                 # getitem does for them, inline; anything else goes to it.
                 o = self.local()
-                parts = [node.arg.start, node.arg.stop] + ([node.arg.step] if node.arg.step else [])
-                bounds = ":".join("" if n is None else repr(n.value) for n in parts)
+                written = [node.arg.start, node.arg.stop] + ([node.arg.step] if node.arg.step else [])
+                bounds = ":".join("" if n is None else repr(n.as_const()) for n in written)
                 return (f"({o}[{bounds}] if type({o} := {inner}) is str or type({o}) is list "
                         f"else _item({o}, {self.expression(node.arg, env)}))")
             return f"_item({inner}, {self.expression(node.arg, env)})"
