@@ -177,14 +177,14 @@ SAFE_BUILTINS: dict[str, Any] = {
 """The builtins a generated module sees (all it uses)."""
 
 _LITERALS = (str, int, bool, type(None))
+_ORDERINGS = {"lt": "<", "lteq": "<=", "gt": ">", "gteq": ">="}
+_PRESENT = TESTS["present"]
+_MISSING_TEST = TESTS["missing"]
 
 
 def _is_value(node: nodes.Node) -> bool:
     """A constant that is not null: never missing, nothing to compute."""
     return isinstance(node, nodes.Const) and node.value is not None
-_ORDERINGS = {"lt": "<", "lteq": "<=", "gt": ">", "gteq": ">="}
-_PRESENT = TESTS["present"]
-_MISSING_TEST = TESTS["missing"]
 
 
 @dataclass
@@ -560,8 +560,7 @@ class SourceWriter:
                 # The dict as written when no value is missing or null (the commonest),
                 # else _keyed_dict, which leaves those out.
                 names = [self.local() for _ in values]
-                fixed = [isinstance(p.value, nodes.Const) and p.value.value is not None
-                         for p in node.items]  # a constant is never missing
+                fixed = [_is_value(p.value) for p in node.items]
                 given = [v if f else f"({n} := {v})" for n, v, f in zip(names, values, fixed)]
                 checks = [f"{n} is None or type({n}) is Missing"
                           for n, f in zip(names, fixed) if not f]

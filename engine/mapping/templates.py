@@ -372,7 +372,8 @@ def raw_call_target(node: nodes.Filter | nodes.Test) -> tuple[Callable[..., Any]
             getattr(raw, "jinja_pass_arg", None) is None:
         # The bound check of the sandbox's wrapper is made by the caller, inline: one
         # Python call less per filter (and the missing check too).
-        return raw, node.name not in _SMALL_RESULT_FILTERS, propagate
+        # Tests give true or false: nothing to check.
+        return raw, is_filter and node.name not in _SMALL_RESULT_FILTERS, propagate
     return func, False, propagate
 
 
