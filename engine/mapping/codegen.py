@@ -31,8 +31,7 @@ from .expressions import Expression
 from .expressions import _WEIGH
 from .expressions import _is_false as _jmespath_false
 from .missing import MISSING
-from .pysource import SAFE_BUILTINS, UNHOISTED, Env, SourceWriter
-from .shapes import DictShape
+from .pysource import SAFE_BUILTINS, UNHOISTED, BuiltDict, Env, SourceWriter
 from .templates import Compiled
 
 if TYPE_CHECKING:
@@ -136,11 +135,13 @@ class _RuleWriter:
         self.destination = destination
         self.rule = rule
         from .destination import (  # one definition of each, there
+            _form_entry,
             _form_value,
             _with_query,
         )
         self.w = SourceWriter()
-        self.w.globals.update(_GLOBALS, _form_value=_form_value, _with_query=_with_query)
+        self.w.globals.update(_GLOBALS, _form_value=_form_value, _form_entry=_form_entry,
+                              _with_query=_with_query)
         self.prologue: list[str] = []  # the factory's per-settings lines
         self.body: list[str] = []
 
@@ -402,8 +403,10 @@ class _RuleWriter:
             out.append(f"{ind}        {headers}[{header!r}] = str({local})")
         out.append(f"{ind}    {headers}.update(_auth{i})")
         out.append(f"{ind}{body} = None")
+        item_env = env
         if spec.body is not None:
             w.value(out, ind, spec.body, env, body)
+            built = w.built.get(body)
             out.append(f"{ind}if {body} is M:")
             out.append(f"{ind}    {body} = None")
             if spec.content_type is not None or spec.batch_item is not None:
@@ -412,16 +415,11 @@ class _RuleWriter:
                     out.append(f"{ind}    {headers}['Content-Type'] = {spec.content_type!r}")
                 if spec.batch_item is not None:
                     out.append(f"{ind}    {env.bindings['body']} = {body}")
+                    if built is not None and built.never_empty:
+                        # The bulk item reads the body's entries from their locals.
+                        item_env = env.knowing("body", built)
             if spec.encoding == "form":
-                out.append(f"{ind}if {body} is not None:")
-                out.append(f"{ind}    if not isinstance({body}, dict):")
-                out.append(f"{ind}        raise EventError({where + 'a form body must be a mapping'!r})")
-                shape = spec.body.shape
-                text_keys = isinstance(shape, DictShape) and all(
-                    k.renderer is None and type(k.constant) is str for k, _ in shape.entries)
-                key = "k" if text_keys else "k if type(k) is str else str(k)"  # known: as it is
-                out.append(f"{ind}    {body} = {{{key}: v if type(v) is str "
-                           f"else _form_value(v) for k, v in {body}.items() if v is not None}}")
+                self._form(out, ind, body, built, where)
         due = "None"
         if spec.deliver_after is not None:
             raw, due = w.local("raw"), w.local("due")
@@ -462,9 +460,9 @@ class _RuleWriter:
             out.append(f"{ind}{item} = None")
             inner = ind
             if spec.batch_if is not None:
-                out.append(f"{ind}if {self._holds(out, ind, spec.batch_if, env)}:")
+                out.append(f"{ind}if {self._holds(out, ind, spec.batch_if, item_env)}:")
                 inner = ind + "    "
-            w.value(out, inner, spec.batch_item, env, item)
+            w.value(out, inner, spec.batch_item, item_env, item)
             out.append(f"{inner}if {item} is M:")
             out.append(f"{inner}    {item} = None")
         into = "None" if spec.batch_into is None else f"({spec.batch_into!r} if {item} is not None else None)"
@@ -481,6 +479,33 @@ class _RuleWriter:
         request = f"Request({', '.join(given.pop(f.name) for f in fields(Request))})"
         assert not given, given
         out.append(ind + sink.format(request))
+
+    def _form(self, out: list[str], ind: str, body: str, built: BuiltDict | None,
+              where: str) -> None:
+        """A form body's values made text (destination._form_value), null ones left out,
+        into a new mapping: the body the bulk item reads keeps its values."""
+        if built is None or not built.never_empty:
+            out.append(f"{ind}if {body} is not None:")
+            out.append(f"{ind}    if not isinstance({body}, dict):")
+            out.append(f"{ind}        raise EventError({where + 'a form body must be a mapping'!r})")
+            out.append(f"{ind}    {body} = {{k if type(k) is str else str(k): v if type(v) is str "
+                       f"else _form_value(v) for k, v in {body}.items() if v is not None}}")
+            return
+        # A literal of text keys, never empty: only the entries that may not be text are
+        # looked at (constants converted here, once).
+        w = self.w
+        to_text = w.globals["_form_value"]
+        changed = [f"{e.key!r}: {w.const(to_text(e.constant))}" for e in built.entries
+                   if e.is_constant and e.constant is not None and type(e.constant) is not str]
+        out.append(f"{ind}{body} = {{**{body}, {', '.join(changed)}}}" if changed
+                   else f"{ind}{body} = dict({body})")
+        for e in built.entries:
+            if e.is_constant:
+                if e.constant is None:
+                    out.append(f"{ind}del {body}[{e.key!r}]")
+            elif not e.text:
+                out.append(f"{ind}if type({e.expression}) is not str and {e.expression} is not M:")
+                out.append(f"{ind}    _form_entry({body}, {e.key!r}, {e.expression})")
 
 
 class _ValuesWriter(_RuleWriter):

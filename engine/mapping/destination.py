@@ -286,6 +286,15 @@ def _form_value(value: Any) -> str:
     return str(value)
 
 
+def _form_entry(form: dict[str, Any], key: str, value: Any) -> None:
+    """One value of a form body that is not text (generated code): made text, or left
+    out when it is null, as _form_value's callers do."""
+    if value is None:
+        del form[key]
+    else:
+        form[key] = _form_value(value)
+
+
 @dataclass(eq=False)
 class Destination:
     """One destination, compiled from its mapping file. Thread-safe and reusable."""

@@ -87,6 +87,8 @@ class Unset:
 UNSET = Unset()
 
 _IMPURE_FILTERS = frozenset({"random"})
+"""Filters whose result is not a function of their arguments: never computed once for many
+events."""
 
 _REMEMBERED_FILTERS = frozenset({"datetime", "add_days", "days_between", "isoformat",
                                  "format_date", "unix", "unix_ms", "unix_us", "digest", "sha256",
@@ -99,8 +101,9 @@ _FINAL_FILTERS = frozenset({"digest", "sha256", "b64encode", "tojson", "isoforma
                             "unix", "unix_ms", "unix_us", "path_segment"})
 """Filters whose result is text within the size bound, or a number, or missing: what
 templates._guard would make of it is that result itself (see SourceWriter._final)."""
-"""Filters whose result is not a function of their arguments: never computed once for many
-events."""
+
+_TEXT_FILTERS = _FINAL_FILTERS - {"unix", "unix_ms", "unix_us"}
+"""Those of _FINAL_FILTERS whose result is text (or missing)."""
 
 
 def _failed(exc: Exception, shown: str) -> Any:
@@ -195,12 +198,47 @@ class Env:
     Any other name is a field of the message."""
 
     bindings: dict[str, str] = field(default_factory=dict)
+    known: dict[str, "BuiltDict"] = field(default_factory=dict)
+    """Bound names known to hold a mapping this function built (a request's body read by
+    its bulk item): each key's value is read from the local that holds it."""
 
     def bind(self, name: str, expression: str) -> "Env":
         """A new Env with `name` bound (the interpreted scope's `scope[name] = ...`)."""
         bindings = {k: v for k, v in self.bindings.items() if k != name}
         bindings[name] = expression
-        return Env(bindings)
+        return Env(bindings, {k: v for k, v in self.known.items() if k != name})
+
+    def knowing(self, name: str, built: "BuiltDict") -> "Env":
+        """The same bindings, with `name`'s value known to be the mapping `built` made."""
+        return Env(self.bindings, {**self.known, name: built})
+
+
+@dataclass(frozen=True)
+class BuiltEntry:
+    """One entry of a mapping literal as the generated code builds it."""
+
+    key: str
+    expression: str
+    """The local holding its value (MISSING when it is left out), or a constant's literal."""
+    constant: Any = None
+    is_constant: bool = False
+    text: bool = False
+    """Its value is text or MISSING: nothing to convert for a form."""
+
+
+@dataclass(frozen=True)
+class BuiltDict:
+    """A mapping literal of constant text keys, as built: its entries in order, and whether
+    it is certainly not empty (a constant entry: never made MISSING)."""
+
+    entries: tuple[BuiltEntry, ...]
+
+    @property
+    def never_empty(self) -> bool:
+        return any(e.is_constant for e in self.entries)
+
+    def get(self, key: Any) -> BuiltEntry | None:
+        return next((e for e in self.entries if e.key == key), None)
 
 
 class SourceWriter:
@@ -227,6 +265,8 @@ class SourceWriter:
         """The parts read more than once, and the calls of _REMEMBERED_FILTERS made more
         than once with the same arguments (from an earlier writing of the same function),
         each remembered in a local the first time it is computed."""
+        self.built: dict[str, BuiltDict] = {}
+        """Targets set to a mapping literal of constant text keys, with its entries."""
         self.stable: dict[str, int] = {"event": 0, "settings": 1, "now": 2, "matched": 3}
         """Expressions that hold one value for a whole run (the message, the settings, the
         time, the file's values and the rule's extracted names and values, each set once
@@ -282,6 +322,7 @@ class SourceWriter:
             out.append(f"{indent}    {target} = {hoisted}")
             out.append(f"{indent}else:")
             self.value(out, indent + "    ", compiled, env, target, hoist=False)
+            self.built.pop(target, None)  # its entries' locals are not set when hoisted
             return
         shape = compiled.shape
         if isinstance(shape, LeafShape) and shape.parts is not None:
@@ -332,7 +373,8 @@ class SourceWriter:
         out.append(f"{indent}    {target} = {expression}")
         first = shape.parts[0] if shape.single else None
         message = isinstance(first, nodes.Name) and env.bindings.get(first.name) == "event"
-        if not (first is not None and (message or self._final(first))):  # the message: a dict
+        if not (first is not None and (message or self._final(first)
+                                       or self._built_value(first, env))):  # the message: a dict
             # templates._guard's check of a result, with the types _leaf returns unchanged
             # decided here, without the call; and the one missing value, which _leaf
             # returns as it is (other missing values are made that one).
@@ -346,6 +388,7 @@ class SourceWriter:
     def _dict(self, out: list[str], indent: str, shape: DictShape, env: Env, target: str) -> None:
         built = self.local("d")
         out.append(f"{indent}{built} = {{}}")
+        entries: list[BuiltEntry] | None = []  # None: a key is computed
         for key_c, value_c in shape.entries:
             if key_c.renderer is None:
                 key = self.const(key_c.constant)
@@ -356,14 +399,24 @@ class SourceWriter:
                 out.append(f"{indent}if {key} is not M:")
                 out.append(f"{indent}    {key} = str({key})")
                 inner = indent + "    "
+            if entries is not None and (key_c.renderer is not None or type(key_c.constant) is not str):
+                entries = None
             if value_c.renderer is None:
-                out.append(f"{inner}{built}[{key}] = {self.const(value_c.constant)}")
+                literal = self.const(value_c.constant)
+                out.append(f"{inner}{built}[{key}] = {literal}")
+                if entries is not None:
+                    entries.append(BuiltEntry(key_c.constant, literal, value_c.constant, True,
+                                              type(value_c.constant) is str))
                 continue
             item = self.local("v")
             self.value(out, inner, value_c, env, item)
             out.append(f"{inner}if {item} is not M:")
             out.append(f"{inner}    {built}[{key}] = {item}")
+            if entries is not None:
+                entries.append(BuiltEntry(key_c.constant, item, text=self._text_valued(value_c)))
         self._finish(out, indent, built, bool(shape.entries), shape.weighed, target)
+        if entries is not None:
+            self.built[target] = BuiltDict(tuple(entries))
 
     def _list(self, out: list[str], indent: str, shape: ListShape, env: Env, target: str) -> None:
         built = self.local("l")
@@ -486,6 +539,32 @@ class SourceWriter:
                 return False
         return False
 
+    @staticmethod
+    def _text_valued(compiled: Compiled) -> bool:
+        """Is the value text (or missing) whatever the event? Text with expressions in it,
+        text joined by `~`, and the results of _TEXT_FILTERS."""
+        shape = compiled.shape
+        if not isinstance(shape, LeafShape) or shape.parts is None:
+            return False
+        first = shape.parts[0]
+        return not shape.single or isinstance(first, nodes.Concat) or (
+            isinstance(first, nodes.Filter) and first.name in _TEXT_FILTERS
+            and SourceWriter._final(first))
+
+    @staticmethod
+    def _built_value(node: nodes.Node, env: Env) -> bool:
+        """Is the expression one entry of a mapping this function built (`body.event_id`)?
+        Its value was checked as the entry was made, or is a constant _leaf keeps."""
+        path = _as_path(node)
+        if path is None or len(path[1]) != 1 or path[0] not in env.known:
+            return False
+        entry = env.known[path[0]].get(path[1][0])
+        if entry is None:
+            return False
+        value = entry.constant
+        return not entry.is_constant or type(value) in (int, float, bool) or (
+            type(value) is str and len(value) <= MAX_OUTPUT)
+
     def _settings_only(self, node: nodes.Node, env: Env) -> bool:
         if isinstance(node, (nodes.Const, nodes.Name)):
             return False  # nothing to save
@@ -495,6 +574,12 @@ class SourceWriter:
             and not any(f.name in _IMPURE_FILTERS for f in node.find_all(nodes.Filter))
 
     def _path(self, env: Env, root: str, attrs: tuple[Any, ...]) -> str:
+        built = env.known.get(root)
+        if built is not None and attrs and type(attrs[0]) is str:
+            # An entry of a mapping built above: the local that holds it (an entry it
+            # does not have is missing, as `.get` would find).
+            entry = built.get(attrs[0])
+            return self._steps("M" if entry is None else entry.expression, attrs[1:])
         code = self.lookup(env, root)
         start = 0
         if root not in env.bindings:  # a part of the message: the same for the whole rule

@@ -232,3 +232,77 @@ def test_orderings_with_a_constant_side_give_the_same_on_both_paths(tmp_path: An
     for a in (None, 1, -1, 0, 2.5, "z", [1]):
         for event in ({"a": a, "b": 1}, {"b": 1}, {"a": a}):
             assert outcomes(dest, event, {}, None, True) == outcomes(dest, event, {}, None, False)
+
+
+def test_a_form_body_and_the_bulk_item_that_reads_it_give_the_same_on_both_paths(
+        tmp_path: Any) -> None:
+    """A form body of constant keys is made text entry by entry (constants once, when the
+    mapping loads), and its bulk item reads the body's entries from the locals that hold
+    them: whatever each entry turns out to be (missing, null, a number, a mapping...), the
+    outcomes are those of the interpreted path."""
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        settings:
+          client: {type: string, default: c1}
+        batch:
+          max_items: 10
+          request:
+            url: https://d.example/bulk
+            body: {all: "{{ items.all }}", settings_only: "{{ items.s }}"}
+        rules:
+          - name: r
+            request:
+              url: https://d.example/in
+              encoding: form
+              body:
+                rec: 1
+                flag: true
+                gone: null
+                ratio: 0.5
+                client: "{{ settings.client }}"
+                value: "{{ value }}"
+                joined: "v={{ value }}"
+                digest: "{{ value | digest(8) }}"
+                nested: {a: "{{ value }}", b: 2}
+              batch_item:
+                if: body.value is present or body.rec
+                into: all
+                value:
+                  rec: "{{ body.rec }}"
+                  flag: "{{ body.flag }}"
+                  gone: "{{ body.gone }}"
+                  value: "{{ body.value }}"
+                  joined: "{{ body.joined }}"
+                  deeper: "{{ body.nested.a }}"
+                  absent: "{{ body.absent }}"
+                  whole: "{{ body | tojson }}"
+          - name: s
+            when: {condition: only_settings}
+            request:
+              url: https://d.example/in
+              encoding: form
+              body: {client: "{{ settings.client }}", rec: 1}
+              batch_item: {into: s, value: {client: "{{ body.client }}"}}
+        """)
+    code = dest.codes[0]
+    assert code is not None
+    assert "_form_value(v) for k, v in" not in code.source  # made text entry by entry
+    for value in ("text", "", 0, 7, 2.5, True, False, None, [], [1, "a"], {}, {"a": 1},
+                  "2024-01-15T10:00:00Z", 10**30, "a" * 300):
+        for event in ({"value": value}, {"value": value, "only_settings": True}):
+            assert outcomes(dest, event, {}, None, True) == \
+                outcomes(dest, event, {}, None, False), (value, event)
+    for event in ({}, {"only_settings": True}):
+        assert outcomes(dest, event, {"client": "c 2"}, None, True) == \
+            outcomes(dest, event, {"client": "c 2"}, None, False)
+    (request,) = dest.map({"value": 7})
+    assert isinstance(request, engine.Request)
+    assert request.body == {"rec": "1", "flag": "true", "ratio": "0.5", "client": "c1",
+                            "value": "7", "joined": "v=7",
+                            "digest": hashlib.sha256(b"7").hexdigest()[:8],
+                            "nested": '{"a":7,"b":2}'}
+    assert request.batch_item is not None
+    assert request.batch_item["rec"] == 1 and request.batch_item["value"] == 7
+    assert "gone" not in request.batch_item and "absent" not in request.batch_item
