@@ -56,7 +56,9 @@ from .templates import (
     _Untranslatable,
     _weigh,
     call_target,
+    keeps_missing_items,
     raw_call_target,
+    without_missing,
 )
 
 __all__ = ["SourceWriter", "Env", "HELPERS", "Unhoisted"]
@@ -167,7 +169,7 @@ HELPERS: dict[str, Any] = {
     "PLAIN_OR_TIME": frozenset({dict, list, int, float, bool, datetime}),
     "UNSET": UNSET, "_keyed_dict": _keyed_dict, "_weigh": _weigh,
     "_directive_stopped": _directive_stopped, "SecurityError": SecurityError,
-    "_spender": budget.spender,
+    "_spender": budget.spender, "_without_missing": without_missing,
 }
 """What every generated module may call besides its own numbered constants."""
 
@@ -357,6 +359,8 @@ class SourceWriter:
         assert shape.parts is not None
         if shape.single:
             expression = self.expression(shape.parts[0], env)
+            if keeps_missing_items(shape.parts[0]):
+                expression = f"_without_missing({expression})"
         else:
             pieces = []
             for part in shape.parts:

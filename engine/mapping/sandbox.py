@@ -175,6 +175,14 @@ class MappingEnvironment(ImmutableSandboxedEnvironment):
         self.tests = {name: t if name in MISSING_AWARE_TESTS else _false_for_missing(t)
                       for name, t in self.tests.items()}
 
+    def call_filter(self, name: Any, value: Any, args: Any = None, kwargs: Any = None,
+                    context: Any = None, eval_ctx: Any = None) -> Any:
+        # A filter called by a name given as the event runs (`map(name)`): never one of
+        # the engine's own, which a file cannot name either.
+        if isinstance(name, str) and name in INTERNAL_FILTERS:
+            raise SecurityError(f"filter '{name}' is the engine's own; a mapping cannot use it")
+        return super().call_filter(name, value, args, kwargs, context, eval_ctx)
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Mapping data first: `traits.items` is the trait called "items", not dict.items.
         if type(obj) is dict:

@@ -208,6 +208,22 @@ def _as_path(node: nodes.Node) -> tuple[str, tuple[Any, ...]] | None:
             return None
 
 
+class _ByNameContext:
+    """What Jinja's map, select, reject, selectattr and rejectattr read of a template's
+    context: the environment, to call a filter or test by name (`map('trim')`), and the
+    evaluation context such a filter may take. With it they run outside a template."""
+
+    environment = ENV
+    eval_ctx = nodes.EvalContext(ENV)
+
+
+_BY_NAME_FILTERS = frozenset({"map", "select", "reject", "selectattr", "rejectattr"})
+"""The filters that take a template context only for _ByNameContext's two parts (Jinja 3.1:
+filters.prepare_map, prepare_select_or_reject)."""
+
+_BY_NAME_CONTEXT = _ByNameContext()
+
+
 def _callable_of(table: dict[str, Any], name: str, kind: str) -> Callable[..., Any]:
     func = table[name]
     pass_arg = _PassArg.from_obj(func)
@@ -217,9 +233,19 @@ def _callable_of(table: dict[str, Any], name: str, kind: str) -> Callable[..., A
         ctx = nodes.EvalContext(ENV)
         return lambda *a, **k: func(ctx, *a, **k)
     if pass_arg is _PassArg.context:
+        if kind == "filter" and name in _BY_NAME_FILTERS:
+            return lambda *a, **k: func(_BY_NAME_CONTEXT, *a, **k)
         raise _Untranslatable(f"{kind} {name} needs a template context")
     plain: Callable[..., Any] = func
     return plain
+
+
+def keeps_missing_items(node: nodes.Node) -> bool:
+    """Can the expression's value hold missing values inside it (`map(attribute='id')`
+    over items without an id)? Its result is cleaned of them, as Jinja's is
+    (without_missing)."""
+    return any(f.name == "map" for f in node.find_all(nodes.Filter)) or \
+        isinstance(node, nodes.Filter) and node.name == "map"
 
 
 def _translate(node: nodes.Node) -> Renderer:
@@ -497,8 +523,11 @@ def _check(tree: nodes.Template) -> tuple[list[TemplateProblem], set[str], set[s
             problems.append(TemplateProblem(f"loops are not allowed inside a {{% {word} %}} block",
                                             looped.lineno))
     for used in tree.find_all(nodes.Filter):
-        if used.name in INTERNAL_FILTERS:
-            problems.append(TemplateProblem(f"filter '{used.name}' is the engine's own; a "
+        # `map('_steps')` names one too, as the filter map calls.
+        named = used.args[0].value if used.name == "map" and used.args \
+            and isinstance(used.args[0], nodes.Const) else used.name
+        if isinstance(named, str) and named in INTERNAL_FILTERS:
+            problems.append(TemplateProblem(f"filter '{named}' is the engine's own; a "
                                             "mapping cannot use it", used.lineno))
     for attr in tree.find_all(nodes.Getattr):
         # `now` is a time: its parts are numbers; anything else of it (a method, a class,
@@ -655,6 +684,8 @@ def _compile(source: str, origin: str, names: Names
         try:
             if single:
                 fn = _translate(parts[0])
+                if keeps_missing_items(parts[0]):
+                    fn = _cleaned(fn)
             else:
                 fn = _mixed([p.data if isinstance(p, nodes.TemplateData) else _translate(p)
                              for p in parts])
@@ -679,16 +710,20 @@ def _native_expression(expression: nodes.Expr) -> Renderer:
     assign = nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)
     template = ENV.from_string(nodes.Template([assign], lineno=1))
     run = TemplateExpression(template, False)
-    return lambda s: _without_missing(run(**s))
+    return lambda s: without_missing(run(**s))
 
 
-def _without_missing(value: Any) -> Any:
+def _cleaned(fn: Renderer) -> Renderer:
+    return lambda s: without_missing(fn(s))
+
+
+def without_missing(value: Any) -> Any:
     """A value Jinja computed, with the missing values inside its lists and mappings left
     out (so that no Undefined reaches a body)."""
     if isinstance(value, dict):
-        return {k: _without_missing(v) for k, v in value.items() if not isinstance(v, Undefined)}
+        return {k: without_missing(v) for k, v in value.items() if not isinstance(v, Undefined)}
     if isinstance(value, (list, tuple)):
-        return [_without_missing(v) for v in value if not isinstance(v, Undefined)]
+        return [without_missing(v) for v in value if not isinstance(v, Undefined)]
     return value
 
 

@@ -262,7 +262,7 @@ def test_validate_says_which_templates_jinja_renders(tmp_path: Path) -> None:
     write(tmp_path, """\
         destination: D
         slug: d
-        request: {url: "https://d.example/in", body: {ids: "{{ properties.items | map(attribute='id') | list }}"}}
+        request: {url: "https://d.example/in", body: {ids: "{% for i in properties.items %}{{ i.id }},{% endfor %}"}}
         rules: [{name: r}]
         """)
     result = run("validate", str(tmp_path))
