@@ -69,41 +69,55 @@ def weight_of(value: Any, limit: int = MAX_OUTPUT, *, counted: bool = True) -> i
     if weight is not None:
         return weight
     measured: dict[int, int] = {}
-    # Each frame: a container, what is left of its items, and its weight so far.
-    frames: list[list[Any]] = [[value, iter(_items(value)), len(value)]]
-    steps = 0
-    result: int | None = None
-    while result is None:
-        frame = frames[-1]
-        for child in frame[1]:
-            steps += 1
-            if counted and steps & 0xFFFF == 0:
-                spend_units(0x10000)  # a long walk is looked at as it goes
-            weight = _scalar_weight(child)
-            if weight is None:
-                weight = measured.get(id(child))
-                if weight is None:
-                    # Measured first; until then it counts as past the limit, so that a
-                    # container inside itself stops the walk instead of looping.
-                    measured[id(child)] = limit + 1
-                    frames.append([child, iter(_items(child)), len(child)])
-                    break
-            frame[2] += weight
-            if frame[2] > limit:
-                result = frame[2]  # a part weighs more than the limit: so does the whole
-                break
-        else:
-            frames.pop()
-            measured[id(frame[0])] = frame[2]
-            if not frames:
-                result = frame[2]
+    # The container being walked (its items left, its weight so far), and the ones it is
+    # inside of, as (container, items left, weight so far).
+    outer: list[tuple[Any, Any, int]] = []
+    here, items = value, _items(value)
+    steps = len(items)  # the items looked at: counted as each container is entered
+    left, total = iter(items), len(value)
+    while True:
+        for child in left:
+            kind = type(child)
+            # The commonest scalars first, without a call (what _scalar_weight says).
+            if kind is str:
+                total += len(child)
+            elif kind is int:
+                total += 1 + child.bit_length() // 3
+            elif kind is float or kind is bool or child is None:
+                total += 1
             else:
-                frames[-1][2] += frame[2]
-                if frames[-1][2] > limit:
-                    result = frames[-1][2]
+                weight = _scalar_weight(child)
+                if weight is None:
+                    weight = measured.get(id(child))
+                    if weight is None:
+                        # Measured first; until then it counts as past the limit, so that a
+                        # container inside itself stops the walk instead of looping.
+                        measured[id(child)] = limit + 1
+                        outer.append((here, left, total))
+                        here, items = child, _items(child)
+                        steps += len(items)
+                        if counted and steps > 0xFFFF:
+                            spend_units(steps)  # a long walk is looked at as it goes
+                            steps = 0
+                        left, total = iter(items), len(child)
+                        break
+                total += weight
+            if total > limit:
+                break  # a part weighs more than the limit: so does the whole
+        else:
+            measured[id(here)] = total
+            if outer:
+                weight = total
+                here, left, total = outer.pop()
+                total += weight
+                if total <= limit:
+                    continue
+            break
+        if total > limit:
+            break
     if counted:
-        spend_units(steps & 0xFFFF)
-    return result
+        spend_units(steps)
+    return total
 
 
 def check_weight(value: Any) -> Any:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import engine
 from engine.errors import EventError, RenderError
@@ -66,6 +69,40 @@ def test_weight_counts_every_reference_and_measures_each_part_once() -> None:
     assert budget.current().steps < 10
     assert bounds.weight_of({"k": [1, "xy", None]}) == 1 + 1 + 3 + 1 + 2 + 1
     assert bounds.weight_of(2**4095) == 1 + 4096 // 3  # about its digits
+
+
+def _weight(value: Any) -> int:
+    """The weight as the module's docstring defines it, every reference walked."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return len(value) + sum(_weight(k) + _weight(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return len(value) + sum(_weight(v) for v in value)
+    if isinstance(value, int):
+        return 1 + value.bit_length() // 3
+    return 1
+
+
+_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
+                    st.text(max_size=30))
+
+
+@given(st.recursive(_SCALAR, lambda inner: st.one_of(
+    st.lists(inner, max_size=5), st.tuples(inner, inner),
+    st.dictionaries(st.one_of(st.text(max_size=5), st.integers()), inner, max_size=4)),
+    max_leaves=40), st.integers(0, 300), st.integers(0, 3))
+def test_weight_of_is_the_weight_it_defines(value: Any, limit: int, shared: int) -> None:
+    """Measured once per part and counted per reference, walked without recursion: the
+    weight, or a number past `limit` exactly when the weight is."""
+    value = [value] * shared + [value] if shared else value  # a part held several times
+    budget.fresh()
+    found = bounds.weight_of(value, limit)
+    expected = _weight(value)
+    if expected > limit:
+        assert found > limit
+    else:
+        assert found == expected
 
 
 # ---- only what cannot be bounded at load is measured when it runs ------------------------
@@ -194,6 +231,20 @@ def test_cpu_time_past_the_budget_stops_the_template(monkeypatch: pytest.MonkeyP
     assert isinstance(compiled, Compiled) and compiled.renderer is not None
     with pytest.raises(RenderError, match="more than 10 ms of CPU time"):
         compiled.renderer({"items": ["a"] * 2000})
+
+
+def test_cpu_time_taken_before_the_first_clock_reading_counts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU clock is first read at the first check: what the event took before it is
+    counted all the same (as the wall time that passed, never less than the CPU time)."""
+    monkeypatch.setattr(budget, "MAX_CPU", 0.01)
+    budget.fresh()
+    budget.spend()  # the budget is made; no clock read yet
+    start = time.thread_time()
+    while time.thread_time() - start < 0.03:  # 30 ms of CPU, not one step
+        pass
+    with pytest.raises(budget.BudgetExceeded, match="more than 10 ms of CPU time"):
+        budget.check_time()
 
 
 def test_each_event_has_a_budget_of_its_own(tmp_path: Path, small_budget: int) -> None:
