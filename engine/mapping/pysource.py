@@ -99,6 +99,11 @@ _REMEMBERED_FILTERS = frozenset({"datetime", "add_days", "days_between", "isofor
 (Callexa's `created_at | datetime`): each a function of its arguments alone, at least a
 microsecond's work, with a result nothing changes (text, a number, a time)."""
 
+_TIME_FILTERS = frozenset({"add_days", "days_between", "isoformat", "format_date", "unix",
+                           "unix_ms", "unix_us"})
+"""Filters whose subject is read as a time by functions.parse_time, first thing (see
+SourceWriter._time_subject)."""
+
 _FINAL_FILTERS = frozenset({"digest", "sha256", "b64encode", "tojson", "isoformat", "format_date",
                             "unix", "unix_ms", "unix_us", "path_segment"})
 """Filters whose result is text within the size bound, or a number, or missing: what
@@ -767,6 +772,27 @@ class SourceWriter:
         # and comes again, as it would).
         return f"({memo} if {memo} is not UNSET else ({memo} := {self._plain_call(node, env)}))"
 
+    def _time_subject(self, node: nodes.Filter | nodes.Test, env: Env) -> str | None:
+        """The subject of a filter of _TIME_FILTERS, when the function reads the time it
+        names more than once (`created_at | datetime`, `created_at | add_days(1)`,
+        `created_at | days_between(now)`): that time, parsed once. Each of these filters
+        reads its subject as `datetime` does (functions.parse_time), and a time it was given
+        as is, so `f(x)` is `f(x | datetime)`, missing when that is. None: the subject as
+        written."""
+        if not isinstance(node, nodes.Filter) or node.name not in _TIME_FILTERS \
+                or node.node is None or isinstance(node.node, nodes.Filter) \
+                and node.node.name in ("datetime", *_TIME_FILTERS):
+            return None  # none, or a time already
+        parsed = nodes.Filter(node.node, "datetime", [], [], None, None, lineno=node.lineno)
+        key = self._key(parsed, env)
+        if key is None:
+            return None
+        self.path_uses[key] += 1
+        memo = self.shared.get(key)
+        if memo is None:
+            return None
+        return f"({memo} if {memo} is not UNSET else ({memo} := {self._plain_call(parsed, env)}))"
+
     def _plain_call(self, node: nodes.Filter | nodes.Test, env: Env) -> str:
         func, sized, propagate = raw_call_target(node)
         f = self.const(func)
@@ -778,7 +804,9 @@ class SourceWriter:
             if not sized:
                 return call
             return f"({r} if type({r} := {call}) is not str or len({r}) <= MAX_OUTPUT else _too_long())"
-        subject = self.expression(node.node, env) if node.node is not None else "M"
+        subject = self._time_subject(node, env)
+        if subject is None:
+            subject = self.expression(node.node, env) if node.node is not None else "M"
         args = [self.expression(a, env) for a in node.args]
         kwargs = [(str(k.key), self.expression(k.value, env)) for k in node.kwargs]
         if not all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in kwargs):

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import engine
+from engine.mapping import functions
 from engine.mapping.codegen import RuleCode
 from engine.mapping.pysource import SAFE_BUILTINS
 from tests.support.builders import destination
@@ -306,3 +307,43 @@ def test_a_form_body_and_the_bulk_item_that_reads_it_give_the_same_on_both_paths
     assert request.batch_item is not None
     assert request.batch_item["rec"] == 1 and request.batch_item["value"] == 7
     assert "gone" not in request.batch_item and "absent" not in request.batch_item
+
+
+def test_a_time_read_by_several_filters_is_parsed_once(tmp_path: Any) -> None:
+    """`created | add_days(2)`, `created | days_between(now)`... each read `created` as a
+    time first: the generated code parses it once, and gives what the interpreted path
+    gives for times, epoch numbers, text that is no time, and nothing."""
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            request:
+              url: https://d.example/in
+              body:
+                parsed: "{{ created | datetime }}"
+                later: "{{ created | add_days(2) }}"
+                age: "{{ created | days_between(now) }}"
+                iso: "{{ created | isoformat }}"
+                unix: "{{ created | unix }}"
+                ms: "{{ created | unix_ms }}"
+                year: "{{ created | format_date('%Y') }}"
+                again: "{{ created | datetime | isoformat }}"
+        """)
+    texts_parsed: list[Any] = []
+    real = functions.parse_datetime
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str):
+            texts_parsed.append(value)
+        return real(value)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(functions, "parse_datetime", parse)
+        dest.bind({}).map({"created": "2024-01-02T03:04:05Z"}, now="2024-05-06T12:00:00Z")
+        assert texts_parsed == ["2024-01-02T03:04:05Z"]  # `now` is a time already
+    for created in ("2024-01-02T03:04:05Z", "2024-01-02T03:04:05", " 2024-01-02 ", 1704164645,
+                    1704164645123, 2.5, "soon", "", None, True, [], {}, 10**30, -10**12):
+        for event in ({"created": created}, {}):
+            assert outcomes(dest, event, {}, "2024-05-06T12:00:00Z", True) == \
+                outcomes(dest, event, {}, "2024-05-06T12:00:00Z", False), created
