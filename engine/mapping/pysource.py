@@ -382,7 +382,7 @@ class SourceWriter:
         out.append(f"{indent}    {target} = {expression}")
         first = shape.parts[0] if shape.single else None
         message = isinstance(first, nodes.Name) and env.bindings.get(first.name) == "event"
-        if not (first is not None and (message or self._final(first)
+        if not (first is not None and (message or self._final(first) or self._yes_or_no(first)
                                        or self._built_value(first, env))):  # the message: a dict
             # templates._guard's check of a result, with the types _leaf returns unchanged
             # decided here, without the call; and the one missing value, which _leaf
@@ -546,6 +546,19 @@ class SourceWriter:
                 return call_target(node)[1]
             except _Untranslatable:
                 return False
+        return False
+
+    @staticmethod
+    def _yes_or_no(node: nodes.Node) -> bool:
+        """Is the expression's value true, false or missing whatever the event (a test, a
+        comparison, `not`, and `and`/`or` of these: a condition)? templates._guard leaves
+        such a value as it is."""
+        if isinstance(node, (nodes.Test, nodes.Compare, nodes.Not)):
+            return True
+        if isinstance(node, nodes.Const):
+            return type(node.value) is bool
+        if isinstance(node, (nodes.And, nodes.Or)):
+            return SourceWriter._yes_or_no(node.left) and SourceWriter._yes_or_no(node.right)
         return False
 
     @staticmethod

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 
 import engine
 from engine.mapping import functions
+from engine.errors import RenderError
 from engine.mapping.codegen import RuleCode
+from engine.mapping.missing import MISSING
 from engine.mapping.pysource import SAFE_BUILTINS
+from engine.mapping.templates import Compiled, compile_template
 from tests.support.builders import destination
 from tests.support.paths import MAPPINGS
 
@@ -347,3 +350,35 @@ def test_a_time_read_by_several_filters_is_parsed_once(tmp_path: Any) -> None:
         for event in ({"created": created}, {}):
             assert outcomes(dest, event, {}, "2024-05-06T12:00:00Z", True) == \
                 outcomes(dest, event, {}, "2024-05-06T12:00:00Z", False), created
+
+
+_CONDITIONS = ["a is present", "a is string", "a == b", "a != 'x'", "a > 0", "0 <= a < 10",
+               "'x' in a", "a not in b", "not a", "a is present and b > 1",
+               "a is missing or not (b == 2)", "a is divisibleby 2", "a is email", "true"]
+
+
+@pytest.mark.parametrize("condition", _CONDITIONS)
+def test_a_condition_is_true_false_or_missing_whatever_it_is_given(condition: str,
+                                                                   tmp_path: Any) -> None:
+    """Why the generated code does not check a condition's result as it checks other
+    template results (SourceWriter._yes_or_no): it can only be True, False or missing."""
+    compiled = compile_template("{{ " + condition + " }}", "f.yaml:1:1")
+    assert isinstance(compiled, Compiled) and compiled.renderer is not None
+    dest = destination(tmp_path, f"""\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            skip_if: [{{if: "{condition}", reason: skipped}}]
+            request: {{url: https://d.example/in, body: {{v: "{{{{ {condition} }}}}", k: 1}}}}
+        """)
+    for a in (None, "", "x", "a@b.example", 0, 4, 2.5, True, [], ["x"], {}, {"x": 1}, 10**30):
+        for event in ({"a": a, "b": 2}, {"a": a}, {"b": a}):
+            try:
+                value = compiled.renderer(event)
+            except RenderError:
+                pass
+            else:
+                assert value is MISSING or type(value) is bool, (condition, event, value)
+            assert outcomes(dest, event, {}, None, True) == outcomes(dest, event, {}, None, False)
