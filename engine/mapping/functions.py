@@ -438,7 +438,20 @@ def _f_default(value: Any, default_value: Any = "", boolean: bool = False) -> An
     return value
 
 
+def _f_lower(value: Any) -> str:
+    """Jinja's `lower` (`soft_str(value).lower()`) without its call of markupsafe.soft_str:
+    an email made a once key, every event."""
+    return (value if isinstance(value, str) else str(value)).lower()
+
+
+def _f_upper(value: Any) -> str:
+    """Jinja's `upper`, as `lower` above."""
+    return (value if isinstance(value, str) else str(value)).upper()
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
+    "lower": _f_lower,
+    "upper": _f_upper,
     "default": _f_default,
     "d": _f_default,
     "coalesce": _f_coalesce,

@@ -387,10 +387,14 @@ class SourceWriter:
             # templates._guard's check of a result, with the types _leaf returns unchanged
             # decided here, without the call; and the one missing value, which _leaf
             # returns as it is (other missing values are made that one).
-            plain = "PLAIN_OR_TIME" if keep_time else "PLAIN"
-            out.append(f"{indent}    if (len({target}) > MAX_OUTPUT if type({target}) is str "
-                       f"else {target} is not M and type({target}) not in {plain}):")
-            out.append(f"{indent}        {target} = _leaf({target})")
+            if not shape.single:  # text joined as it is written: its size only
+                out.append(f"{indent}    if len({target}) > MAX_OUTPUT:")
+                out.append(f"{indent}        {target} = _too_long()")
+            else:
+                plain = "PLAIN_OR_TIME" if keep_time else "PLAIN"
+                out.append(f"{indent}    if (len({target}) > MAX_OUTPUT if type({target}) is str "
+                           f"else {target} is not M and type({target}) not in {plain}):")
+                out.append(f"{indent}        {target} = _leaf({target})")
         out.append(f"{indent}except Exception as _e:")
         out.append(f"{indent}    {target} = _failed(_e, {shown})")
 
