@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from urllib.parse import quote
 
 from ..errors import EventError, Location, RenderError, SettingsError
-from ..normalize import normalize_event
+from ..normalize import normalize_event, normalized_object
 from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import skip_for
 from ..serialization import parse_datetime, query_encode, to_json
@@ -523,7 +523,7 @@ class BoundDestination:
         """Map one event; see Destination.map. Normalizes and routes the event first, so
         that the library is safe to use alone."""
         if self._segment:
-            message = normalize_event(event)
+            message = normalized_object(event) if type(event) is dict else normalize_event(event)
             if message.get("integrations") or self._accepts is not None \
                     and message["type"] not in self._accepts:  # else nothing can skip it
                 skip = skip_for(message, self.destination)
