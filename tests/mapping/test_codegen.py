@@ -20,20 +20,10 @@ from engine.mapping.codegen import RuleCode
 from engine.mapping.missing import MISSING
 from engine.mapping.pysource import SAFE_BUILTINS
 from engine.mapping.templates import Compiled, compile_template
-from tests.support.builders import destination
+from tests.support.builders import destination, outcomes
 from tests.support.paths import MAPPINGS
 
 DESTINATIONS = engine.load(MAPPINGS)
-
-
-def outcomes(dest: engine.Destination, event: Any, settings: Any, now: Any, generated: bool) -> str:
-    """Everything a mapping gives, as text that keeps the order of every mapping in it."""
-    bound = dest.bind(settings, generated=generated)
-    try:
-        found = bound.map(event, now=now)
-    except engine.EventError as exc:
-        return f"error: {exc}"
-    return repr([(type(o).__name__, [(f, getattr(o, f)) for f in o.__slots__]) for o in found])
 
 
 EXAMPLES = [pytest.param(dest, example, id=f"{slug}-{i:02d}")

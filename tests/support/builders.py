@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import engine
 
@@ -32,3 +33,14 @@ def shipped_slugs() -> str:
     """The slugs of the mappings in mappings/, as error messages list them: tests that
     quote such a message must not break when a destination is added."""
     return ", ".join(sorted(engine.load(MAPPINGS)))
+
+
+def outcomes(dest: engine.Destination, event: Any, settings: Any, now: Any, generated: bool) -> str:
+    """Everything a mapping gives, on its generated or its interpreted path, as text that
+    keeps the order of every mapping in it (the two paths are compared by it)."""
+    bound = dest.bind(settings, generated=generated)
+    try:
+        found = bound.map(event, now=now)
+    except engine.EventError as exc:
+        return f"error: {exc}"
+    return repr([(type(o).__name__, [(f, getattr(o, f)) for f in o.__slots__]) for o in found])
