@@ -22,6 +22,7 @@ runs Jinja's sandboxed compiler, with a scope built as the interpreted path buil
 
 from __future__ import annotations
 
+import hashlib
 import keyword
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from ..errors import RenderError
 from . import budget
 from .bounds import MAX_OUTPUT, bounded_binop
-from .functions import TESTS
+from .functions import FILTERS, TESTS
 from .missing import MISSING, Missing, MissingValue
 from .shapes import DictShape, DirectiveShape, LeafShape, ListShape
 from .templates import (
@@ -113,6 +114,29 @@ _TEXT_FILTERS = _FINAL_FILTERS - {"unix", "unix_ms", "unix_us"}
 """Those of _FINAL_FILTERS whose result is text (or missing)."""
 
 
+def _inline_digest(subject: str, args: list[nodes.Node]) -> str | None:
+    """functions._f_digest with no length or a constant whole-number one, written out (a
+    Python call and its checks of the length less, per event)."""
+    if not args:
+        cut = ""
+    elif len(args) == 1 and isinstance(args[0], nodes.Const) and type(args[0].value) is int:
+        length = args[0].value
+        cut = "" if length >= 64 else f"[:{max(length, 1)}]"
+    else:
+        return None
+    return f"_sha256(({subject} if type({subject}) is str else str({subject})).encode()).hexdigest(){cut}"
+
+
+def _inline_sha256(subject: str, args: list[nodes.Node]) -> str | None:
+    """functions._f_sha256, written out."""
+    return None if args else f"_sha256(str({subject}).encode()).hexdigest()"
+
+
+_INLINE_FILTERS = {FILTERS["digest"]: _inline_digest, FILTERS["sha256"]: _inline_sha256}
+"""Filters whose call the source writes out, by the function raw_call_target gives: each
+of them a few calls of the standard library on a value that is not missing."""
+
+
 def _failed(exc: Exception, shown: str) -> Any:
     """What templates._guard makes of an exception a template raised: missing for a
     missing value, else a RenderError naming the template (`shown`)."""
@@ -175,6 +199,7 @@ HELPERS: dict[str, Any] = {
     "UNSET": UNSET, "_keyed_dict": _keyed_dict, "_weigh": _weigh,
     "_directive_stopped": _directive_stopped, "SecurityError": SecurityError,
     "_spender": budget.spender, "_without_missing": without_missing,
+    "_sha256": hashlib.sha256,
 }
 """What every generated module may call besides its own numbered constants."""
 
@@ -835,6 +860,10 @@ class SourceWriter:
                 return f"(({t} := {subject}) is None or isinstance({t}, Undefined))"
             given = ", ".join([subject, *args, *(f"{k}={v}" for k, v in kwargs)])
             return result(f"{f}({given})")
+        inline = _INLINE_FILTERS.get(func)
+        written = None if inline is None or kwargs else inline(t, node.args)
+        if written is not None:
+            return f"(M if ({t} := {subject}) is None or type({t}) is Missing else {result(written)})"
         if not args and not kwargs:
             return f"(M if ({t} := {subject}) is None or type({t}) is Missing else {result(f'{f}({t})')})"
         if not kwargs and len(args) == 1:

@@ -228,6 +228,47 @@ def test_orderings_with_a_constant_side_give_the_same_on_both_paths(tmp_path: An
             assert outcomes(dest, event, {}, None, True) == outcomes(dest, event, {}, None, False)
 
 
+def test_digests_written_out_give_what_the_filters_give(tmp_path: Any) -> None:
+    """digest and sha256 are written into the generated source (not called) for the
+    lengths known when the mapping loads: every length and every kind of value gives what
+    the filter function gives, and what the interpreted path gives."""
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            request:
+              url: https://d.example/in
+              body:
+                whole: "{{ a | digest }}"
+                d16: "{{ a | digest(16) }}"
+                d1: "{{ a | digest(1) }}"
+                d0: "{{ a | digest(0) }}"
+                negative: "{{ a | digest(-3) }}"
+                d64: "{{ a | digest(64) }}"
+                past: "{{ a | digest(100) }}"
+                given: "{{ a | digest(n) }}"
+                float: "{{ a | digest(8.0) }}"
+                sha: "{{ a | sha256 }}"
+                joined: "{{ a | digest(4) }}-{{ a | sha256 }}"
+        """)
+    source = dest.codes[0].source
+    assert "_sha256(" in source and "hexdigest()[:16]" in source
+    for a in ("x", "", "é ✓", 7, 2.5, True, None, {"k": [1]}, [1, "2"], "x" * 200):
+        for event in ({"a": a, "n": 5}, {"a": a}, {"n": 3}):
+            generated = outcomes(dest, event, {}, None, True)
+            assert generated == outcomes(dest, event, {}, None, False)
+            if a is None or "a" not in event:
+                continue
+            body = dest.bind({}).map(event)[0].body
+            assert isinstance(body, dict)
+            for key, length in (("whole", 64), ("d16", 16), ("d1", 1), ("d0", 0),
+                                ("negative", -3), ("d64", 64), ("past", 100)):
+                assert body[key] == functions.FILTERS["digest"](a, length)
+            assert body["sha"] == functions.FILTERS["sha256"](a)
+
+
 def test_a_form_body_and_the_bulk_item_that_reads_it_give_the_same_on_both_paths(
         tmp_path: Any) -> None:
     """A form body of constant keys is made text entry by entry (constants once, when the
