@@ -93,9 +93,10 @@ def test_changed_events_give_the_same_on_both_paths(data: st.DataObject) -> None
 # ---- what the generated code can reach -------------------------------------------------------
 
 # Attributes the generated source reads: of dicts it made or checked to be dicts (get,
-# items), of lists and dicts it made (append, update), of the rule's own compiled parts.
+# items), of lists and dicts it made (append, update), of the rule's own compiled parts, of
+# the text it made and hashlib's hash of it (encode, hexdigest: a digest written out).
 _ATTRIBUTES = {"get", "items", "append", "update", "apply", "require", "extract", "auths",
-               "headers", "queries"}
+               "headers", "queries", "encode", "hexdigest"}
 
 
 def _names(code: types.CodeType) -> set[str]:
