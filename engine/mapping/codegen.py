@@ -19,6 +19,7 @@ and the objects the rule's values need; see pysource.py for what the sandbox gua
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -144,6 +145,9 @@ class _RuleWriter:
                               _with_query=_with_query)
         self.prologue: list[str] = []  # the factory's per-settings lines
         self.body: list[str] = []
+        self.forms: list[tuple[str, str, BuiltDict, str]] = []
+        """Form bodies of literals made text (see _form): (marker line, body local, the
+        literal, the body's name in the scope), decided once the whole rule is written."""
 
     def const(self, value: Any) -> str:
         return self.w.const(value)
@@ -233,6 +237,15 @@ class _RuleWriter:
 
     def _assemble(self) -> RuleCode:
         rule = self.rule
+        for marker, body, built, scope_name in self.forms:
+            # The body's dict is made text where it is, unless the scope's `body` (which
+            # holds it for the bulk item) is read by the rule anywhere but its assignments:
+            # then that read sees the values as they were, in a copy.
+            read = re.compile(rf"\b{scope_name}\b(?! = )")
+            shared = bool(scope_name) and any(read.search(line) for line in self.body)
+            at = self.body.index(marker)
+            ind = marker[:len(marker) - len(marker.lstrip())]
+            self.body[at:at + 1] = self._form_literal(ind, body, built, copy=shared)
         lines = [f"# rule {self.rule.name!r} of {self.destination.slug!r}: generated when the "
                  "mapping loaded",
                  "def factory(settings, url_settings, bound, fill_url):"]
@@ -419,7 +432,12 @@ class _RuleWriter:
                         # The bulk item reads the body's entries from their locals.
                         item_env = env.knowing("body", built)
             if spec.encoding == "form":
-                self._form(out, ind, body, built, where)
+                if built is not None and built.never_empty:
+                    marker = f"{ind}# form {len(self.forms)}"
+                    self.forms.append((marker, body, built, env.bindings.get("body", "")))
+                    out.append(marker)
+                else:
+                    self._form(out, ind, body, where)
         due = "None"
         if spec.deliver_after is not None:
             raw, due = w.local("raw"), w.local("due")
@@ -480,25 +498,28 @@ class _RuleWriter:
         assert not given, given
         out.append(ind + sink.format(request))
 
-    def _form(self, out: list[str], ind: str, body: str, built: BuiltDict | None,
-              where: str) -> None:
+    def _form(self, out: list[str], ind: str, body: str, where: str) -> None:
         """A form body's values made text (destination._form_value), null ones left out,
         into a new mapping: the body the bulk item reads keeps its values."""
-        if built is None or not built.never_empty:
-            out.append(f"{ind}if {body} is not None:")
-            out.append(f"{ind}    if not isinstance({body}, dict):")
-            out.append(f"{ind}        raise EventError({where + 'a form body must be a mapping'!r})")
-            out.append(f"{ind}    {body} = {{k if type(k) is str else str(k): v if type(v) is str "
-                       f"else _form_value(v) for k, v in {body}.items() if v is not None}}")
-            return
-        # A literal of text keys, never empty: only the entries that may not be text are
-        # looked at (constants converted here, once).
-        w = self.w
+        out.append(f"{ind}if {body} is not None:")
+        out.append(f"{ind}    if not isinstance({body}, dict):")
+        out.append(f"{ind}        raise EventError({where + 'a form body must be a mapping'!r})")
+        out.append(f"{ind}    {body} = {{k if type(k) is str else str(k): v if type(v) is str "
+                   f"else _form_value(v) for k, v in {body}.items() if v is not None}}")
+
+    def _form_literal(self, ind: str, body: str, built: BuiltDict, copy: bool) -> list[str]:
+        """_form for a literal of text keys, never empty (a dict this function made): only
+        the entries that may not be text are looked at (constants converted here, once),
+        in that dict itself unless `copy`."""
+        w, out = self.w, []
         to_text = w.globals["_form_value"]
-        changed = [f"{e.key!r}: {w.const(to_text(e.constant))}" for e in built.entries
+        changed = [(e.key, w.const(to_text(e.constant))) for e in built.entries
                    if e.is_constant and e.constant is not None and type(e.constant) is not str]
-        out.append(f"{ind}{body} = {{**{body}, {', '.join(changed)}}}" if changed
-                   else f"{ind}{body} = dict({body})")
+        if copy:
+            pairs = ", ".join(f"{key!r}: {text}" for key, text in changed)
+            out.append(f"{ind}{body} = {{**{body}, {pairs}}}" if changed else f"{ind}{body} = dict({body})")
+        else:
+            out += [f"{ind}{body}[{key!r}] = {text}" for key, text in changed]
         for e in built.entries:
             if e.is_constant:
                 if e.constant is None:
@@ -506,6 +527,7 @@ class _RuleWriter:
             elif not e.text:
                 out.append(f"{ind}if type({e.expression}) is not str and {e.expression} is not M:")
                 out.append(f"{ind}    _form_entry({body}, {e.key!r}, {e.expression})")
+        return out
 
 
 class _ValuesWriter(_RuleWriter):

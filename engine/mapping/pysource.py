@@ -27,7 +27,7 @@ import keyword
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 from jinja2 import Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
@@ -114,7 +114,7 @@ _TEXT_FILTERS = _FINAL_FILTERS - {"unix", "unix_ms", "unix_us"}
 """Those of _FINAL_FILTERS whose result is text (or missing)."""
 
 
-def _inline_digest(subject: str, args: list[nodes.Node]) -> str | None:
+def _inline_digest(subject: str, args: Sequence[nodes.Node]) -> str | None:
     """functions._f_digest with no length or a constant whole-number one, written out (a
     Python call and its checks of the length less, per event)."""
     if not args:
@@ -127,7 +127,7 @@ def _inline_digest(subject: str, args: list[nodes.Node]) -> str | None:
     return f"_sha256(({subject} if type({subject}) is str else str({subject})).encode()).hexdigest(){cut}"
 
 
-def _inline_sha256(subject: str, args: list[nodes.Node]) -> str | None:
+def _inline_sha256(subject: str, args: Sequence[nodes.Node]) -> str | None:
     """functions._f_sha256, written out."""
     return None if args else f"_sha256(str({subject}).encode()).hexdigest()"
 

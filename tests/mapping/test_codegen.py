@@ -314,6 +314,7 @@ def test_a_form_body_and_the_bulk_item_that_reads_it_give_the_same_on_both_paths
                   deeper: "{{ body.nested.a }}"
                   absent: "{{ body.absent }}"
                   whole: "{{ body | tojson }}"
+                  same: "{{ body }}"
           - name: s
             when: {condition: only_settings}
             request:
@@ -322,9 +323,12 @@ def test_a_form_body_and_the_bulk_item_that_reads_it_give_the_same_on_both_paths
               body: {client: "{{ settings.client }}", rec: 1}
               batch_item: {into: s, value: {client: "{{ body.client }}"}}
         """)
-    code = dest.codes[0]
-    assert code is not None
+    code, settings_only = dest.codes
+    assert code is not None and settings_only is not None
     assert "_form_value(v) for k, v in" not in code.source  # made text entry by entry
+    # The item of r reads the whole body: made text in a copy. That of s reads entries
+    # only: made text where it is.
+    assert "= {**_body" in code.source and "= {**_body" not in settings_only.source
     for value in ("text", "", 0, 7, 2.5, True, False, None, [], [1, "a"], {}, {"a": 1},
                   "2024-01-15T10:00:00Z", 10**30, "a" * 300):
         for event in ({"value": value}, {"value": value, "only_settings": True}):
