@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import keyword
+from json.encoder import encode_basestring
 from collections import Counter
+from itertools import groupby
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
@@ -35,7 +37,8 @@ from jinja2.exceptions import SecurityError, TemplateError
 from ..errors import RenderError
 from . import budget
 from .bounds import MAX_OUTPUT, bounded_binop
-from .functions import FILTERS, TESTS
+from ..serialization import to_json
+from .functions import FILTERS, TESTS, _template_json_default
 from .missing import MISSING, Missing, MissingValue
 from .shapes import DictShape, DirectiveShape, LeafShape, ListShape
 from .templates import (
@@ -133,6 +136,8 @@ def _inline_sha256(subject: str, args: Sequence[nodes.Node]) -> str | None:
 
 
 _INLINE_FILTERS = {FILTERS["digest"]: _inline_digest, FILTERS["sha256"]: _inline_sha256}
+
+_TOJSON = FILTERS["tojson"]
 """Filters whose call the source writes out, by the function raw_call_target gives: each
 of them a few calls of the standard library on a value that is not missing."""
 
@@ -199,7 +204,7 @@ HELPERS: dict[str, Any] = {
     "UNSET": UNSET, "_keyed_dict": _keyed_dict, "_weigh": _weigh,
     "_directive_stopped": _directive_stopped, "SecurityError": SecurityError,
     "_spender": budget.spender, "_without_missing": without_missing,
-    "_sha256": hashlib.sha256,
+    "_sha256": hashlib.sha256, "_json_str": encode_basestring,
 }
 """What every generated module may call besides its own numbered constants."""
 
@@ -575,6 +580,9 @@ class SourceWriter:
                 return call_target(node)[1]
             except _Untranslatable:
                 return False
+        if isinstance(node, nodes.CondExpr):  # no `else`: missing
+            return SourceWriter._final(node.expr1) and (
+                node.expr2 is None or SourceWriter._final(node.expr2))
         return False
 
     @staticmethod
@@ -597,10 +605,18 @@ class SourceWriter:
         shape = compiled.shape
         if not isinstance(shape, LeafShape) or shape.parts is None:
             return False
-        first = shape.parts[0]
-        return not shape.single or isinstance(first, nodes.Concat) or (
-            isinstance(first, nodes.Filter) and first.name in _TEXT_FILTERS
-            and SourceWriter._final(first))
+        return not shape.single or SourceWriter._text_node(shape.parts[0])
+
+    @staticmethod
+    def _text_node(node: nodes.Node) -> bool:
+        """_text_valued for one expression (a conditional one with no `else` is missing
+        when its test fails)."""
+        if isinstance(node, nodes.CondExpr):
+            return SourceWriter._text_node(node.expr1) and (
+                node.expr2 is None or SourceWriter._text_node(node.expr2))
+        return isinstance(node, nodes.Concat) or (
+            isinstance(node, nodes.Filter) and node.name in _TEXT_FILTERS
+            and SourceWriter._final(node))
 
     @staticmethod
     def _built_value(node: nodes.Node, env: Env) -> bool:
@@ -846,6 +862,10 @@ class SourceWriter:
             if not sized:
                 return call
             return f"({r} if type({r} := {call}) is not str or len({r}) <= MAX_OUTPUT else _too_long())"
+        if func is _TOJSON and not node.args and not node.kwargs and node.node is not None:
+            written = self._tojson(node.node, env, result)
+            if written is not None:
+                return written
         subject = self._time_subject(node, env)
         if subject is None:
             subject = self.expression(node.node, env) if node.node is not None else "M"
@@ -877,3 +897,49 @@ class SourceWriter:
         call = f"_call({f}, {t}, ({', '.join(args)}{',' if args else ''}), {{{named}}})"
         return (f"(M if ({t} := {subject}) is None or isinstance({t}, Undefined) else "
                 f"{result(call)})")
+
+    def _tojson(self, subject: nodes.Node, env: Env, result: Any) -> str | None:
+        """`subject | tojson` for a mapping literal of constant text keys, as the text
+        itself when its values turn out to be text (the commonest): each value written by
+        the json module's own string encoder, the constants' text made once, here; any
+        other value goes to the filter, with the mapping the literal makes of the same
+        values. A conditional subject (with an `else`) is each of its branches so made.
+        None: the subject is neither."""
+        if isinstance(subject, nodes.CondExpr) and subject.expr2 is not None:
+            yes, no = (nodes.Filter(branch, "tojson", [], [], None, None, lineno=subject.lineno)
+                       for branch in (subject.expr1, subject.expr2))
+            return f"({self.expression(yes, env)} if {self.expression(subject.test, env)} " \
+                   f"else {self.expression(no, env)})"
+        if not isinstance(subject, nodes.Dict) or not subject.items:
+            return None
+        keys = [p.key.value if isinstance(p.key, nodes.Const) else None for p in subject.items]
+        if not all(type(k) is str for k in keys) or len(set(keys)) != len(keys) \
+                or any(isinstance(p.value, nodes.Const) and p.value.value is None
+                       for p in subject.items):
+            return None  # a key computed, repeated, or an entry always left out
+        parts: list[tuple[bool, str]] = []  # (constant text?, the text or its source)
+        values: list[str] = []
+        checks: list[str] = []
+        for key, pair in zip(keys, subject.items):
+            head = ("{" if not parts else ",") + to_json(key) + ":"
+            if isinstance(pair.value, nodes.Const):
+                parts.append((True, head + to_json(pair.value.value, default=_template_json_default)))
+                values.append(self.const(pair.value.value))
+                continue
+            v = self.local()
+            checks.append(f"(type({v} := {self.expression(pair.value, env)}) is str)")
+            parts += [(True, head), (False, f"_json_str({v})")]
+            values.append(v)
+        if not checks:
+            return None  # a constant: folded when the template compiled
+        parts.append((True, "}"))
+        pieces: list[str] = []
+        for constant, group in groupby(parts, key=lambda p: p[0]):
+            pieces += [repr("".join(p[1] for p in group))] if constant else [p[1] for p in group]
+        r, t = self.local("r"), self.local()
+        text = f"({r} if len({r} := {' + '.join(pieces)}) <= MAX_OUTPUT else _too_long())"
+        mapping = f"_keyed_dict({tuple(keys)!r}, ({', '.join(values)},))"
+        called = result(f"{self.const(_TOJSON)}({t})")
+        # `&`, not `and`: every value is computed, as the literal computes them.
+        return (f"({text} if {' & '.join(checks)} else "
+                f"(M if ({t} := {mapping}) is None or type({t}) is Missing else {called}))")

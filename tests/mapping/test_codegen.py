@@ -270,6 +270,57 @@ def test_digests_written_out_give_what_the_filters_give(tmp_path: Any) -> None:
             assert body["sha"] == functions.FILTERS["sha256"](a)
 
 
+_ODD_VALUES = ("x", "", 'a "quoted" \\ back', "tab\there\nline\x01", "é ✓ \u2028", "\ud800",
+               "</script>", 7, -0.0, 1e-05, 2.5, float("nan"), True, None, [], [1, "2"],
+               {"k": "v"}, {"k": 1e-07})
+
+
+def test_tojson_of_a_mapping_literal_written_as_text_gives_what_the_filter_gives(
+        tmp_path: Any) -> None:
+    """`{...} | tojson` of constant text keys is written as text when the values turn out
+    to be text, and by the filter otherwise: whatever the values (text that JSON escapes,
+    numbers the json module writes its own way, missing, null...), the text is the
+    filter's, on both paths; every value is computed even when an earlier one is not
+    text."""
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            request:
+              url: https://d.example/in
+              body:
+                one: "{{ {'a': a} | tojson }}"
+                two: "{{ {'a': a, 'b': b} | tojson }}"
+                constants: "{{ {'n': 1.5, 'a': a, 'flag': true, 'word': 'w\\"x', 'big': 10**20} | tojson }}"
+                second: "{{ {'b': b, 'a': a | string} | tojson }}"
+                chosen: "{{ ({'a': a} if b else {'b': b}) | tojson }}"
+                maybe: "{{ {'a': a} | tojson if b }}"
+                repeated: "{{ {'a': a, 'a': b} | tojson }}"
+                nulled: "{{ {'a': a, 'z': none} | tojson }}"
+        """)
+    source = dest.codes[0].source
+    # One per value computed (10**20 among them), none for `repeated` nor `nulled`.
+    assert source.count("_json_str(") == 10
+    for a in _ODD_VALUES:
+        for b in ("y", 3, None, [1], 1e-05):
+            for event in ({"a": a, "b": b}, {"a": a}, {"b": b}, {}):
+                generated = outcomes(dest, event, {}, None, True)
+                assert generated == outcomes(dest, event, {}, None, False), (a, b, event)
+    tojson = functions.FILTERS["tojson"]
+    for a in _ODD_VALUES:
+        if a is None:
+            continue
+        body = dest.bind({}).map({"a": a, "b": "y"})[0].body
+        assert isinstance(body, dict)
+        assert body["one"] == tojson({"a": a})
+        assert body["two"] == tojson({"a": a, "b": "y"})
+        assert body["constants"] == tojson({"n": 1.5, "a": a, "flag": True, "word": 'w"x',
+                                            "big": 10**20})
+        assert body["chosen"] == body["maybe"] == body["one"]
+
+
 def test_a_form_body_and_the_bulk_item_that_reads_it_give_the_same_on_both_paths(
         tmp_path: Any) -> None:
     """A form body of constant keys is made text entry by entry (constants once, when the
