@@ -96,7 +96,7 @@ def _url_ready(value: Any) -> str | None:
 _GLOBALS: dict[str, Any] = {
     "RenderError": RenderError, "BudgetExceeded": BudgetExceeded, "EventError": EventError, "Request": Request, "Skip": Skip,
     "METHODS": METHODS, "parse_datetime": parse_datetime,
-    "_hoist": _hoist, "_due": _due, "_url_ready": _url_ready, "datetime": datetime, "_jmespath_false": _jmespath_false,
+    "_blank": object.__new__, "_hoist": _hoist, "_due": _due, "_url_ready": _url_ready, "datetime": datetime, "_jmespath_false": _jmespath_false,
 }
 
 
@@ -492,9 +492,11 @@ class _RuleWriter:
             "message_id": f"None if {message_id} is M else str({message_id})",
             "secret_headers": f"_secret{i}", "batch_into": into, "batch_item": item,
             "stored_url": stored, "secret_query": repr(secret_query)}
-        # By position, in the order of Request's fields (a dataclass's keyword arguments
-        # cost twice as much), read from Request itself so that the two cannot disagree.
-        request = f"Request({', '.join(given.pop(f.name) for f in fields(Request))})"
+        # Made blank and each of Request's fields set, read from Request itself so that the
+        # two cannot disagree: half the cost of calling the dataclass's __init__ with them.
+        request = w.local("request")
+        out.append(f"{ind}{request} = _blank(Request)")
+        out += [f"{ind}{request}.{f.name} = {given.pop(f.name)}" for f in fields(Request)]
         assert not given, given
         out.append(ind + sink.format(request))
 

@@ -5,6 +5,7 @@ they reach nothing the sandbox would not let a template reach."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import types
 from typing import Any
@@ -96,7 +97,9 @@ def test_changed_events_give_the_same_on_both_paths(data: st.DataObject) -> None
 # items), of lists and dicts it made (append, update), of the rule's own compiled parts, of
 # the text it made and hashlib's hash of it (encode, hexdigest: a digest written out).
 _ATTRIBUTES = {"get", "items", "append", "update", "apply", "require", "extract", "auths",
-               "headers", "queries", "encode", "hexdigest"}
+               "headers", "queries", "encode", "hexdigest",
+               # and the fields of the Request it made blank (`_blank(Request)`)
+               *(f.name for f in dataclasses.fields(engine.Request))}
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -121,6 +124,14 @@ def test_generated_code_names_only_its_helpers(slug: str) -> None:
         compiled = compile(code.source, "<test>", "exec")
         unknown = _names(compiled) - set(namespace) - set(SAFE_BUILTINS) - _ATTRIBUTES - {"factory"}
         assert not unknown, unknown
+
+
+def test_a_request_made_blank_by_generated_code_misses_nothing_init_would_do() -> None:
+    """Generated code makes a Request blank and sets each of its fields (half the cost of
+    calling __init__): that is all __init__ does as long as Request has no __post_init__
+    and every field is a slot."""
+    assert not hasattr(engine.Request, "__post_init__")
+    assert set(engine.Request.__slots__) == {f.name for f in dataclasses.fields(engine.Request)}
 
 
 def test_text_from_the_mapping_never_becomes_code(tmp_path: Any) -> None:
