@@ -131,6 +131,10 @@ def _jmespath_source(expression: Expression, root: str) -> str | None:
     return walk(expression.parsed, root)
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
 class _RuleWriter:
     def __init__(self, destination: "Destination", rule: "Rule") -> None:
         self.destination = destination
@@ -145,6 +149,8 @@ class _RuleWriter:
                               _with_query=_with_query)
         self.prologue: list[str] = []  # the factory's per-settings lines
         self.body: list[str] = []
+        self.scope_bodies: list[str] = []
+        """The locals holding the scope's `body` for a bulk item (dropped when unread)."""
         self.forms: list[tuple[str, str, BuiltDict, str]] = []
         """Form bodies of literals made text (see _form): (marker line, body local, the
         literal, the body's name in the scope), decided once the whole rule is written."""
@@ -218,6 +224,7 @@ class _RuleWriter:
             if any(spec.batch_item is not None and spec.for_each is None for spec in rule.requests):
                 # `body` in the scope, as a request with a bulk item sets it for the next.
                 local = w.local("body")
+                self.scope_bodies.append(local)
                 out.append(f"{ind}{local} = {w.lookup(env, 'body')}")
                 env = env.bind("body", local)
             only = rule.requests[0]
@@ -241,11 +248,13 @@ class _RuleWriter:
             # The body's dict is made text where it is, unless the scope's `body` (which
             # holds it for the bulk item) is read by the rule anywhere but its assignments:
             # then that read sees the values as they were, in a copy.
-            read = re.compile(rf"\b{scope_name}\b(?! = )")
-            shared = bool(scope_name) and any(read.search(line) for line in self.body)
+            shared = bool(scope_name) and self._read(scope_name)
             at = self.body.index(marker)
             ind = marker[:len(marker) - len(marker.lstrip())]
             self.body[at:at + 1] = self._form_literal(ind, body, built, copy=shared)
+        for local in self.scope_bodies:
+            if not self._read(local):
+                self._drop_assignments(local)
         lines = [f"# rule {self.rule.name!r} of {self.destination.slug!r}: generated when the "
                  "mapping loaded",
                  "def factory(settings, url_settings, bound, fill_url):"]
@@ -265,6 +274,25 @@ class _RuleWriter:
         return self._compiled("\n".join(lines) + "\n",
                               f"<rule {rule.name!r} of {self.destination.slug}>")
 
+    def _read(self, local: str) -> bool:
+        """Does the rule's function read `local` anywhere (not only assign it)?"""
+        read = re.compile(rf"\b{re.escape(local)}\b(?! = )")
+        return any(read.search(line) for line in self.body)
+
+    def _drop_assignments(self, local: str) -> None:
+        """The function without its assignments of `local`, which nothing reads (a block
+        they were all of keeps a `pass`)."""
+        assigned = re.compile(rf"\s*{re.escape(local)} = ")
+        kept: list[str] = []
+        for at, line in enumerate(self.body):
+            if assigned.match(line) is None:
+                kept.append(line)
+                continue
+            after = self.body[at + 1] if at + 1 < len(self.body) else ""
+            if kept and kept[-1].endswith(":") and _indent(after) < _indent(line):
+                kept.append(line[:_indent(line)] + "pass")
+        self.body[:] = kept
+
     def _hoisted_lines(self) -> list[str]:
         """The factory's lines: what the function needs, once per settings."""
         lines = list(self.prologue)
@@ -276,9 +304,11 @@ class _RuleWriter:
         return lines
 
     def _field_lines(self) -> list[str]:
-        """The message's fields read once, and the remembered parts not read yet."""
+        """The message's fields read once (those the function reads), and the remembered
+        parts not read yet."""
+        text = "\n".join(self.body)
         lines = [f"            {local} = event.get({name!r}, M)"
-                 for name, local in self.w.fields.items()]
+                 for name, local in self.w.fields.items() if re.search(rf"\b{local}\b", text)]
         if self.w.shared:
             lines.append(f"            {' = '.join(self.w.shared.values())} = UNSET")
         return lines
@@ -335,6 +365,7 @@ class _RuleWriter:
             # The item scope is one dict for the whole loop: a body one item sets, the next
             # sees, until it sets its own.
             local = w.local("body")
+            self.scope_bodies.append(local)
             out.append(f"{inner}{local} = {w.lookup(env, 'body')}")
             item_env = item_env.bind("body", local)
         # Each item is a step of the event's budget (budget.py), as on the interpreted path.

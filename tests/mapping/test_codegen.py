@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import hashlib
 import types
 from typing import Any
@@ -159,7 +160,6 @@ def test_text_from_the_mapping_never_becomes_code(tmp_path: Any) -> None:
 
 def test_a_destination_changed_after_load_runs_its_rules_interpreted() -> None:
     """Code runs only for the very rule it was written for (not by position)."""
-    import dataclasses
 
     calixa = DESTINATIONS["calixa"]
     changed = dataclasses.replace(calixa, rules=tuple(r for r in calixa.rules if r.name != "identify"))
@@ -408,6 +408,43 @@ def test_a_form_body_and_the_bulk_item_that_reads_it_give_the_same_on_both_paths
     assert request.batch_item is not None
     assert request.batch_item["rec"] == 1 and request.batch_item["value"] == 7
     assert "gone" not in request.batch_item and "absent" not in request.batch_item
+
+
+def test_the_scope_body_is_kept_only_where_something_reads_it(tmp_path: Any) -> None:
+    """A request with a bulk item keeps its body in the scope's `body` for the item; when
+    the item reads only entries of a body literal (from their locals), that `body` is not
+    kept, nor the message's own `body` field read: same outcomes either way."""
+    dest = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        batch:
+          max_items: 10
+          request: {url: https://d.example/bulk, body: {all: "{{ items.all }}"}}
+        rules:
+          - name: entries
+            when: {condition: entries}
+            request:
+              url: https://d.example/in
+              headers: {Content-Type: application/json}
+              body: {a: "{{ a }}", n: 1}
+              batch_item: {into: all, value: {a: "{{ body.a }}", n: "{{ body.n }}"}}
+          - name: whole
+            request:
+              url: https://d.example/in
+              headers: {Content-Type: application/json}
+              body: {a: "{{ a }}", n: 1}
+              batch_item: {into: all, value: {body: "{{ body }}"}}
+        """)
+    entries, whole = dest.codes
+    assert entries is not None and whole is not None
+    kept = re.compile(r"_body\d+ = _f")  # the scope's `body`, the message's until a request sets it
+    assert kept.search(whole.source) and "event.get('body', M)" in whole.source
+    assert not kept.search(entries.source) and "event.get('body', M)" not in entries.source
+    assert "else:\n                pass\n" in entries.source  # all its block was that `body`
+    for event in ({"a": 1, "entries": True}, {"entries": True}, {"a": "x"}, {"body": {"b": 2}},
+                  {"body": 3, "a": None, "entries": True}):
+        assert outcomes(dest, event, {}, None, True) == outcomes(dest, event, {}, None, False)
 
 
 def test_a_time_read_by_several_filters_is_parsed_once(tmp_path: Any) -> None:
