@@ -160,7 +160,6 @@ def test_text_from_the_mapping_never_becomes_code(tmp_path: Any) -> None:
 
 def test_a_destination_changed_after_load_runs_its_rules_interpreted() -> None:
     """Code runs only for the very rule it was written for (not by position)."""
-
     calixa = DESTINATIONS["calixa"]
     changed = dataclasses.replace(calixa, rules=tuple(r for r in calixa.rules if r.name != "identify"))
     event = {"type": "group", "groupId": "g1", "userId": "u1", "messageId": "m1"}
