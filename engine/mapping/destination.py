@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from urllib.parse import quote
 
 from ..errors import EventError, Location, RenderError, SettingsError
-from ..normalize import normalize_event, normalized_object
+from ..normalize import CALL_TYPES, normalize_event, normalized_object
 from ..outcomes import METHODS, SECRET_PLACEHOLDER, Outcome, Request, Skip
 from ..route import skip_for
 from ..serialization import parse_datetime, query_encode, to_json
@@ -436,6 +436,14 @@ class BoundDestination:
                 bound = replace(bound, run=run, direct=run if plain else None)
             self._rules.append(bound)
         self._dispatch = Dispatch(destination.rules, self._rules)
+        # Per call type, the generated function that takes every event of that type when
+        # the first rule tried for it names no event and has no condition: it decides,
+        # without the dispatch table.
+        self._sole: dict[str | None, RuleFunction] = {}
+        for call in CALL_TYPES:
+            first = self._dispatch.first_whatever_the_name(call)
+            if first is not None and first.direct is not None:
+                self._sole[call] = first.direct
         # The file's values, for `when.if` and the unmatched reason: generated, or the
         # interpreted path's.
         self._make_scope = self._scope
@@ -544,6 +552,9 @@ class BoundDestination:
         call = event["type"] if self._segment else None
         if dest.snake is not None:
             event = dest.snake.apply(event)
+        sole = self._sole.get(call)
+        if sole is not None:
+            return sole(event, when, True, None)
         scope: Scope | None = None  # made once, when a rule's `if` or the reason needs it
         for bound, matched in self._dispatch.candidates(call, event.get("event")):
             direct = bound.direct

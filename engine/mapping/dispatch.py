@@ -79,6 +79,15 @@ class Dispatch(Generic[T]):
             return table.normalized.get(normalize_name(name), table.others)
         return table.others
 
+    def first_whatever_the_name(self, call: str) -> T | None:
+        """The rule every event of type `call` is tried against first, whatever its name
+        (no rule for that type names events); None when there is none or it depends on
+        the name."""
+        table = self._by_call[call]
+        if table.names or table.normalized or not table.others:
+            return None
+        return table.others[0][0]
+
     def _for_call(self, call: str | None) -> _ByName[T]:
         rules = [(i, rule, item) for i, (rule, item) in enumerate(self._rules)
                  if rule.types is None or call in rule.types]

@@ -36,6 +36,19 @@ def test_the_table_gives_what_each_rule_gives(specs, call, name) -> None:
     assert [(r.name, m) for r, m in table.candidates(call, name)] == expected
 
 
+@given(rules_strategy, st.sampled_from(CALL_TYPES), name_strategy)
+def test_the_first_rule_whatever_the_name_is_the_first_candidate_of_every_name(
+        specs, call, name) -> None:
+    rules = [rule(i, *spec) for i, spec in enumerate(specs)]
+    table = Dispatch(rules, rules)
+    first = table.first_whatever_the_name(call)
+    names_any = any(r.events is not None and (r.types is None or call in r.types) for r in rules)
+    if first is None:
+        assert names_any or not table.candidates(call, name)
+    else:
+        assert not names_any and table.candidates(call, name)[0] == (first, True)
+
+
 def test_normalized_names() -> None:
     assert normalize_name("Account Created") == normalize_name("account_created") == \
         normalize_name("accountCreated") == normalize_name("ACCOUNT-CREATED") == "accountcreated"
