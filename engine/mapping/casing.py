@@ -83,10 +83,15 @@ def snake_case_keys(mapping: dict[Any, Any], keep: Collection[Any] = ()) -> dict
         return mapping
     out: dict[Any, Any] = {}
     for key, value in mapping.items():
-        if not isinstance(key, str) or key in keep:
+        if key in keep:
             out[key] = value
             continue
-        renamed = snake_case(key)
+        renamed = remembered.get(key)
+        if renamed is None:
+            if not isinstance(key, str):
+                out[key] = value
+                continue
+            renamed = snake_case(key)
         if renamed == key or renamed not in out:
             out[renamed] = value
         # else the name is taken: by a key already in snake_case, which wins, or by an
