@@ -92,6 +92,7 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mapping.py
+	$(PY) benchmarks/bench_trees.py
 	$(PY) benchmarks/bench_matching.py
 	$(PY) benchmarks/bench_shim.py
 	$(PY) benchmarks/bench_delivery.py
