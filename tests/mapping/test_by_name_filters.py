@@ -16,7 +16,7 @@ from engine.mapping import budget, templates
 from engine.mapping.budget import BudgetExceeded
 from engine.mapping.missing import MISSING
 from engine.mapping.templates import Compiled, compile_template
-from tests.support.builders import destination, outcomes
+from tests.support.builders import body_destination, outcomes
 
 TEMPLATES = [
     "{{ xs | map(attribute='id') | list }}",
@@ -118,20 +118,12 @@ def test_the_engines_own_filters_cannot_be_called_by_name() -> None:
 
 
 def test_generated_code_runs_them_as_the_interpreted_path_does(tmp_path: Any) -> None:
-    dest = destination(tmp_path, """\
-        destination: D
-        slug: d
-        input: raw
-        rules:
-          - name: r
-            request:
-              url: https://d.example/in
-              body:
-                first_id: "{{ xs | selectattr('type', 'equalto', 'x') | map(attribute='id') | first }}"
-                ids: "{{ xs | map(attribute='id') | list }}"
-                hashed: "{{ xs | map('string') | map('trim') | map('sha256') | list }}"
-                kept: "{{ xs | reject('none') | list }}"
-                chosen: "{{ xs | select | list }}"
+    dest = body_destination(tmp_path, """\
+        first_id: "{{ xs | selectattr('type', 'equalto', 'x') | map(attribute='id') | first }}"
+        ids: "{{ xs | map(attribute='id') | list }}"
+        hashed: "{{ xs | map('string') | map('trim') | map('sha256') | list }}"
+        kept: "{{ xs | reject('none') | list }}"
+        chosen: "{{ xs | select | list }}"
         """)
     code = dest.codes[0]
     assert code is not None and not code.fallbacks

@@ -22,7 +22,7 @@ from engine.mapping.codegen import RuleCode
 from engine.mapping.missing import MISSING
 from engine.mapping.pysource import SAFE_BUILTINS
 from engine.mapping.templates import Compiled, compile_template
-from tests.support.builders import destination, outcomes
+from tests.support.builders import body_destination, destination, outcomes
 from tests.support.paths import MAPPINGS
 
 DESTINATIONS = engine.load(MAPPINGS)
@@ -219,20 +219,12 @@ def test_a_call_made_twice_with_the_same_arguments_is_computed_once(tmp_path: An
 
 
 def test_orderings_with_a_constant_side_give_the_same_on_both_paths(tmp_path: Any) -> None:
-    dest = destination(tmp_path, """\
-        destination: D
-        slug: d
-        input: raw
-        rules:
-          - name: r
-            request:
-              url: https://d.example/in
-              body:
-                right: "{{ a > 0 }}"
-                left: "{{ 0 <= a }}"
-                both: "{{ a < b }}"
-                chained: "{{ 0 < a < 10 }}"
-                text: "{{ a > 'm' }}"
+    dest = body_destination(tmp_path, """\
+        right: "{{ a > 0 }}"
+        left: "{{ 0 <= a }}"
+        both: "{{ a < b }}"
+        chained: "{{ 0 < a < 10 }}"
+        text: "{{ a > 'm' }}"
         """)
     for a in (None, 1, -1, 0, 2.5, "z", [1]):
         for event in ({"a": a, "b": 1}, {"b": 1}, {"a": a}):
@@ -243,26 +235,18 @@ def test_digests_written_out_give_what_the_filters_give(tmp_path: Any) -> None:
     """digest and sha256 are written into the generated source (not called) for the
     lengths known when the mapping loads: every length and every kind of value gives what
     the filter function gives, and what the interpreted path gives."""
-    dest = destination(tmp_path, """\
-        destination: D
-        slug: d
-        input: raw
-        rules:
-          - name: r
-            request:
-              url: https://d.example/in
-              body:
-                whole: "{{ a | digest }}"
-                d16: "{{ a | digest(16) }}"
-                d1: "{{ a | digest(1) }}"
-                d0: "{{ a | digest(0) }}"
-                negative: "{{ a | digest(-3) }}"
-                d64: "{{ a | digest(64) }}"
-                past: "{{ a | digest(100) }}"
-                given: "{{ a | digest(n) }}"
-                float: "{{ a | digest(8.0) }}"
-                sha: "{{ a | sha256 }}"
-                joined: "{{ a | digest(4) }}-{{ a | sha256 }}"
+    dest = body_destination(tmp_path, """\
+        whole: "{{ a | digest }}"
+        d16: "{{ a | digest(16) }}"
+        d1: "{{ a | digest(1) }}"
+        d0: "{{ a | digest(0) }}"
+        negative: "{{ a | digest(-3) }}"
+        d64: "{{ a | digest(64) }}"
+        past: "{{ a | digest(100) }}"
+        given: "{{ a | digest(n) }}"
+        float: "{{ a | digest(8.0) }}"
+        sha: "{{ a | sha256 }}"
+        joined: "{{ a | digest(4) }}-{{ a | sha256 }}"
         """)
     source = dest.codes[0].source
     assert "_sha256(" in source and "hexdigest()[:16]" in source
@@ -292,23 +276,15 @@ def test_tojson_of_a_mapping_literal_written_as_text_gives_what_the_filter_gives
     numbers the json module writes its own way, missing, null...), the text is the
     filter's, on both paths; every value is computed even when an earlier one is not
     text."""
-    dest = destination(tmp_path, """\
-        destination: D
-        slug: d
-        input: raw
-        rules:
-          - name: r
-            request:
-              url: https://d.example/in
-              body:
-                one: "{{ {'a': a} | tojson }}"
-                two: "{{ {'a': a, 'b': b} | tojson }}"
-                constants: "{{ {'n': 1.5, 'a': a, 'flag': true, 'word': 'w\\"x', 'big': 10**20} | tojson }}"
-                second: "{{ {'b': b, 'a': a | string} | tojson }}"
-                chosen: "{{ ({'a': a} if b else {'b': b}) | tojson }}"
-                maybe: "{{ {'a': a} | tojson if b }}"
-                repeated: "{{ {'a': a, 'a': b} | tojson }}"
-                nulled: "{{ {'a': a, 'z': none} | tojson }}"
+    dest = body_destination(tmp_path, """\
+        one: "{{ {'a': a} | tojson }}"
+        two: "{{ {'a': a, 'b': b} | tojson }}"
+        constants: "{{ {'n': 1.5, 'a': a, 'flag': true, 'word': 'w\\"x', 'big': 10**20} | tojson }}"
+        second: "{{ {'b': b, 'a': a | string} | tojson }}"
+        chosen: "{{ ({'a': a} if b else {'b': b}) | tojson }}"
+        maybe: "{{ {'a': a} | tojson if b }}"
+        repeated: "{{ {'a': a, 'a': b} | tojson }}"
+        nulled: "{{ {'a': a, 'z': none} | tojson }}"
         """)
     source = dest.codes[0].source
     # One per value computed (10**20 among them), none for `repeated` nor `nulled`.
@@ -450,23 +426,15 @@ def test_a_time_read_by_several_filters_is_parsed_once(tmp_path: Any) -> None:
     """`created | add_days(2)`, `created | days_between(now)`... each read `created` as a
     time first: the generated code parses it once, and gives what the interpreted path
     gives for times, epoch numbers, text that is no time, and nothing."""
-    dest = destination(tmp_path, """\
-        destination: D
-        slug: d
-        input: raw
-        rules:
-          - name: r
-            request:
-              url: https://d.example/in
-              body:
-                parsed: "{{ created | datetime }}"
-                later: "{{ created | add_days(2) }}"
-                age: "{{ created | days_between(now) }}"
-                iso: "{{ created | isoformat }}"
-                unix: "{{ created | unix }}"
-                ms: "{{ created | unix_ms }}"
-                year: "{{ created | format_date('%Y') }}"
-                again: "{{ created | datetime | isoformat }}"
+    dest = body_destination(tmp_path, """\
+        parsed: "{{ created | datetime }}"
+        later: "{{ created | add_days(2) }}"
+        age: "{{ created | days_between(now) }}"
+        iso: "{{ created | isoformat }}"
+        unix: "{{ created | unix }}"
+        ms: "{{ created | unix_ms }}"
+        year: "{{ created | format_date('%Y') }}"
+        again: "{{ created | datetime | isoformat }}"
         """)
     texts_parsed: list[Any] = []
     real = functions.parse_datetime

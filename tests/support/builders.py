@@ -29,6 +29,22 @@ def destination(tmp_path: Path, text: str, name: str = "demo.yaml") -> engine.De
     return next(iter(engine.load(path).values()))
 
 
+def body_destination(tmp_path: Path, body: str) -> engine.Destination:
+    """A destination of raw input and one rule, `r`, posting to https://d.example/in the
+    body whose entries `body` writes (YAML, indented as the text's own lines)."""
+    entries = textwrap.indent(textwrap.dedent(body), " " * 8)
+    return destination(tmp_path, textwrap.dedent("""\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            request:
+              url: https://d.example/in
+              body:
+        """) + entries)
+
+
 def shipped_slugs() -> str:
     """The slugs of the mappings in mappings/, as error messages list them: tests that
     quote such a message must not break when a destination is added."""
