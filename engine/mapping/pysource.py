@@ -24,20 +24,20 @@ from __future__ import annotations
 
 import hashlib
 import keyword
-from json.encoder import encode_basestring
 from collections import Counter
-from itertools import groupby
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
+from json.encoder import encode_basestring
 from typing import Any, Sequence
 
 from jinja2 import Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 
 from ..errors import RenderError
+from ..serialization import to_json
 from . import budget
 from .bounds import MAX_OUTPUT, bounded_binop
-from ..serialization import to_json
 from .functions import FILTERS, TESTS, _template_json_default
 from .missing import MISSING, Missing, MissingValue
 from .shapes import DictShape, DirectiveShape, LeafShape, ListShape
@@ -136,10 +136,10 @@ def _inline_sha256(subject: str, args: Sequence[nodes.Node]) -> str | None:
 
 
 _INLINE_FILTERS = {FILTERS["digest"]: _inline_digest, FILTERS["sha256"]: _inline_sha256}
-
-_TOJSON = FILTERS["tojson"]
 """Filters whose call the source writes out, by the function raw_call_target gives: each
 of them a few calls of the standard library on a value that is not missing."""
+
+_TOJSON = FILTERS["tojson"]
 
 
 def _failed(exc: Exception, shown: str) -> Any:
