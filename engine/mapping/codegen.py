@@ -167,8 +167,8 @@ class _RuleWriter:
         for i, (expression, _source, reason) in enumerate(rule.require):
             found = _jmespath_source(expression, "event")
             if found is None:
-                self.prologue.append(f"    _req{i} = bound.require[{i}][0]")
-                found = f"_req{i}(event)"
+                self.prologue.append(f"    S_req{i} = bound.require[{i}][0]")
+                found = f"S_req{i}(event)"
             # destination._absent, inline: null or empty is missing; false and 0 are values
             req = w.local("req")
             out.append(f"{ind}if ({req} := {found}) is None or isinstance({req}, (str, list, dict)) "
@@ -198,8 +198,8 @@ class _RuleWriter:
             w.stable[local] = len(w.stable)
             found = _jmespath_source(expression, "event")
             if found is None:
-                self.prologue.append(f"    _ext{i} = bound.extract[{i}][1]")
-                found = f"_ext{i}(event)"
+                self.prologue.append(f"    S_ext{i} = bound.extract[{i}][1]")
+                found = f"S_ext{i}(event)"
             out.append(f"{ind}{local} = {found}")
             env = env.bind(extracted, local)
         if rule.events is not None:
@@ -389,13 +389,13 @@ class _RuleWriter:
                      suffix: str, sink: str = "out.append({})") -> None:
         """destination._request, for one request of this rule; `sink` says what is done
         with the Request."""
-        if f"    _auth{i} = bound.auths[{i}]" not in self.prologue:  # what it needs per settings
+        if f"    S_auth{i} = bound.auths[{i}]" not in self.prologue:  # what it needs per settings
             self.prologue += [
-                f"    _auth{i} = bound.auths[{i}]",
-                f"    _secret{i} = frozenset(_auth{i})",
-                f"    _headers{i} = bound.headers[{i}]",
-                f"    _spec{i} = {self.const(spec)}",
-                f"    _query{i} = bound.queries[{i}]",
+                f"    S_auth{i} = bound.auths[{i}]",
+                f"    S_secret{i} = frozenset(S_auth{i})",
+                f"    S_headers{i} = bound.headers[{i}]",
+                f"    S_spec{i} = {self.const(spec)}",
+                f"    S_query{i} = bound.queries[{i}]",
             ]
         w, slug, name = self.w, self.destination.slug, self.rule.name
         where = f"{slug}: rule {name}: "
@@ -435,9 +435,9 @@ class _RuleWriter:
         if spec.url_secrets or spec.auth_query:
             stored = w.local("stored")
             out.append(f"{ind}{stored} = {url}")
-            out.append(f"{ind}{url} = fill_url(_spec{i}, {url}, _query{i})")
-        out.append(f"{ind}if _headers{i} is not None:")
-        out.append(f"{ind}    {headers} = dict(_headers{i})")
+            out.append(f"{ind}{url} = fill_url(S_spec{i}, {url}, S_query{i})")
+        out.append(f"{ind}if S_headers{i} is not None:")
+        out.append(f"{ind}    {headers} = dict(S_headers{i})")
         out.append(f"{ind}else:")
         out.append(f"{ind}    {headers} = {{}}")
         for header, compiled in spec.headers:
@@ -445,7 +445,7 @@ class _RuleWriter:
             w.value(out, ind + "    ", compiled, env, local)
             out.append(f"{ind}    if {local} is not M:")
             out.append(f"{ind}        {headers}[{header!r}] = str({local})")
-        out.append(f"{ind}    {headers}.update(_auth{i})")
+        out.append(f"{ind}    {headers}.update(S_auth{i})")
         out.append(f"{ind}{body} = None")
         item_env = env
         if spec.body is not None:
@@ -521,7 +521,7 @@ class _RuleWriter:
             "url": url, "headers": headers, "encoding": repr(spec.encoding), "body": body,
             "deliver_after": due, "once_key": once_key, "once_window": once_window,
             "message_id": f"None if {message_id} is M else str({message_id})",
-            "secret_headers": f"_secret{i}", "batch_into": into, "batch_item": item,
+            "secret_headers": f"S_secret{i}", "batch_into": into, "batch_item": item,
             "stored_url": stored, "secret_query": repr(secret_query)}
         # Made blank and each of Request's fields set, read from Request itself so that the
         # two cannot disagree: half the cost of calling the dataclass's __init__ with them.

@@ -141,6 +141,9 @@ of them a few calls of the standard library on a value that is not missing."""
 
 _TOJSON = FILTERS["tojson"]
 
+_OTHER_PATTERNS = ("f", "m", "j")
+"""Stems SourceWriter.local may not use: other names of the generated code use them."""
+
 
 def _failed(exc: Exception, shown: str) -> Any:
     """What templates._guard makes of an exception a template raised: missing for a
@@ -313,6 +316,12 @@ class SourceWriter:
     # -- names --------------------------------------------------------------------------
 
     def local(self, stem: str = "t") -> str:
+        """A new local of the generated function: `_{stem}{n}`. Names of other patterns are
+        kept apart: the message's fields (`_f{n}`), remembered parts (`_m{n}`), JMESPath's
+        temporaries (`_j{n}`), constants (`K{n}`) and the factory's per-settings names
+        (`S_...`): a local of the same name would hide them in the whole function."""
+        if stem in _OTHER_PATTERNS or not stem.islower():
+            raise ValueError(f"a local's stem is lowercase and not one of {_OTHER_PATTERNS}")
         self._count += 1
         return f"_{stem}{self._count}"
 

@@ -422,6 +422,45 @@ def test_the_scope_body_is_kept_only_where_something_reads_it(tmp_path: Any) -> 
         assert outcomes(dest, event, {}, None, True) == outcomes(dest, event, {}, None, False)
 
 
+def test_the_function_s_own_names_never_hide_those_set_per_settings(tmp_path: Any) -> None:
+    """The factory's per-settings names (a request's headers, a require's getter) and the
+    function's numbered locals never meet: each request keeps its own headers, and a
+    require that is not a plain path keeps its getter, however many come before."""
+    requests = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            requests:
+              - url: https://d.example/0
+                headers: {X-Zero: "0"}
+              - url: https://d.example/1
+              - url: https://d.example/2
+              - url: https://d.example/3
+                headers: {X-Three: "3"}
+        """, name="requests.yaml")
+    made = requests.bind({}).map({"a": 1})
+    assert [dict(r.headers) for r in made if isinstance(r, engine.Request)] == \
+        [{"X-Zero": "0"}, {}, {}, {"X-Three": "3"}]
+    assert outcomes(requests, {"a": 1}, {}, None, True) == \
+        outcomes(requests, {"a": 1}, {}, None, False)
+    required = destination(tmp_path, """\
+        destination: D
+        slug: d
+        input: raw
+        rules:
+          - name: r
+            require:
+              - {field: "a[0]", reason: "no a"}
+              - {field: "b[0]", reason: "no b"}
+            request: {url: https://d.example/0}
+        """, name="required.yaml")
+    for event in ({"a": [1], "b": [2]}, {"a": [1]}, {"b": [1]}, {}):
+        assert outcomes(required, event, {}, None, True) == \
+            outcomes(required, event, {}, None, False)
+
+
 def test_a_time_read_by_several_filters_is_parsed_once(tmp_path: Any) -> None:
     """`created | add_days(2)`, `created | days_between(now)`... each read `created` as a
     time first: the generated code parses it once, and gives what the interpreted path
