@@ -244,17 +244,19 @@ class _RuleWriter:
 
     def _assemble(self) -> RuleCode:
         rule = self.rule
+        unread = [local for local in self.scope_bodies if not self._read(local)]
+        while unread:  # a `body` kept only for another that nothing reads is not read either
+            for local in unread:
+                self._drop_assignments(local)
+            unread = [local for local in self.scope_bodies if not self._read(local)
+                      and self._assigned(local)]
         for marker, body, built, scope_name in self.forms:
             # The body's dict is made text where it is, unless the scope's `body` (which
             # holds it for the bulk item) is read by the rule anywhere but its assignments:
             # then that read sees the values as they were, in a copy.
-            shared = bool(scope_name) and self._read(scope_name)
             at = self.body.index(marker)
-            ind = marker[:len(marker) - len(marker.lstrip())]
-            self.body[at:at + 1] = self._form_literal(ind, body, built, copy=shared)
-        for local in self.scope_bodies:
-            if not self._read(local):
-                self._drop_assignments(local)
+            self.body[at:at + 1] = self._form_literal(
+                marker[:_indent(marker)], body, built, copy=bool(scope_name) and self._read(scope_name))
         lines = [f"# rule {self.rule.name!r} of {self.destination.slug!r}: generated when the "
                  "mapping loaded",
                  "def factory(settings, url_settings, bound, fill_url):"]
@@ -274,24 +276,25 @@ class _RuleWriter:
         return self._compiled("\n".join(lines) + "\n",
                               f"<rule {rule.name!r} of {self.destination.slug}>")
 
+    # Reads and assignments are found in the lines as written: every line is one statement,
+    # and a local the generator numbered appears only as itself. A name found anywhere but
+    # as the target of its own assignment counts as read (when unsure: kept).
+
     def _read(self, local: str) -> bool:
         """Does the rule's function read `local` anywhere (not only assign it)?"""
         read = re.compile(rf"\b{re.escape(local)}\b(?! = )")
         return any(read.search(line) for line in self.body)
 
-    def _drop_assignments(self, local: str) -> None:
-        """The function without its assignments of `local`, which nothing reads (a block
-        they were all of keeps a `pass`)."""
+    def _assigned(self, local: str) -> bool:
         assigned = re.compile(rf"\s*{re.escape(local)} = ")
-        kept: list[str] = []
-        for at, line in enumerate(self.body):
-            if assigned.match(line) is None:
-                kept.append(line)
-                continue
-            after = self.body[at + 1] if at + 1 < len(self.body) else ""
-            if kept and kept[-1].endswith(":") and _indent(after) < _indent(line):
-                kept.append(line[:_indent(line)] + "pass")
-        self.body[:] = kept
+        return any(assigned.match(line) for line in self.body)
+
+    def _drop_assignments(self, local: str) -> None:
+        """The function without its assignments of `local`, which nothing reads: each
+        becomes `pass` (no code; the block it was in stays a block)."""
+        assigned = re.compile(rf"\s*{re.escape(local)} = ")
+        self.body[:] = [line if assigned.match(line) is None else line[:_indent(line)] + "pass"
+                        for line in self.body]
 
     def _hoisted_lines(self) -> list[str]:
         """The factory's lines: what the function needs, once per settings."""

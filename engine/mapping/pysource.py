@@ -912,8 +912,8 @@ class SourceWriter:
         itself when its values turn out to be text (the commonest): each value written by
         the json module's own string encoder, the constants' text made once, here; any
         other value goes to the filter, with the mapping the literal makes of the same
-        values. A conditional subject (with an `else`) is each of its branches so made.
-        None: the subject is neither."""
+        values. A conditional subject (with an `else`, whatever its branches) is `tojson`
+        of each branch, each written so when it can be. None: the subject is neither."""
         if isinstance(subject, nodes.CondExpr) and subject.expr2 is not None:
             yes, no = (nodes.Filter(branch, "tojson", [], [], None, None, lineno=subject.lineno)
                        for branch in (subject.expr1, subject.expr2))
