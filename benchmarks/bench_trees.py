@@ -93,7 +93,11 @@ def export(revision: str, into: Path) -> Path:
     """The tree of `revision`, written under `into`."""
     archive = into / "tree.tar"
     with archive.open("wb") as out:
-        subprocess.run(["git", "-C", str(ROOT), "archive", revision], stdout=out, check=True)
+        done = subprocess.run(["git", "-C", str(ROOT), "archive", revision], stdout=out,
+                              stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"bench_trees: revision {revision!r} is not in this clone (a shallow clone? "
+                 f"`git fetch --unshallow`, or pass --base): {done.stderr.strip()}")
     tree = into / "tree"
     with tarfile.open(archive) as tar:
         tar.extractall(tree, filter="data")

@@ -20,7 +20,7 @@ from engine.mapping import functions
 from engine.errors import RenderError
 from engine.mapping.codegen import RuleCode
 from engine.mapping.missing import MISSING
-from engine.mapping.pysource import SAFE_BUILTINS
+from engine.mapping.pysource import SAFE_BUILTINS, SourceWriter
 from engine.mapping.templates import Compiled, compile_template
 from tests.support.builders import body_destination, destination, outcomes
 from tests.support.paths import MAPPINGS
@@ -459,6 +459,14 @@ def test_the_function_s_own_names_never_hide_those_set_per_settings(tmp_path: An
     for event in ({"a": [1], "b": [2]}, {"a": [1]}, {"b": [1]}, {}):
         assert outcomes(required, event, {}, None, True) == \
             outcomes(required, event, {}, None, False)
+
+
+def test_a_local_cannot_take_the_form_of_another_kind_of_name() -> None:
+    writer = SourceWriter()
+    assert writer.local() == "_t1" and writer.local("body") == "_body2"
+    for stem in ("f", "m", "j", "Headers"):
+        with pytest.raises(ValueError, match="a local's stem"):
+            writer.local(stem)
 
 
 def test_a_time_read_by_several_filters_is_parsed_once(tmp_path: Any) -> None:
